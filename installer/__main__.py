@@ -1,0 +1,3 @@
+from installer.cli.main import main
+
+main()

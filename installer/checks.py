@@ -1,0 +1,173 @@
+"""Rules that compare fields with each other, all run in one pass.
+
+Each finding is (location, message, severity); installer/sitefile.py adds file and line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import netaddr
+
+from installer import ipplan
+from installer.site import Site
+
+Finding = tuple[tuple[Any, ...], str, str]
+LineOf = Callable[[tuple[Any, ...]], "int | None"]
+
+
+def check(site: Site, line_of: LineOf) -> list[Finding]:
+    """Every cross-field error and warning of a site that passed field validation."""
+    findings: list[Finding] = []
+    for rule in (_unique_names, _addresses, _vms_network, _roles, _disks, _allocation):
+        findings.extend(rule(site, line_of))
+    return findings
+
+
+def _error(loc: tuple, message: str) -> Finding:
+    return (loc, message, "error")
+
+
+def _warning(loc: tuple, message: str) -> Finding:
+    return (loc, message, "warning")
+
+
+def _unique_names(site: Site, line_of: LineOf) -> Iterator[Finding]:
+    for attr in ("hostname", "mac"):
+        first: dict[str, int] = {}
+        for i, node in enumerate(site.nodes):
+            value = getattr(node, attr)
+            if value in first:
+                j = first[value]
+                yield _error(("nodes", i, attr), f"{value} is also used by nodes[{j}] "
+                             f"({site.nodes[j].hostname}, line {line_of(('nodes', j))})")
+            else:
+                first[value] = i
+
+
+def _inside(net: netaddr.IPNetwork, ip: netaddr.IPAddress) -> str | None:
+    """Why `ip` cannot be a host address of `net`, or None."""
+    if ip not in net:
+        return f"is outside {net.cidr}"
+    if ip == net.network:
+        return f"is the network address of {net.cidr}"
+    if ip == net.broadcast:
+        return f"is the broadcast address of {net.cidr}"
+    return None
+
+
+def _addresses(site: Site, line_of: LineOf) -> Iterator[Finding]:
+    mgmt = site.networks.management
+    net = mgmt.cidr
+    where = f"networks.management {net.cidr}"
+    for loc, ip in ((("networks", "management", "gateway"), mgmt.gateway), (("bootstrap", "address"), site.bootstrap.address)):
+        why = _inside(net, ip)
+        if why:
+            yield _error(loc, f"{ip} {why.replace(str(net.cidr), where)}")
+    if mgmt.pool:
+        for end in (mgmt.pool.first, mgmt.pool.last):
+            if _inside(net, end):
+                yield _error(("networks", "management", "pool"),
+                             f"{mgmt.pool.first}-{mgmt.pool.last} does not fit inside {where}")
+                break
+    taken: dict[netaddr.IPAddress, int] = {}
+    for i, node in enumerate(site.nodes):
+        if node.ip is None:
+            continue
+        loc = ("nodes", i, "ip")
+        why = _inside(net, node.ip)
+        if why:
+            yield _error(loc, f"{node.ip} {why.replace(str(net.cidr), where)}")
+        elif node.ip == mgmt.gateway:
+            yield _error(loc, f"{node.ip} is the gateway's address")
+        elif node.ip == site.bootstrap.address:
+            yield _error(loc, f"{node.ip} is the bootstrap (boot server) address")
+        elif node.ip in mgmt.dns:
+            yield _error(loc, f"{node.ip} is a DNS server's address (networks.management.dns)")
+        if node.ip in taken:
+            j = taken[node.ip]
+            yield _error(loc, f"{node.ip} is also used by nodes[{j}] ({site.nodes[j].hostname}, "
+                         f"line {line_of(('nodes', j))})")
+        else:
+            taken[node.ip] = i
+
+
+def _vms_network(site: Site, line_of: LineOf) -> Iterator[Finding]:
+    vms, mgmt = site.networks.vms, site.networks.management
+    if vms.cidr.first <= mgmt.cidr.last and mgmt.cidr.first <= vms.cidr.last:
+        yield _error(("networks", "vms", "cidr"), f"{vms.cidr.cidr} overlaps networks.management {mgmt.cidr.cidr}")
+    pool = vms.pool()
+    for end in (pool.first, pool.last):
+        why = _inside(vms.cidr, end)
+        if why:
+            yield _error(("networks", "vms", "first" if end == pool.first else "size"),
+                         f"the range {pool.first}-{pool.last} ({vms.size} addresses) does not fit: "
+                         f"{end} {why}")
+            break
+    if vms.gateway is not None:
+        why = _inside(vms.cidr, vms.gateway)
+        if why:
+            yield _error(("networks", "vms", "gateway"), f"{vms.gateway} {why}")
+        elif pool.first <= vms.gateway <= pool.last:
+            yield _error(("networks", "vms", "gateway"), f"{vms.gateway} is inside the VM address range "
+                         f"{pool.first}-{pool.last}; a VM would get the gateway's address")
+
+
+def _roles(site: Site, line_of: LineOf) -> Iterator[Finding]:
+    for role, what in (("mfs_master", "MooseFS master"), ("frontend", "OpenNebula frontend")):
+        holders = site.with_role(role)
+        if not holders:
+            yield _error(("nodes",), f"no node has the role {role}: a site needs exactly one {what}")
+        for extra in holders[1:]:
+            i = site.nodes.index(extra)
+            yield _error(("nodes", i, "roles"), f"{role} is already on {holders[0].hostname}: "
+                         f"a site has exactly one {what}")
+    chunkservers = site.with_role("mfs_chunkserver")
+    goal = site.storage.goal
+    if len(chunkservers) < goal:
+        yield _error(("storage", "goal"), f"{goal} copies need at least {goal} chunkservers, "
+                     f"the site has {len(chunkservers)}")
+    if goal == 1:
+        yield _warning(("storage", "goal"), "goal 1 keeps a single copy of every chunk: one failed disk "
+                       "loses data. Use it only for a single-machine site")
+    masters = site.with_role("mfs_master")
+    loggers = [n for n in site.with_role("mfs_metalogger") if n not in masters]
+    if masters and not loggers:
+        yield _warning(("nodes",), "no mfs_metalogger runs on a node other than the master: if the master's "
+                       "server is lost, the whole filesystem is lost with it")
+    if not site.with_role("kvm"):
+        yield _warning(("nodes",), "no node has the role kvm: the cloud will have nowhere to run VMs")
+    for i, node in enumerate(site.nodes):
+        if node.has("mfs_chunkserver") and not node.chunk_disks:
+            yield _error(("nodes", i, "chunk_disks"), f"{node.hostname} is an mfs_chunkserver but lists no chunk_disks")
+        if node.chunk_disks and not node.has("mfs_chunkserver"):
+            yield _error(("nodes", i, "chunk_disks"), f"{node.hostname} lists chunk_disks but has no "
+                         "mfs_chunkserver role; add the role or remove the disks")
+
+
+def _disks(site: Site, line_of: LineOf) -> Iterator[Finding]:
+    owner: dict[str, tuple] = {}
+    for i, node in enumerate(site.nodes):
+        listed = [(("nodes", i, "os_disk"), node.os_disk)]
+        listed += [(("nodes", i, "chunk_disks", k), d) for k, d in enumerate(node.chunk_disks)]
+        for loc, disk in listed:
+            if disk.key in owner:
+                other = owner[disk.key]
+                if other[1] == i and loc[2] == "chunk_disks" and other[2] == "os_disk":
+                    msg = f"{disk} is the os_disk of {node.hostname}; the system disk cannot hold chunks"
+                elif other[1] == i:
+                    msg = f"{disk} is listed twice for {node.hostname}"
+                else:
+                    msg = (f"{disk} is also listed for nodes[{other[1]}] ({site.nodes[other[1]].hostname}, "
+                           f"line {line_of(other)}); a disk belongs to one server")
+                yield _error(loc, msg)
+            else:
+                owner[disk.key] = loc
+
+
+def _allocation(site: Site, line_of: LineOf) -> Iterator[Finding]:
+    try:
+        ipplan.allocate(site)
+    except ipplan.PoolExhausted as exc:
+        yield _error(("networks", "management", "pool" if site.networks.management.pool else "cidr"), str(exc))

@@ -1,0 +1,32 @@
+"""Pieces shared by several commands."""
+
+from __future__ import annotations
+
+import click
+
+site_argument = click.argument("site_path", metavar="SITE", type=click.Path(dir_okay=False))
+
+
+def load_site_or_report(site_path: str, *, as_json: bool = False, strict: bool = False):
+    """Load a site. Returns (LoadedSite or None, problems). Without --json, problems are
+    printed to stderr here; with --json the caller prints them. Warnings fail with --strict."""
+    from installer import sitefile
+    from installer.cli.main import report_site_invalid
+    from installer.errors import SiteInvalid
+
+    try:
+        loaded = sitefile.load(site_path)
+    except SiteInvalid as exc:
+        if not as_json:
+            report_site_invalid(exc)
+        return None, exc.problems
+    problems = loaded.warnings
+    if strict and problems:
+        strict_problems = [p.__class__(p.file, p.line, p.field, p.message, "error") for p in problems]
+        if not as_json:
+            report_site_invalid(SiteInvalid(strict_problems))
+        return None, strict_problems
+    if not as_json:
+        for p in problems:
+            click.echo(p.render(), err=True)
+    return loaded, problems

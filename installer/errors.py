@@ -1,0 +1,48 @@
+"""The one error family. Domain code raises these with a message written for the
+technician; the CLI turns them into one line (or one line per problem) and exit 1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class OnehciError(Exception):
+    """Something the technician can fix; the message says what and how."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding about a site file: where it is and what is wrong."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+    severity: str = "error"  # "error" or "warning"
+
+    def render(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        field = f" {self.field}:" if self.field else ""
+        kind = " warning:" if self.severity == "warning" else ""
+        return f"{where}{field}{kind} {self.message}"
+
+    def as_dict(self) -> dict:
+        return {"file": self.file, "line": self.line, "field": self.field,
+                "message": self.message, "severity": self.severity}
+
+
+class SiteInvalid(OnehciError):
+    """A site file has errors; all of them are listed, with the warnings."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        errors = [p for p in problems if p.severity == "error"]
+        super().__init__(f"{len(errors)} error{'s' if len(errors) != 1 else ''} in the site file")
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]

@@ -1,0 +1,330 @@
+"""The site model, format 1: one typed, strict description of a cluster.
+
+Field-level rules (types, formats, normalisation) live here; rules that compare
+fields with each other live in installer/checks.py. Loading from YAML with line
+numbers is installer/sitefile.py.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import netaddr
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, field_validator
+
+ROLES = ("frontend", "kvm", "mfs_master", "mfs_metalogger", "mfs_chunkserver")
+Role = Literal["frontend", "kvm", "mfs_master", "mfs_metalogger", "mfs_chunkserver"]
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_LOCALE = re.compile(r"^[a-z]{2,3}_[A-Z]{2}(\.UTF-8)?$")
+_KEYMAP = re.compile(r"^[a-z]{2,8}(-[a-z0-9]+)?$")
+_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[^\s]*)?$")
+_SHA512_CRYPT = re.compile(r"^\$6\$(rounds=\d{4,9}\$)?[./0-9A-Za-z]{1,16}\$[./0-9A-Za-z]{86}$")
+_YESCRYPT = re.compile(r"^\$y\$[./0-9A-Za-z]+\$[./0-9A-Za-z]{1,86}\$[./0-9A-Za-z]{43}$")
+_SERIAL = re.compile(r"^[A-Za-z0-9_.:+-]{1,64}$")
+_BY_ID = "/dev/disk/by-id/"
+_SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                  "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
+
+
+def _type_name(value: object) -> str:
+    return {bool: "true/false", int: "a number", float: "a number", dict: "a mapping",
+            list: "a list", type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
+def _need_str(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected {what}, got {_type_name(value)}")
+    return value.strip()
+
+
+# --- scalar types -------------------------------------------------------------------
+
+def _parse_ip(value: object) -> netaddr.IPAddress:
+    if isinstance(value, netaddr.IPAddress):  # already parsed (models built in code)
+        return value
+    text = _need_str(value, "an IPv4 address")
+    try:
+        return netaddr.IPAddress(text, version=4, flags=netaddr.INET_PTON)
+    except (netaddr.AddrFormatError, ValueError):
+        raise ValueError(f"'{text}' is not an IPv4 address") from None
+
+
+def _parse_network(value: object) -> netaddr.IPNetwork:
+    if isinstance(value, netaddr.IPNetwork):
+        return value
+    text = _need_str(value, "a network in CIDR form like 192.168.10.0/24")
+    if "/" not in text:
+        raise ValueError(f"'{text}' needs a prefix length, like {text}/24")
+    try:
+        net = netaddr.IPNetwork(text, version=4)
+        netaddr.IPAddress(text.split("/")[0], version=4, flags=netaddr.INET_PTON)
+    except (netaddr.AddrFormatError, ValueError):
+        raise ValueError(f"'{text}' is not an IPv4 network in CIDR form") from None
+    if net.ip != net.network:
+        raise ValueError(f"'{text}' has host bits set; the network is {net.cidr}")
+    if net.prefixlen > 30:
+        raise ValueError(f"'{text}' is too small: a /{net.prefixlen} has no room for hosts")
+    return net
+
+
+def _parse_mac(value: object) -> str:
+    text = _need_str(value, "a MAC address like 52:54:00:12:34:56").lower()
+    if not _MAC.match(text):
+        raise ValueError(f"'{text}' is not a MAC address (six pairs of hex digits separated by ':' or '-')")
+    mac = text.replace("-", ":")
+    if int(mac[:2], 16) & 1:
+        raise ValueError(f"'{mac}' is a multicast address, not a network card's")
+    return mac
+
+
+def _parse_hostname(value: object) -> str:
+    text = _need_str(value, "a host name")
+    if not _LABEL.match(text) or text.isdigit():
+        raise ValueError(f"'{text}' is not a valid host name: use 1-63 lowercase letters, digits "
+                         "and '-', not starting or ending with '-'")
+    return text
+
+
+def _parse_domain(value: object) -> str:
+    text = _need_str(value, "a DNS domain").rstrip(".")
+    labels = text.split(".")
+    if len(text) > 253 or not all(_LABEL.match(lbl) for lbl in labels):
+        raise ValueError(f"'{text}' is not a valid DNS domain")
+    return text
+
+
+IPv4 = Annotated[netaddr.IPAddress, PlainValidator(_parse_ip), PlainSerializer(str)]
+Network = Annotated[netaddr.IPNetwork, PlainValidator(_parse_network), PlainSerializer(lambda n: str(n.cidr))]
+Mac = Annotated[str, PlainValidator(_parse_mac)]
+Hostname = Annotated[str, PlainValidator(_parse_hostname)]
+Domain = Annotated[str, PlainValidator(_parse_domain)]
+
+
+@dataclass(frozen=True)
+class DiskRef:
+    """A disk named in a way that survives reboots and re-cabling: a by-id path or a serial."""
+
+    by_id: str | None = None
+    serial: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.by_id or f"serial:{self.serial}"
+
+    def __str__(self) -> str:
+        return self.by_id or f"serial {self.serial}"
+
+    def to_data(self) -> str | dict:
+        return self.by_id if self.by_id else {"serial": self.serial}
+
+
+def _parse_disk(value: object) -> DiskRef:
+    if isinstance(value, DiskRef):
+        return value
+    if isinstance(value, dict):
+        if set(value) != {"serial"}:
+            extra = ", ".join(sorted(str(k) for k in value if k != "serial")) or "nothing"
+            raise ValueError(f"a disk given as a mapping takes exactly one key, 'serial' (found: {extra})")
+        serial = _need_str(value["serial"], "a disk serial number")
+        if not _SERIAL.match(serial):
+            raise ValueError(f"'{serial}' does not look like a disk serial number")
+        return DiskRef(serial=serial)
+    text = _need_str(value, "a /dev/disk/by-id/ path or {serial: ...}")
+    if text.startswith(_BY_ID) and len(text) > len(_BY_ID) and "/" not in text[len(_BY_ID):]:
+        return DiskRef(by_id=text)
+    if text.startswith("/dev/"):
+        raise ValueError(f"'{text}' can name another disk after a reboot; name it by "
+                         "/dev/disk/by-id/... or {serial: ...} (run `onehci discover` on the server to see them)")
+    raise ValueError(f"'{text}' is not a disk: use a /dev/disk/by-id/... path or {{serial: ...}}")
+
+
+Disk = Annotated[DiskRef, PlainValidator(_parse_disk), PlainSerializer(lambda d: d.to_data())]
+
+
+def _parse_password_hash(value: object) -> str:
+    text = _need_str(value, "a password hash")
+    if _SHA512_CRYPT.match(text) or _YESCRYPT.match(text):
+        return text
+    raise ValueError("is not a SHA-512 ($6$) or yescrypt ($y$) crypt hash; "
+                     "run `onehci hash-password` and paste its output")
+
+
+def _parse_ssh_key(value: object) -> str:
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+    text = " ".join(_need_str(value, "an SSH public key line").split())
+    if "PRIVATE KEY" in text:
+        raise ValueError("this is a private key; give the public key (the .pub file)")
+    parts = text.split(" ")
+    if len(parts) < 2 or parts[0] not in _SSH_KEY_TYPES:
+        raise ValueError(f"'{text[:40]}' is not an SSH public key line (type, base64 key, comment)")
+    if parts[0].startswith("sk-"):
+        return text  # cryptography cannot parse security-key types; the type prefix is enough
+    try:
+        load_ssh_public_key(" ".join(parts[:2]).encode())
+    except (ValueError, TypeError):
+        raise ValueError(f"the {parts[0]} key starting '{parts[1][:16]}' does not parse; "
+                         "copy the whole line of the .pub file") from None
+    return text
+
+
+PasswordHash = Annotated[str, PlainValidator(_parse_password_hash)]
+SshKey = Annotated[str, PlainValidator(_parse_ssh_key)]
+
+
+# --- the model ----------------------------------------------------------------------
+
+class Strict(BaseModel):
+    """Every section refuses unknown keys and never coerces types."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Cluster(Strict):
+    name: Hostname
+    domain: Domain
+    timezone: str = "UTC"
+    locale: str = "en_US.UTF-8"
+    keyboard: str = "us"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"'{value}' is not a time zone name like Europe/Paris") from None
+        return value
+
+    @field_validator("locale")
+    @classmethod
+    def _locale_form(cls, value: str) -> str:
+        if not _LOCALE.match(value):
+            raise ValueError(f"'{value}' is not a locale like fr_FR.UTF-8")
+        return value if value.endswith(".UTF-8") else value + ".UTF-8"
+
+    @field_validator("keyboard")
+    @classmethod
+    def _keymap_form(cls, value: str) -> str:
+        if not _KEYMAP.match(value):
+            raise ValueError(f"'{value}' is not a keyboard layout like fr or us")
+        return value
+
+
+class AddressPool(Strict):
+    """A run of addresses: `size` addresses starting at `first`."""
+
+    first: IPv4
+    size: int = Field(ge=1, le=65536)
+
+    @property
+    def last(self) -> netaddr.IPAddress:
+        return self.first + (self.size - 1) if int(self.first) + self.size - 1 <= 0xFFFFFFFF else netaddr.IPAddress("255.255.255.255")
+
+    def addresses(self) -> netaddr.IPRange:
+        return netaddr.IPRange(self.first, self.last)
+
+
+class ManagementNetwork(Strict):
+    cidr: Network
+    gateway: IPv4
+    dns: list[IPv4] = Field(min_length=1)
+    dhcp: Literal["own", "proxy"] = "own"
+    pool: AddressPool | None = None  # where node addresses are allocated; default: the whole network
+
+
+class VmsNetwork(Strict):
+    bridge: str
+    cidr: Network
+    first: IPv4
+    size: int = Field(ge=1, le=65536)
+    gateway: IPv4 | None = None
+    dns: list[IPv4] = []
+
+    @field_validator("bridge")
+    @classmethod
+    def _ifname(cls, value: str) -> str:
+        if not _IFNAME.match(value):
+            raise ValueError(f"'{value}' is not a Linux interface name (1-15 letters, digits, '_', '.', '-')")
+        return value
+
+    def pool(self) -> AddressPool:
+        return AddressPool(first=self.first, size=self.size)
+
+
+class Networks(Strict):
+    management: ManagementNetwork
+    vms: VmsNetwork
+
+
+class Bootstrap(Strict):
+    address: IPv4
+    interface: str
+    mirror: str = "http://deb.debian.org/debian"
+    apt_proxy: bool = True
+
+    @field_validator("interface")
+    @classmethod
+    def _ifname(cls, value: str) -> str:
+        if not _IFNAME.match(value):
+            raise ValueError(f"'{value}' is not a Linux interface name (1-15 letters, digits, '_', '.', '-')")
+        return value
+
+    @field_validator("mirror")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not _URL.match(value):
+            raise ValueError(f"'{value}' is not an http:// or https:// mirror URL")
+        return value.rstrip("/")
+
+
+class Access(Strict):
+    ssh_authorized_keys: list[SshKey] = Field(min_length=1)
+    root_password_hash: PasswordHash | None = None
+
+
+class Storage(Strict):
+    goal: int = Field(default=2, ge=1, le=9)
+
+
+class Node(Strict):
+    hostname: Hostname
+    mac: Mac
+    ip: IPv4 | None = None
+    boot: Literal["uefi", "bios"] = "uefi"
+    roles: list[Role] = Field(min_length=1)
+    os_disk: Disk
+    chunk_disks: list[Disk] = []
+
+    @field_validator("roles")
+    @classmethod
+    def _roles_once(cls, value: list[str]) -> list[str]:
+        repeated = sorted({r for r in value if value.count(r) > 1})
+        if repeated:
+            raise ValueError(f"role {', '.join(repeated)} is listed more than once")
+        return value
+
+    def has(self, role: str) -> bool:
+        return role in self.roles
+
+
+class Site(Strict):
+    format: Literal[1]
+    cluster: Cluster
+    networks: Networks
+    bootstrap: Bootstrap
+    access: Access
+    storage: Storage = Storage()
+    nodes: list[Node] = Field(min_length=1)
+
+    def with_role(self, role: str) -> list[Node]:
+        return [n for n in self.nodes if n.has(role)]
+
+    def node(self, hostname: str) -> Node | None:
+        return next((n for n in self.nodes if n.hostname == hostname), None)

@@ -1,0 +1,295 @@
+"""Reading site.yml: YAML with line numbers, the model, the cross-field checks, and
+every problem reported at once as FILE:LINE dotted.field: message.
+
+Also writes allocated addresses back into the file, keeping comments and order.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from installer.errors import OnehciError, Problem, SiteInvalid
+
+Loc = tuple[Any, ...]
+
+# Keys a technician might write instead of a hash; refused with a pointer to hash-password.
+_PLAINTEXT_KEYS = {"password", "root_password", "root_pass", "passwd", "root_passwd"}
+
+
+def _yaml():
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def dotted(loc: Loc) -> str:
+    """('nodes', 2, 'mac') -> 'nodes[2].mac'"""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+class Locator:
+    """Finds the line of a dotted location in the round-trip YAML tree."""
+
+    def __init__(self, tree: Any):
+        self.tree = tree
+
+    def line(self, loc: Loc) -> int | None:
+        """Line (1-based) of the deepest part of `loc` that exists in the file."""
+        node, best = self.tree, self._start(self.tree)
+        for part in loc:
+            lc = getattr(node, "lc", None)
+            try:
+                if isinstance(node, dict) and part in node:
+                    best = lc.key(part)[0] + 1 if lc else best
+                    node = node[part]
+                elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                    best = lc.item(part)[0] + 1 if lc else best
+                    node = node[part]
+                else:
+                    break
+            except (KeyError, IndexError, TypeError, AttributeError):
+                break
+        return best
+
+    @staticmethod
+    def _start(node: Any) -> int | None:
+        lc = getattr(node, "lc", None)
+        return lc.line + 1 if lc is not None and lc.line is not None else None
+
+
+@dataclass
+class LoadedSite:
+    """A site that passed validation, with its warnings and where its lines are."""
+
+    path: Path
+    site: Any  # installer.site.Site
+    locator: Locator
+    warnings: list[Problem] = field(default_factory=list)
+
+
+def _plain(node: Any, depth: int = 0, seen: frozenset[int] = frozenset()) -> Any:
+    """The round-trip tree as plain dict/list/str/int/float/bool/None for the model."""
+    if depth > 50 or id(node) in seen:
+        raise ValueError("the document nests too deeply or refers to itself")
+    if isinstance(node, dict):
+        inner = seen | {id(node)}
+        return {k if isinstance(k, (str, int, bool)) or k is None else str(k):
+                _plain(v, depth + 1, inner) for k, v in node.items()}
+    if isinstance(node, list):
+        inner = seen | {id(node)}
+        return [_plain(v, depth + 1, inner) for v in node]
+    if isinstance(node, bool) or node is None:
+        return node
+    if type(node).__name__ == "ScalarBoolean":
+        return bool(node)
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    return str(node)
+
+
+def read_tree(path: Path) -> Any:
+    """Parse the YAML of a site file into a round-trip tree, or raise SiteInvalid."""
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise OnehciError(f"{name}: no such file (create one with `onehci init --profile NAME DIR`)") from None
+    except IsADirectoryError:
+        raise OnehciError(f"{name}: is a directory, not a site file") from None
+    except PermissionError:
+        raise OnehciError(f"{name}: permission denied") from None
+    except UnicodeDecodeError as exc:
+        raise OnehciError(f"{name}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        tree = _yaml().load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        col = f" column {mark.column + 1}" if mark else ""
+        what = (exc.problem or exc.context or "invalid YAML").strip()
+        if "duplicate key" in what or type(exc).__name__ == "DuplicateKeyError":
+            what = f"duplicate key{' ' + repr(_dup_key(exc)) if _dup_key(exc) else ''}: each key may appear only once"
+        raise SiteInvalid([Problem(name, line, "", f"YAML syntax error{col}: {what}")]) from None
+    except (YAMLError, ValueError, RecursionError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SiteInvalid([Problem(name, None, "", f"YAML error: {first}")]) from None
+    if not isinstance(tree, dict):
+        raise SiteInvalid([Problem(name, Locator._start(tree) or 1, "",
+                                   "a site file is a YAML mapping starting with 'format: 1'")])
+    return tree
+
+
+def _dup_key(exc: Exception) -> str | None:
+    text = str(getattr(exc, "problem", "") or "")
+    if '"' in text:
+        return text.split('"')[1]
+    return None
+
+
+def load(path: str | Path) -> LoadedSite:
+    """Load and validate a site file; raise SiteInvalid listing every error and warning."""
+    from pydantic import ValidationError
+
+    from installer import checks
+    from installer.site import Site
+
+    path = Path(path)
+    tree = read_tree(path)
+    locator = Locator(tree)
+    try:
+        data = _plain(tree)
+    except (ValueError, RecursionError) as exc:
+        raise SiteInvalid([Problem(str(path), 1, "", f"YAML error: {exc}")]) from None
+    if data.get("format") not in (None, 1) and isinstance(data.get("format"), int):
+        raise SiteInvalid([Problem(str(path), locator.line(("format",)), "format",
+                                   f"unknown format {data['format']}; this onehci reads format 1")])
+    try:
+        site = Site.model_validate(data)
+    except ValidationError as exc:
+        problems = [_from_pydantic(err, str(path), locator, data) for err in exc.errors()]
+        raise SiteInvalid(_dedupe(problems)) from None
+    problems = [Problem(str(path), locator.line(loc), dotted(loc), message, severity)
+                for loc, message, severity in checks.check(site, locator.line)]
+    if any(p.severity == "error" for p in problems):
+        raise SiteInvalid(problems)
+    return LoadedSite(path, site, locator, problems)
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen, out = set(), []
+    for p in problems:
+        if (p.line, p.field, p.message) not in seen:
+            seen.add((p.line, p.field, p.message))
+            out.append(p)
+    return out
+
+
+def _known_fields(data: Any, loc: Loc) -> list[str]:
+    """The field names the model accepts at the mapping holding `loc`."""
+    from installer import site as model
+
+    cls: Any = model.Site
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        info = cls.model_fields.get(part) if hasattr(cls, "model_fields") else None
+        if info is None:
+            return []
+        cls = _model_in(info.annotation)
+        if cls is None:
+            return []
+    return list(getattr(cls, "model_fields", {}))
+
+
+def _model_in(annotation: Any) -> Any:
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _from_pydantic(err: dict, file: str, locator: Locator, data: Any) -> Problem:
+    # Drop pydantic's union/function markers (e.g. 'function-plain[...]') from the location.
+    loc = tuple(p for p in err["loc"] if isinstance(p, int) or "[" not in str(p))
+    kind, value = err["type"], err.get("input")
+    field_name = dotted(loc)
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        if key.lower() in _PLAINTEXT_KEYS or ("password" in key.lower() and "hash" not in key.lower()):
+            msg = ("plaintext passwords are not accepted; run `onehci hash-password` and put its "
+                   "output in access.root_password_hash")
+        else:
+            close = difflib.get_close_matches(key, _known_fields(data, loc), n=1, cutoff=0.6)
+            msg = f"unknown field '{key}'" + (f"; did you mean '{close[0]}'?" if close else "")
+        return Problem(file, locator.line(loc), field_name, msg)
+    if kind == "missing":
+        return Problem(file, locator.line(loc), field_name, "required field is missing")
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        if loc == ("format",):
+            msg = f"unknown format {value!r}; this onehci reads format 1"
+        else:
+            msg = f"{value!r} is not one of {expected}"
+        return Problem(file, locator.line(loc), field_name, msg)
+    if kind == "value_error":
+        msg = str(err.get("ctx", {}).get("error", err["msg"]))
+        return Problem(file, locator.line(loc), field_name, msg)
+    if kind in ("too_short", "list_type") and isinstance(value, list) and not value:
+        return Problem(file, locator.line(loc), field_name, "must not be empty")
+    if kind.endswith("_type") or kind in ("model_type", "model_attributes_type"):
+        expected = {"int_type": "a whole number", "string_type": "text", "bool_type": "true or false",
+                    "list_type": "a list", "model_type": "a mapping", "dict_type": "a mapping",
+                    "float_type": "a number"}.get(kind, kind.replace("_type", ""))
+        return Problem(file, locator.line(loc), field_name, f"expected {expected}, got {_shown(value)}")
+    return Problem(file, locator.line(loc), field_name, err["msg"][0].lower() + err["msg"][1:])
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (true/false)"
+    if isinstance(value, (int, float)):
+        return f"{value} (a number)"
+    if isinstance(value, str):
+        return f"'{value[:40]}' (text)"
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list"}.get(type(value), type(value).__name__)
+
+
+def write_addresses(path: Path, addresses: dict[str, str]) -> list[str]:
+    """Add `ip:` to each named node that has none, right after its `mac:`, keeping
+    comments and order. Returns the hostnames written. Atomic replace."""
+    import io
+    import os
+    import tempfile
+
+    yaml = _yaml()
+    yaml.preserve_quotes = True
+    tree = yaml.load(path.read_text(encoding="utf-8"))
+    written = []
+    for node in tree.get("nodes", []):
+        name = node.get("hostname")
+        if name in addresses and not node.get("ip"):
+            keys = list(node.keys())
+            at = keys.index("mac") + 1 if "mac" in keys else len(keys)
+            if "ip" in node:
+                node["ip"] = addresses[name]
+            else:
+                node.insert(at, "ip", addresses[name])
+            written.append(name)
+    if not written:
+        return []
+    buf = io.StringIO()
+    yaml.dump(tree, buf)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(buf.getvalue())
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return written

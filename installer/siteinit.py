@@ -1,0 +1,40 @@
+"""Starting a site from a profile."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+
+from installer.errors import OnehciError
+from installer.resources import profiles
+
+
+def summary_of(path: Path) -> str:
+    """The profile's first comment line is its one-line summary."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def list_profiles() -> list[tuple[str, str]]:
+    return [(name, summary_of(path)) for name, path in profiles().items()]
+
+
+def init_site(profile: str, directory: str | Path, *, force: bool = False) -> Path:
+    available = profiles()
+    if profile not in available:
+        close = difflib.get_close_matches(profile, list(available), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; choose one of: {', '.join(available)}"
+        raise OnehciError(f"no profile named '{profile}'{hint}")
+    target = Path(directory) / "site.yml"
+    if target.exists() and not force:
+        raise OnehciError(f"{target} already exists; nothing was written (use --force to overwrite it)")
+    if Path(directory).exists() and not Path(directory).is_dir():
+        raise OnehciError(f"{directory} exists and is not a directory")
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(".site.yml.tmp")
+    tmp.write_text(available[profile].read_text(encoding="utf-8"), encoding="utf-8")
+    os.replace(tmp, target)
+    return target
