@@ -171,8 +171,15 @@ def load(path: str | Path) -> LoadedSite:
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:
+    """Drop repeats, and the "missing" error of a field whose misspelling was already
+    reported with a suggestion (one typo, one message)."""
+    suggested = {(p.field.rsplit(".", 1)[0] + "." if "." in p.field else "")
+                 + p.message.split("did you mean '")[1].rstrip("'?")
+                 for p in problems if "did you mean '" in p.message}
     seen, out = set(), []
     for p in problems:
+        if p.message == "required field is missing" and p.field in suggested:
+            continue
         if (p.line, p.field, p.message) not in seen:
             seen.add((p.line, p.field, p.message))
             out.append(p)
@@ -259,34 +266,40 @@ def _shown(value: Any) -> str:
 
 
 def write_addresses(path: Path, addresses: dict[str, str]) -> list[str]:
-    """Add `ip:` to each named node that has none, right after its `mac:`, keeping
-    comments and order. Returns the hostnames written. Atomic replace."""
-    import io
+    """Pin allocated addresses: add `ip: X` right after the `mac:` line of each named node
+    that has none. The rest of the file is kept byte for byte (comments, order, quoting).
+    Returns the hostnames written. The file is replaced atomically."""
     import os
     import tempfile
 
-    yaml = _yaml()
-    yaml.preserve_quotes = True
-    tree = yaml.load(path.read_text(encoding="utf-8"))
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    tree = _yaml().load(text)
+    edits: dict[int, str] = {}  # 0-based line -> replacement text for that line
     written = []
-    for node in tree.get("nodes", []):
-        name = node.get("hostname")
-        if name in addresses and not node.get("ip"):
-            keys = list(node.keys())
-            at = keys.index("mac") + 1 if "mac" in keys else len(keys)
-            if "ip" in node:
-                node["ip"] = addresses[name]
-            else:
-                node.insert(at, "ip", addresses[name])
-            written.append(name)
+    for node in tree.get("nodes") or []:
+        name = node.get("hostname") if isinstance(node, dict) else None
+        if name not in addresses or node.get("ip"):
+            continue
+        if node.fa.flow_style():
+            raise OnehciError(f"{path}: node {name} is written on one line ({{...}}); add "
+                              f"'ip: {addresses[name]}' to it by hand")
+        if "ip" in node:  # `ip:` present but empty: fill it in, keeping any comment
+            row, col = node.lc.key("ip")
+            comment = lines[row][lines[row].find("#"):] if "#" in lines[row] else "\n"
+            edits[row] = f"{' ' * col}ip: {addresses[name]}" + (f"  {comment}" if comment != "\n" else "\n")
+        else:
+            row, col = node.lc.key("mac")
+            edits[row] = lines[row] + (
+                "" if lines[row].endswith("\n") else "\n") + f"{' ' * col}ip: {addresses[name]}\n"
+        written.append(name)
     if not written:
         return []
-    buf = io.StringIO()
-    yaml.dump(tree, buf)
+    new_text = "".join(edits.get(i, line) for i, line in enumerate(lines))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(buf.getvalue())
+            fh.write(new_text)
         os.chmod(tmp, path.stat().st_mode & 0o777)
         os.replace(tmp, path)
     except BaseException:
