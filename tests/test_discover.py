@@ -231,6 +231,26 @@ def test_fake_by_id_links_are_used_and_the_stable_one_chosen(fake):
     assert [d.by_id for d in node.chunk_disks] == [sda.by_id]
 
 
+def test_by_id_choice_prefers_the_serial_and_skips_content_links():
+    links = ["/dev/disk/by-id/scsi-35000c500a1b2c3d4", "/dev/disk/by-id/dm-uuid-LVM-abc",
+             "/dev/disk/by-id/scsi-SATA_ST4000NM0035_ZC18A201", "/dev/disk/by-id/scsi-SATA_ST4000NM0035_ZC18A201-part1"]
+    assert disc.choose_by_id(links, "ZC18A201") == "/dev/disk/by-id/scsi-SATA_ST4000NM0035_ZC18A201"
+    assert disc.choose_by_id(["/dev/disk/by-id/lvm-pv-uuid-Xk3d", "/dev/disk/by-id/md-uuid-1"], None) is None
+    # the bus comes first: an ata- link beats a wwn- link even without the serial in it
+    assert disc.choose_by_id(["/dev/disk/by-id/wwn-0x5000c500a1b2c3d4", "/dev/disk/by-id/ata-ST4000"],
+                             "ZC18A201") == "/dev/disk/by-id/ata-ST4000"
+
+
+def test_os_disk_is_the_one_holding_root_not_the_first(fake):
+    mountinfo = fake["args"]["mountinfo"]
+    mountinfo.write_text("22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n")
+    result = disc.discover(**fake["args"], hostname="hci1")
+    assert [d.name for d in result.disks] == ["nvme0n1", "sda"]
+    entry = parse_entry(result.entry)
+    assert entry["os_disk"] == {"serial": "ZC18A201"}
+    assert entry["chunk_disks"] == [{"serial": "S45PNA0M200001"}]
+
+
 def test_fake_nics(fake):
     nics = disc.scan_nics(fake["sys"])
     assert [n.name for n in nics] == ["eno1", "eno2"]  # no bridge, no lo

@@ -46,14 +46,17 @@ def _disk(d) -> str:
 
 
 def _print_plan(p) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 200  # piped into a file or a pager: never cut addresses or disk names
     console.print(f"[bold]Cluster {p.cluster}[/] ({p.domain})")
-    table = Table(show_lines=False, pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("node", "MAC", "IP", "boot", "roles", "OS disk", "chunk disks"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col != "roles")
     for n in p.nodes:
         ip = f"{n.ip} *" if n.ip_allocated else n.ip
         table.add_row(n.hostname, n.mac, ip, n.boot, ", ".join(n.roles), _disk(n.os_disk),
