@@ -294,7 +294,7 @@ def choose_by_id(links: list[str], serial: str | None) -> str | None:
     def rank(link: str) -> tuple:
         name = link[len(BY_ID):]
         bus = next((i for i, p in enumerate(_BY_ID_PREFERRED) if name.startswith(p)), len(_BY_ID_PREFERRED))
-        return (name,)
+        return (bus, not (serial and serial in name), len(name), name)
 
     candidates = [link for link in links
                   if link.startswith(BY_ID) and "/" not in link[len(BY_ID):]

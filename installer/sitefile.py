@@ -218,8 +218,7 @@ def _model_in(annotation: Any) -> Any:
 
 
 def _from_pydantic(err: dict, file: str, locator: Locator, data: Any) -> Problem:
-    # Drop pydantic's union/function markers (e.g. 'function-plain[...]') from the location.
-    loc = tuple(p for p in err["loc"] if isinstance(p, int) or "[" not in str(p))
+    loc = _user_loc(err["loc"], data)
     kind, value = err["type"], err.get("input")
     field_name = dotted(loc)
     if kind == "extra_forbidden":
@@ -251,6 +250,24 @@ def _from_pydantic(err: dict, file: str, locator: Locator, data: Any) -> Problem
                     "float_type": "a number"}.get(kind, kind.replace("_type", ""))
         return Problem(file, locator.line(loc), field_name, f"expected {expected}, got {_shown(value)}")
     return Problem(file, locator.line(loc), field_name, err["msg"][0].lower() + err["msg"][1:])
+
+
+def _user_loc(raw: Loc, data: Any) -> Loc:
+    """Pydantic's location without its own markers (union branches, validator names):
+    keep the parts that exist in the document, and a final missing field name."""
+    loc: list = []
+    node = data
+    for i, part in enumerate(raw):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and i == len(raw) - 1:
+            pass  # a required field that is missing
+        else:
+            continue
+        loc.append(part)
+    return tuple(loc)
 
 
 def _shown(value: Any) -> str:

@@ -237,8 +237,8 @@ def test_by_id_choice_prefers_the_serial_and_skips_content_links():
     assert disc.choose_by_id(links, "ZC18A201") == "/dev/disk/by-id/scsi-SATA_ST4000NM0035_ZC18A201"
     assert disc.choose_by_id(["/dev/disk/by-id/lvm-pv-uuid-Xk3d", "/dev/disk/by-id/md-uuid-1"], None) is None
     # the bus comes first: an ata- link beats a wwn- link even without the serial in it
-    assert disc.choose_by_id(["/dev/disk/by-id/wwn-0x5000c500a1b2c3d4", "/dev/disk/by-id/ata-ST4000"],
-                             "ZC18A201") == "/dev/disk/by-id/ata-ST4000"
+    assert disc.choose_by_id(["/dev/disk/by-id/wwn-0x5000c500a1b2c3d4", "/dev/disk/by-id/ata-ST4000NM0035-2AF1_WCT0000000"],
+                             "ZC18A201") == "/dev/disk/by-id/ata-ST4000NM0035-2AF1_WCT0000000"
 
 
 def test_os_disk_is_the_one_holding_root_not_the_first(fake):
