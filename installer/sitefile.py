@@ -11,20 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from installer import yamlpos
 from installer.errors import OnehciError, Problem, SiteInvalid
 
 Loc = tuple[Any, ...]
 
 # Keys a technician might write instead of a hash; refused with a pointer to hash-password.
 _PLAINTEXT_KEYS = {"password", "root_password", "root_pass", "passwd", "root_passwd"}
-
-
-def _yaml():
-    from ruamel.yaml import YAML
-
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    return yaml
 
 
 def dotted(loc: Loc) -> str:
@@ -38,72 +31,18 @@ def dotted(loc: Loc) -> str:
     return out
 
 
-class Locator:
-    """Finds the line of a dotted location in the round-trip YAML tree."""
-
-    def __init__(self, tree: Any):
-        self.tree = tree
-
-    def line(self, loc: Loc) -> int | None:
-        """Line (1-based) of the deepest part of `loc` that exists in the file."""
-        node, best = self.tree, self._start(self.tree)
-        for part in loc:
-            lc = getattr(node, "lc", None)
-            try:
-                if isinstance(node, dict) and part in node:
-                    best = lc.key(part)[0] + 1 if lc else best
-                    node = node[part]
-                elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-                    best = lc.item(part)[0] + 1 if lc else best
-                    node = node[part]
-                else:
-                    break
-            except (KeyError, IndexError, TypeError, AttributeError):
-                break
-        return best
-
-    @staticmethod
-    def _start(node: Any) -> int | None:
-        lc = getattr(node, "lc", None)
-        return lc.line + 1 if lc is not None and lc.line is not None else None
-
-
 @dataclass
 class LoadedSite:
     """A site that passed validation, with its warnings and where its lines are."""
 
     path: Path
     site: Any  # installer.site.Site
-    locator: Locator
+    locator: yamlpos.Parsed
     warnings: list[Problem] = field(default_factory=list)
 
 
-def _plain(node: Any, depth: int = 0, seen: frozenset[int] = frozenset()) -> Any:
-    """The round-trip tree as plain dict/list/str/int/float/bool/None for the model."""
-    if depth > 50 or id(node) in seen:
-        raise ValueError("the document nests too deeply or refers to itself")
-    if isinstance(node, dict):
-        inner = seen | {id(node)}
-        return {k if isinstance(k, (str, int, bool)) or k is None else str(k):
-                _plain(v, depth + 1, inner) for k, v in node.items()}
-    if isinstance(node, list):
-        inner = seen | {id(node)}
-        return [_plain(v, depth + 1, inner) for v in node]
-    if isinstance(node, bool) or node is None:
-        return node
-    if type(node).__name__ == "ScalarBoolean":
-        return bool(node)
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
-    return str(node)
-
-
-def read_tree(path: Path) -> Any:
-    """Parse the YAML of a site file into a round-trip tree, or raise SiteInvalid."""
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
-
+def read_yaml(path: Path) -> yamlpos.Parsed:
+    """Parse a site file's YAML, keeping lines, or raise a clear error."""
     name = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -116,29 +55,14 @@ def read_tree(path: Path) -> Any:
     except UnicodeDecodeError as exc:
         raise OnehciError(f"{name}: not UTF-8 text (byte {exc.start})") from None
     try:
-        tree = _yaml().load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        col = f" column {mark.column + 1}" if mark else ""
-        what = (exc.problem or exc.context or "invalid YAML").strip()
-        if "duplicate key" in what or type(exc).__name__ == "DuplicateKeyError":
-            what = f"duplicate key{' ' + repr(_dup_key(exc)) if _dup_key(exc) else ''}: each key may appear only once"
-        raise SiteInvalid([Problem(name, line, "", f"YAML syntax error{col}: {what}")]) from None
-    except (YAMLError, ValueError, RecursionError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SiteInvalid([Problem(name, None, "", f"YAML error: {first}")]) from None
-    if not isinstance(tree, dict):
-        raise SiteInvalid([Problem(name, Locator._start(tree) or 1, "",
+        parsed = yamlpos.parse(text)
+    except yamlpos.YamlError as exc:
+        col = f" column {exc.column}" if exc.column else ""
+        raise SiteInvalid([Problem(name, exc.line, "", f"YAML syntax error{col}: {exc.message}")]) from None
+    if not isinstance(parsed.data, dict):
+        raise SiteInvalid([Problem(name, parsed.line(()) or 1, "",
                                    "a site file is a YAML mapping starting with 'format: 1'")])
-    return tree
-
-
-def _dup_key(exc: Exception) -> str | None:
-    text = str(getattr(exc, "problem", "") or "")
-    if '"' in text:
-        return text.split('"')[1]
-    return None
+    return parsed
 
 
 def load(path: str | Path) -> LoadedSite:
@@ -149,12 +73,8 @@ def load(path: str | Path) -> LoadedSite:
     from installer.site import Site
 
     path = Path(path)
-    tree = read_tree(path)
-    locator = Locator(tree)
-    try:
-        data = _plain(tree)
-    except (ValueError, RecursionError) as exc:
-        raise SiteInvalid([Problem(str(path), 1, "", f"YAML error: {exc}")]) from None
+    locator = read_yaml(path)
+    data = locator.data
     if data.get("format") not in (None, 1) and isinstance(data.get("format"), int):
         raise SiteInvalid([Problem(str(path), locator.line(("format",)), "format",
                                    f"unknown format {data['format']}; this onehci reads format 1")])
@@ -217,7 +137,7 @@ def _model_in(annotation: Any) -> Any:
     return None
 
 
-def _from_pydantic(err: dict, file: str, locator: Locator, data: Any) -> Problem:
+def _from_pydantic(err: dict, file: str, locator: yamlpos.Parsed, data: Any) -> Problem:
     loc = _user_loc(err["loc"], data)
     kind, value = err["type"], err.get("input")
     field_name = dotted(loc)
@@ -291,22 +211,24 @@ def write_addresses(path: Path, addresses: dict[str, str]) -> list[str]:
 
     text = path.read_text(encoding="utf-8")
     lines = text.splitlines(keepends=True)
-    tree = _yaml().load(text)
+    parsed = yamlpos.parse(text)
     edits: dict[int, str] = {}  # 0-based line -> replacement text for that line
     written = []
-    for node in tree.get("nodes") or []:
+    for i, node in enumerate(parsed.data.get("nodes") or []):
         name = node.get("hostname") if isinstance(node, dict) else None
         if name not in addresses or node.get("ip"):
             continue
-        if node.fa.flow_style():
+        mapping = parsed.nodes[("nodes", i)]
+        if mapping.flow_style:
             raise OnehciError(f"{path}: node {name} is written on one line ({{...}}); add "
                               f"'ip: {addresses[name]}' to it by hand")
-        if "ip" in node:  # `ip:` present but empty: fill it in, keeping any comment
-            row, col = node.lc.key("ip")
-            comment = lines[row][lines[row].find("#"):] if "#" in lines[row] else "\n"
-            edits[row] = f"{' ' * col}ip: {addresses[name]}" + (f"  {comment}" if comment != "\n" else "\n")
+        keys = {k.value: k.start_mark for k, _ in mapping.value if hasattr(k, "value")}
+        if "ip" in keys:  # `ip:` present but empty: fill it in, keeping any comment
+            row, col = keys["ip"].line, keys["ip"].column
+            comment = lines[row][lines[row].find("#"):] if "#" in lines[row] else ""
+            edits[row] = f"{' ' * col}ip: {addresses[name]}" + (f"  {comment}" if comment else "\n")
         else:
-            row, col = node.lc.key("mac")
+            row, col = keys["mac"].line, keys["mac"].column
             edits[row] = lines[row] + (
                 "" if lines[row].endswith("\n") else "\n") + f"{' ' * col}ip: {addresses[name]}\n"
         written.append(name)

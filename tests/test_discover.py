@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from ruamel.yaml import YAML
+import yaml
 
 from installer import discover as disc
 from installer.cli.main import cli
@@ -19,7 +19,7 @@ SYS = Path("/sys")
 
 
 def parse_entry(text: str) -> dict:
-    items = YAML(typ="safe").load(text)
+    items = yaml.safe_load(text)
     assert isinstance(items, list) and len(items) == 1
     return items[0]
 

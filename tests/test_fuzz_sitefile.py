@@ -8,7 +8,7 @@ import io
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ruamel.yaml import YAML
+import yaml
 
 from installer import sitefile
 from installer.cli.main import cli
@@ -33,7 +33,7 @@ documents = st.recursive(
 
 def _dump(document) -> str:
     buf = io.StringIO()
-    YAML(typ="safe").dump(document, buf)
+    yaml.safe_dump(document, buf)
     return buf.getvalue()
 
 

@@ -210,3 +210,27 @@ def test_a_misspelt_section_gives_one_error_with_a_suggestion(write_site):
         sitefile.load(write_site(text))
     (problem,) = info.value.errors
     assert problem.field == "storgae" and "did you mean 'storage'" in problem.message
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "rsa", "ecdsa"])
+def test_real_public_keys_of_each_type_parse(write_site, tmp_path, kind):
+    import subprocess
+
+    key = tmp_path / f"id_{kind}"
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", "t@x", "-f", str(key)], check=True)
+    public = (tmp_path / f"id_{kind}.pub").read_text().strip()
+    loaded = sitefile.load(write_site(BASE_SITE.replace(SSH_KEY, public)))
+    assert loaded.site.access.ssh_authorized_keys == [public]
+    # the same key with one byte of its blob cut off is refused
+    kind_name, blob, _ = public.split(" ")
+    import base64
+
+    cut = base64.b64encode(base64.b64decode(blob)[:-1]).decode()
+    with pytest.raises(SiteInvalid, match="1 error"):
+        sitefile.load(write_site(BASE_SITE.replace(SSH_KEY, f"{kind_name} {cut} t@x")))
+
+
+def test_private_key_is_refused(write_site):
+    with pytest.raises(SiteInvalid) as info:
+        sitefile.load(write_site(BASE_SITE.replace(SSH_KEY, "-----BEGIN OPENSSH PRIVATE KEY----- b3Blbn")))
+    assert "private key" in info.value.errors[0].message

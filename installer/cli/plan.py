@@ -46,22 +46,18 @@ def _disk(d) -> str:
 
 
 def _print_plan(p) -> None:
-    from rich import box
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(highlight=False, soft_wrap=True)
-    if not console.is_terminal:
-        console.width = 200  # piped into a file or a pager: never cut addresses or disk names
-    console.print(f"[bold]Cluster {p.cluster}[/] ({p.domain})")
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("node", "MAC", "IP", "boot", "roles", "OS disk", "chunk disks"):
-        table.add_column(col, no_wrap=col != "roles")
+    console.print(f"[bold]Cluster {p.cluster}[/] ({p.domain})\n")
+    rows = [("node", "MAC", "IP", "boot", "roles", "OS disk", "chunk disks")]
     for n in p.nodes:
-        ip = f"{n.ip} *" if n.ip_allocated else n.ip
-        table.add_row(n.hostname, n.mac, ip, n.boot, ", ".join(n.roles), _disk(n.os_disk),
-                      "\n".join(_disk(d) for d in n.chunk_disks) or "-")
-    console.print(table)
+        rows.append((n.hostname, n.mac, f"{n.ip}{' *' if n.ip_allocated else ''}", n.boot, ",".join(n.roles),
+                     _disk(n.os_disk), ", ".join(_disk(d) for d in n.chunk_disks) or "-"))
+    # Plain aligned columns: a table of a thousand nodes prints at once and never cuts a disk name.
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     if any(n.ip_allocated for n in p.nodes):
         console.print("* allocated by the plan; run `onehci plan --write SITE` to pin it in the site file")
     m, v, b = p.networks["management"], p.networks["vms"], p.networks["bootstrap"]
