@@ -149,3 +149,10 @@ def test_python_m_installer_and_help_do_not_import_heavy_modules():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
     assert "validate" in proc.stdout and "hash-password" in proc.stdout and "discover" in proc.stdout
+
+
+def test_validate_json_of_a_missing_file_is_still_json(run, tmp_path):
+    result = run("validate", "--json", str(tmp_path / "none.yml"))
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["valid"] is False and "no such file" in data["errors"][0]["message"]

@@ -12,7 +12,7 @@ def load_site_or_report(site_path: str, *, as_json: bool = False, strict: bool =
     printed to stderr here; with --json the caller prints them. Warnings fail with --strict."""
     from installer import sitefile
     from installer.cli.main import report_site_invalid
-    from installer.errors import SiteInvalid
+    from installer.errors import OnehciError, Problem, SiteInvalid
 
     try:
         loaded = sitefile.load(site_path)
@@ -20,6 +20,11 @@ def load_site_or_report(site_path: str, *, as_json: bool = False, strict: bool =
         if not as_json:
             report_site_invalid(exc)
         return None, exc.problems
+    except OnehciError as exc:
+        if not as_json:
+            raise
+        # a script reading --json gets JSON even when the file cannot be read
+        return None, [Problem(site_path, None, "", str(exc).removeprefix(f"{site_path}: "))]
     problems = loaded.warnings
     if strict and problems:
         strict_problems = [p.__class__(p.file, p.line, p.field, p.message, "error") for p in problems]
