@@ -146,14 +146,27 @@ def _roles(site: Site, line_of: LineOf) -> Iterator[Finding]:
                          "mfs_chunkserver role; add the role or remove the disks")
 
 
+def _serial_in_path(by_id: str) -> str | None:
+    """The serial a by-id link name carries: ata-MODEL_SERIAL, virtio-SERIAL, nvme-MODEL_SERIAL."""
+    name = by_id.rsplit("/", 1)[-1]
+    if name.startswith("virtio-"):
+        return name[len("virtio-"):]
+    if name.startswith(("ata-", "scsi-", "nvme-", "usb-")) and "_" in name:
+        return name.rsplit("_", 1)[-1]
+    return None
+
+
 def _disks(site: Site, line_of: LineOf) -> Iterator[Finding]:
     owner: dict[str, tuple] = {}
     for i, node in enumerate(site.nodes):
         listed = [(("nodes", i, "os_disk"), node.os_disk)]
         listed += [(("nodes", i, "chunk_disks", k), d) for k, d in enumerate(node.chunk_disks)]
         for loc, disk in listed:
-            if disk.key in owner:
-                other = owner[disk.key]
+            # the same disk may be named once by path and once by serial: compare both ways
+            keys = [disk.key] + ([f"serial:{_serial_in_path(disk.by_id)}"] if disk.by_id and _serial_in_path(disk.by_id) else [])
+            seen = next((k for k in keys if k in owner), None)
+            if seen is not None:
+                other = owner[seen]
                 if other[1] == i and loc[2] == "chunk_disks" and other[2] == "os_disk":
                     msg = f"{disk} is the os_disk of {node.hostname}; the system disk cannot hold chunks"
                 elif other[1] == i:
@@ -163,7 +176,8 @@ def _disks(site: Site, line_of: LineOf) -> Iterator[Finding]:
                            f"line {line_of(other)}); a disk belongs to one server")
                 yield _error(loc, msg)
             else:
-                owner[disk.key] = loc
+                for key in keys:
+                    owner.setdefault(key, loc)
 
 
 def _allocation(site: Site, line_of: LineOf) -> Iterator[Finding]:

@@ -66,6 +66,8 @@ ERROR_CASES = [
      "nodes[2].chunk_disks[0]", "chunk_disks: [/dev/disk/by-id/ata-DISK3]", "os_disk of n3"),
     ("disk-on-two-nodes", "chunk_disks: [{serial: C2}]", 'chunk_disks: [{serial: "C1"}]', "nodes[1].chunk_disks[0]",
      '"C1"', "also listed for nodes[0] (n1"),
+    ("same-disk-by-path-and-serial", "os_disk: /dev/disk/by-id/ata-DISK3", "os_disk: /dev/disk/by-id/ata-MODEL_C2",
+     "nodes[2].os_disk", "ata-MODEL_C2", "also listed for nodes[1] (n2"),
     ("password-hash-form", "storage:", '  root_password_hash: "secret$6$"\nstorage:', "access.root_password_hash",
      "root_password_hash", "onehci hash-password"),
     ("plaintext-password", "storage:", "  root_password: hunter2\nstorage:", "access.root_password",
