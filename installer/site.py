@@ -286,6 +286,16 @@ class Bootstrap(Strict):
     interface: str
     mirror: str = "http://deb.debian.org/debian"
     apt_proxy: bool = True
+    http_port: int = Field(default=8080, ge=1, le=65535)  # preseeds and the install callback
+    syslog_port: int = Field(default=5514, ge=1, le=65535)  # the installer's log, shown by `pxe serve`
+    console: str | None = None  # e.g. ttyS0,115200n8: the installer on a serial console instead of the screen
+
+    @field_validator("console")
+    @classmethod
+    def _console(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^tty[A-Za-z]*[0-9]+(,[0-9]+[noe]?[5-8]?)?$", value):
+            raise ValueError(f"'{value}' is not a kernel console like ttyS0,115200n8")
+        return value
 
     @field_validator("interface")
     @classmethod

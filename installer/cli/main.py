@@ -66,9 +66,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from installer.cli import discover, hashpw, init, plan, validate
+    from installer.cli import discover, hashpw, init, plan, pxe, validate
 
-    for module in (init, validate, plan, hashpw, discover):
+    for module in (init, validate, plan, hashpw, discover, pxe):
         for command in module.COMMANDS:
             cli.add_command(command)
 

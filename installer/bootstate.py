@@ -1,0 +1,90 @@
+"""One-shot installs: each node's boot state and its install token.
+
+`install`   the node's PXE entries start the Debian installer;
+`installed` the installer called back with the node's token: its entries boot the local disk.
+A node never seen before starts in `install`. Only `pxe arm` (and rebuild) go back.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hmac
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from installer import state
+from installer.errors import OnehciError
+
+INSTALL, INSTALLED = "install", "installed"
+_FILE = "boot.json"
+
+
+@dataclass(frozen=True)
+class NodeBoot:
+    hostname: str
+    state: str
+    token: str
+    changed: str  # ISO time of the last change
+
+    def public(self) -> dict:
+        return {"hostname": self.hostname, "state": self.state, "changed": self.changed}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+class BootStates:
+    """The boot states of a site's nodes, kept in the state directory."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.path = directory / _FILE
+
+    def _load(self) -> dict:
+        return state.read_json(self.path, {})
+
+    def ensure(self, hostnames: list[str]) -> dict[str, NodeBoot]:
+        """States for these nodes, creating `install` with a fresh token for new ones."""
+        with state.locked(self.directory, "boot"):
+            data = self._load()
+            missing = [h for h in hostnames if h not in data]
+            for host in missing:
+                data[host] = {"state": INSTALL, "token": secrets.token_urlsafe(24), "changed": _now()}
+            if missing or not self.path.exists():
+                state.write_json(self.path, data)
+        return {h: NodeBoot(h, **data[h]) for h in hostnames}
+
+    def preview(self, hostnames: list[str]) -> dict[str, NodeBoot]:
+        """Like ensure(), without writing: new nodes show a placeholder token."""
+        data = self._load()
+        return {h: NodeBoot(h, **data[h]) if h in data else NodeBoot(h, INSTALL, "NEW-TOKEN", _now())
+                for h in hostnames}
+
+    def get(self, hostname: str) -> NodeBoot | None:
+        entry = self._load().get(hostname)
+        return NodeBoot(hostname, **entry) if entry else None
+
+    def all(self) -> dict[str, NodeBoot]:
+        return {h: NodeBoot(h, **e) for h, e in sorted(self._load().items())}
+
+    def arm(self, hostname: str) -> NodeBoot:
+        """Back to `install`, with a new token (an old preseed cannot complete the new install)."""
+        with state.locked(self.directory, "boot"):
+            data = self._load()
+            data[hostname] = {"state": INSTALL, "token": secrets.token_urlsafe(24), "changed": _now()}
+            state.write_json(self.path, data)
+            return NodeBoot(hostname, **data[hostname])
+
+    def complete(self, hostname: str, token: str) -> NodeBoot:
+        """The installer's callback: mark installed when the token matches."""
+        with state.locked(self.directory, "boot"):
+            data = self._load()
+            entry = data.get(hostname)
+            if entry is None or not hmac.compare_digest(entry["token"].encode(), token.encode()):
+                raise OnehciError(f"install callback for {hostname} refused: wrong token")
+            if entry["state"] != INSTALLED:
+                entry.update(state=INSTALLED, changed=_now())
+                state.write_json(self.path, data)
+            return NodeBoot(hostname, **entry)

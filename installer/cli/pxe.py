@@ -1,0 +1,97 @@
+"""`onehci pxe build|state|arm|serve`"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from installer.cli.main_helpers import load_site_or_report, site_argument
+
+
+def _load(site_path: str):
+    loaded, _ = load_site_or_report(site_path)
+    if loaded is None:
+        raise SystemExit(1)
+    return loaded
+
+
+@click.group()
+def pxe() -> None:
+    """Network installs: build the boot tree, serve it, arm a node for reinstall."""
+
+
+@pxe.command()
+@site_argument
+@click.option("--out", type=click.Path(file_okay=False), help="Where to build (default: pxe/ next to SITE).")
+@click.option("--netboot", type=click.Path(file_okay=False), default=None,
+              help="Debian 12 netboot tree (default: the debian-installer-12-netboot-amd64 package's).")
+@click.option("--diff", is_flag=True, help="Show what would change; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def build(site_path: str, out: str | None, netboot: str | None, diff: bool, as_json: bool) -> None:
+    """Render dnsmasq.conf, the TFTP tree and one preseed per node."""
+    from installer import pxe as pxe_mod
+
+    loaded = _load(site_path)
+    result = pxe_mod.build(loaded, Path(out) if out else None, Path(netboot) if netboot else pxe_mod.DEFAULT_NETBOOT,
+                           diff=diff)
+    if as_json:
+        click.echo(json.dumps({"out": str(result.out), "files": result.files, "written": result.written,
+                               "removed": result.removed, "diff": result.diff}, indent=2))
+    elif diff:
+        click.echo("".join(line if line.endswith("\n") else line + "\n" for line in result.diff), nl=False)
+        click.echo(f"{len([d for d in result.diff if d.startswith(('+++', 'new:', 'changed:', 'removed:'))])} "
+                   f"file(s) would change in {result.out}" if result.diff else f"{result.out} is up to date", err=True)
+    else:
+        click.echo(f"{result.out}: {result.files} files, {len(result.written)} written, "
+                   f"{len(result.removed)} removed; checks passed")
+        click.echo(f"next: onehci pxe serve {site_path}", err=True)
+
+
+@pxe.command("state")
+@site_argument
+@click.option("--json", "as_json", is_flag=True, help="Print the states as JSON.")
+def state_cmd(site_path: str, as_json: bool) -> None:
+    """List each node's boot state: install or installed."""
+    from installer import state
+    from installer.bootstate import BootStates
+
+    loaded = _load(site_path)
+    boots = BootStates(state.state_dir(loaded.path)).all()
+    rows = [{"hostname": n.hostname, "mac": n.mac,
+             **({"state": "not built", "changed": None} if n.hostname not in boots
+                else {k: v for k, v in boots[n.hostname].public().items() if k != "hostname"})}
+            for n in loaded.site.nodes]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['hostname']:16} {row['mac']}  {row['state']:10} {row['changed'] or ''}")
+
+
+@pxe.command()
+@click.argument("node")
+@site_argument
+def arm(node: str, site_path: str) -> None:
+    """Put NODE back to `install`: its next network boot reinstalls its os_disk."""
+    from installer import pxe as pxe_mod
+    from installer import state
+    from installer.bootstate import BootStates
+    from installer.errors import OnehciError
+
+    loaded = _load(site_path)
+    if loaded.site.node(node) is None:
+        names = ", ".join(n.hostname for n in loaded.site.nodes)
+        raise OnehciError(f"no node named {node} in {site_path} (nodes: {names})")
+    BootStates(state.state_dir(loaded.path)).arm(node)
+    tree = pxe_mod.tree_of(loaded.path)
+    if (tree / "dnsmasq.conf").exists():
+        pxe_mod.build(loaded, tree)
+        where = f"; {tree} updated"
+    else:
+        where = f"; run `onehci pxe build {site_path}` before serving"
+    click.echo(f"{node} armed: its next network boot installs Debian on its os_disk{where}")
+
+
+COMMANDS = [pxe]

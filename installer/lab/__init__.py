@@ -1,0 +1,1 @@
+"""Lab plumbing: bridges, taps, network namespaces for test and demo labs on one host."""

@@ -1,0 +1,248 @@
+"""`onehci pxe build`: the boot tree for a plan, from the templates in pxe/.
+
+    DIR/dnsmasq.conf                  DHCP (own or proxy) + TFTP, site MACs only
+    DIR/tftp/...                      Debian's netboot files, plus:
+    DIR/tftp/pxelinux.cfg/default     BIOS: local boot for anything without an entry
+    DIR/tftp/pxelinux.cfg/01-<mac>    BIOS: install or local boot, per node
+    DIR/tftp/grubx64.efi              UEFI: the signed shim fetches GRUB from the TFTP root
+    DIR/tftp/debian-installer/amd64/grub/grub.cfg   UEFI: per-node entries chosen by MAC
+    DIR/http/preseed/<host>.cfg       one preseed per node
+    DIR/http/onehci/*.sh              disk selection and install-complete scripts for d-i
+
+Rendering is pure (files in memory); writing touches only files whose bytes change, so
+building twice changes nothing and `--diff` can show what a build would do.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+import tempfile
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+from installer.errors import OnehciError
+from installer.resources import data_dir
+
+DEFAULT_NETBOOT = Path("/usr/lib/debian-installer/images/12/amd64/text")
+NETBOOT_PACKAGE = "debian-installer-12-netboot-amd64"
+# Files of the netboot tree that onehci replaces with its own.
+_REPLACED = {"pxelinux.cfg", "debian-installer/amd64/pxelinux.cfg", "debian-installer/amd64/grub/grub.cfg"}
+# Directories whose files onehci manages: anything there that a build does not produce is removed.
+_MANAGED_DIRS = ("tftp/pxelinux.cfg", "http/preseed", "http/onehci")
+
+
+@dataclass(frozen=True)
+class CopyOf:
+    """A file taken unchanged from the netboot tree."""
+
+    source: Path
+
+
+def _country(locale: str) -> str:
+    return locale.split("_", 1)[1][:2] if "_" in locale else "US"
+
+
+def kernel_cmdline(site, node, base_url: str) -> str:
+    """What the installer needs before it can fetch its preseed: a static address from the
+    plan (so it works behind proxy DHCP too), where the preseed is, where to send its log."""
+    mgmt = site.networks.management
+    boot = site.bootstrap
+    parts = [
+        "auto=true", "priority=critical", f"url={base_url}/preseed/{node.hostname}.cfg",
+        "interface=auto", "netcfg/disable_autoconfig=true", f"netcfg/get_ipaddress={node.ip}",
+        f"netcfg/get_netmask={mgmt.cidr.netmask}", f"netcfg/get_gateway={mgmt.gateway}",
+        f"netcfg/get_nameservers={mgmt.dns[0]}", "netcfg/confirm_static=true",
+        f"hostname={node.hostname}", f"domain={site.cluster.domain}",
+        "language=en", f"country={_country(site.cluster.locale)}", "locale=en_US.UTF-8",
+        f"keymap={site.cluster.keyboard}",
+        f"log_host={boot.address}", f"log_port={boot.syslog_port}",
+    ]
+    console = [f"console={boot.console}"] if boot.console else []
+    # options after '---' are also given to the installed system's kernel
+    return " ".join(parts + console + ["---"] + console + ["quiet"])
+
+
+def _environment():
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(data_dir("pxe"))),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def netboot_files(netboot: Path) -> dict[str, CopyOf]:
+    """Relative path -> source for every netboot file onehci serves unchanged."""
+    if not (netboot / "pxelinux.0").exists() or not (netboot / "debian-installer/amd64/linux").exists():
+        raise OnehciError(f"no Debian netboot tree at {netboot}: install it with "
+                          f"`apt-get install {NETBOOT_PACKAGE}` or give --netboot PATH")
+    files: dict[str, CopyOf] = {}
+    for path in sorted(netboot.rglob("*")):
+        rel = path.relative_to(netboot).as_posix()
+        if any(rel == r or rel.startswith(r + "/") for r in _REPLACED) or path.is_dir():
+            continue
+        files[f"tftp/{rel}"] = CopyOf(path.resolve())
+    # The signed shim asks for grubx64.efi at the TFTP root, not next to itself.
+    files["tftp/grubx64.efi"] = CopyOf((netboot / "debian-installer/amd64/grubx64.efi").resolve())
+    files["tftp/bootnetx64.efi"] = CopyOf((netboot / "debian-installer/amd64/bootnetx64.efi").resolve())
+    return files
+
+
+def render(site, plan, boots: dict, tokens: dict[str, str], out: Path, netboot: Path) -> dict[str, bytes | CopyOf]:
+    """Every file of the boot tree, in memory."""
+    env = _environment()
+    boot = site.bootstrap
+    base_url = f"http://{boot.address}:{boot.http_port}"
+    mirror = urllib.parse.urlsplit(site.bootstrap.mirror)
+    mgmt = site.networks.management
+    cmdline = {n.hostname: kernel_cmdline(site, n, base_url) for n in plan.nodes}
+    console_unit, console_speed = 0, 115200
+    if boot.console:
+        name, _, speed = boot.console.partition(",")
+        console_unit = int("".join(c for c in name if c.isdigit()) or 0)
+        console_speed = int("".join(c for c in speed if c.isdigit())[:6] or 115200) if speed else 115200
+    common = dict(site=site, plan=plan, nodes=plan.nodes, boots=boots, cmdline=cmdline)
+
+    files: dict[str, bytes | CopyOf] = dict(netboot_files(netboot))
+
+    def put(rel: str, template: str, **extra) -> None:
+        files[rel] = env.get_template(template).render(**common, **extra).encode()
+
+    put("dnsmasq.conf", "dnsmasq.conf.j2", iface=boot.interface, tftp_root=str((out / "tftp").resolve()),
+        mode=mgmt.dhcp, network=mgmt.cidr, gateway=mgmt.gateway, dns=[str(d) for d in mgmt.dns],
+        domain=site.cluster.domain, server=str(boot.address))
+    put("tftp/pxelinux.cfg/default", "tftp/pxelinux.cfg/default.j2")
+    put("tftp/debian-installer/amd64/grub/grub.cfg", "tftp/debian-installer/amd64/grub/grub.cfg.j2",
+        console=boot.console, console_unit=console_unit, console_speed=console_speed)
+    put("http/onehci/select-disk.sh", "http/onehci/select-disk.sh.j2")
+    put("http/onehci/finish.sh", "http/onehci/finish.sh.j2", base_url=base_url)
+    for node, model in zip(plan.nodes, site.nodes):
+        put(f"tftp/pxelinux.cfg/01-{node.mac.replace(':', '-')}", "tftp/pxelinux.cfg/01-MAC.j2",
+            node=node, boot=boots[node.hostname])
+        disk = model.os_disk
+        put(f"http/preseed/{node.hostname}.cfg", "http/preseed/HOST.cfg.j2", node=model_with_ip(model, node),
+            token=tokens[node.hostname], base_url=base_url, country=_country(site.cluster.locale),
+            netmask=mgmt.cidr.netmask, gateway=mgmt.gateway, dns=[str(d) for d in mgmt.dns],
+            mirror={"scheme": mirror.scheme, "host": mirror.netloc, "path": mirror.path or "/"},
+            proxy=f"http://{boot.address}:3142/" if boot.apt_proxy else "",
+            disk_kind="serial" if disk.serial else "by-id", disk_value=disk.serial or disk.by_id)
+    return files
+
+
+def model_with_ip(model, planned):
+    """The site's node with the plan's address (allocated or not)."""
+    return model.model_copy(update={"ip": planned.ip})
+
+
+def _current(out: Path) -> set[str]:
+    found = set()
+    for managed in _MANAGED_DIRS:
+        base = out / managed
+        if base.is_dir():
+            found.update(p.relative_to(out).as_posix() for p in base.rglob("*") if p.is_file())
+    return found
+
+
+def _same(target: Path, content: bytes | CopyOf) -> bool:
+    try:
+        if isinstance(content, CopyOf):
+            src, dst = content.source.stat(), target.stat()
+            return src.st_size == dst.st_size and int(src.st_mtime) == int(dst.st_mtime)
+        return target.read_bytes() == content
+    except FileNotFoundError:
+        return False
+
+
+def write_tree(out: Path, files: dict[str, bytes | CopyOf]) -> tuple[list[str], list[str]]:
+    """Write what changed; remove managed files no longer produced. Returns (written, removed)."""
+    written, removed = [], []
+    out.mkdir(parents=True, exist_ok=True)
+    os.chmod(out, 0o755)  # dnsmasq's TFTP server runs as nobody
+    for rel, content in sorted(files.items(), key=lambda kv: kv[0]):
+        target = out / rel
+        if _same(target, content):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        os.close(fd)
+        try:
+            if isinstance(content, CopyOf):
+                shutil.copy2(content.source, tmp)
+            else:
+                Path(tmp).write_bytes(content)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(rel)
+    for rel in sorted(_current(out) - set(files)):
+        (out / rel).unlink()
+        removed.append(rel)
+    return written, removed
+
+
+def diff_tree(out: Path, files: dict[str, bytes | CopyOf]) -> list[str]:
+    """Unified diff lines between the tree on disk and what a build would write."""
+    lines: list[str] = []
+    for rel, content in sorted(files.items()):
+        target = out / rel
+        if _same(target, content):
+            continue
+        if isinstance(content, CopyOf):
+            lines.append(f"{'changed' if target.exists() else 'new'}: {rel} (from {content.source})")
+            continue
+        old = target.read_text(errors="replace").splitlines(keepends=True) if target.exists() else []
+        lines.extend(difflib.unified_diff(old, content.decode().splitlines(keepends=True),
+                                          f"a/{rel}" if old else "/dev/null", f"b/{rel}"))
+    lines.extend(f"removed: {rel}" for rel in sorted(_current(out) - set(files)))
+    return lines
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    files: int
+    written: list[str]
+    removed: list[str]
+    diff: list[str] | None = None
+
+
+def tree_of(site_path: Path) -> Path:
+    """Where the boot tree of a site was last built (default: pxe/ next to site.yml)."""
+    from installer import state
+
+    recorded = state.read_json(state.state_dir(site_path) / "pxe.json", {}).get("tree")
+    return Path(recorded) if recorded else site_path.resolve().parent / "pxe"
+
+
+def build(loaded, out: Path | None = None, netboot: Path = DEFAULT_NETBOOT, *, diff: bool = False) -> BuildResult:
+    """Render, check, then write the boot tree of a loaded site (or only diff it)."""
+    from installer import state
+    from installer.bootstate import BootStates
+    from installer.plan import make_plan
+    from installer.pxecheck import check_files
+
+    out = Path(out) if out else tree_of(loaded.path)
+    plan = make_plan(loaded.site)
+    states_dir = state.state_dir(loaded.path)
+    boots = BootStates(states_dir)
+    hostnames = [n.hostname for n in plan.nodes]
+    current = boots.preview(hostnames) if diff else boots.ensure(hostnames)
+    tokens = {h: b.token for h, b in current.items()}
+    files = render(loaded.site, plan, current, tokens, out, Path(netboot))
+    problems = check_files(files, state.secret_values(states_dir))
+    if problems:
+        raise OnehciError("the boot tree failed its checks; nothing was written:\n  " + "\n  ".join(problems))
+    if diff:
+        return BuildResult(out, len(files), [], [], diff_tree(out, files))
+    written, removed = write_tree(out, files)
+    state.write_json(states_dir / "pxe.json", {"tree": str(out.resolve())})
+    return BuildResult(out, len(files), written, removed)

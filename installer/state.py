@@ -1,0 +1,83 @@
+"""The state directory of a site: what onehci remembers between runs.
+
+By default `state/` next to site.yml (so a backup of the site directory keeps it),
+or $ONEHCI_STATE_DIR. The directory is 0700 and every file in it 0600: it holds
+install tokens now and passwords later. Writes are atomic and serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from installer.errors import OnehciError
+
+
+def state_dir(site_path: str | Path) -> Path:
+    override = os.environ.get("ONEHCI_STATE_DIR")
+    return Path(override) if override else Path(site_path).resolve().parent / "state"
+
+
+def ensure(directory: Path) -> Path:
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+    except PermissionError:
+        raise OnehciError(f"cannot create the state directory {directory}: permission denied") from None
+    return directory
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file readable by its owner only, atomically."""
+    ensure(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return default
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OnehciError(f"{path} is damaged ({exc}); restore it from a backup or remove it") from None
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_private(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+@contextlib.contextmanager
+def locked(directory: Path, name: str = "lock") -> Iterator[None]:
+    """Serialise read-modify-write of state files between processes."""
+    ensure(directory)
+    with open(directory / f".{name}", "a") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def secret_values(directory: Path) -> list[str]:
+    """Contents of the secret files (state/secrets/*), for scans of served files."""
+    base = directory / "secrets"
+    if not base.is_dir():
+        return []
+    return [p.read_text(encoding="utf-8", errors="replace").strip() for p in sorted(base.iterdir()) if p.is_file()]
