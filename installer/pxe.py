@@ -215,34 +215,42 @@ class BuildResult:
     diff: list[str] | None = None
 
 
-def tree_of(site_path: Path) -> Path:
-    """Where the boot tree of a site was last built (default: pxe/ next to site.yml)."""
+def _recorded(site_path: Path) -> dict:
     from installer import state
 
-    recorded = state.read_json(state.state_dir(site_path) / "pxe.json", {}).get("tree")
-    return Path(recorded) if recorded else site_path.resolve().parent / "pxe"
+    return state.read_json(state.state_dir(site_path) / "pxe.json", {})
 
 
-def build(loaded, out: Path | None = None, netboot: Path = DEFAULT_NETBOOT, *, diff: bool = False) -> BuildResult:
-    """Render, check, then write the boot tree of a loaded site (or only diff it)."""
+def tree_of(site_path: Path) -> Path:
+    """Where the boot tree of a site was last built (default: pxe/ next to site.yml)."""
+    recorded = _recorded(site_path).get("tree")
+    return Path(recorded) if recorded else Path(site_path).resolve().parent / "pxe"
+
+
+def build(loaded, out: Path | None = None, netboot: Path | None = None, *, diff: bool = False,
+          check: bool = True) -> BuildResult:
+    """Render, check, then write the boot tree of a loaded site (or only diff it).
+    `check=False` is for re-renders that only change boot states (the install callback)."""
     from installer import state
     from installer.bootstate import BootStates
     from installer.plan import make_plan
     from installer.pxecheck import check_files
 
     out = Path(out) if out else tree_of(loaded.path)
+    netboot = Path(netboot or _recorded(loaded.path).get("netboot") or DEFAULT_NETBOOT)
     plan = make_plan(loaded.site)
     states_dir = state.state_dir(loaded.path)
     boots = BootStates(states_dir)
     hostnames = [n.hostname for n in plan.nodes]
     current = boots.preview(hostnames) if diff else boots.ensure(hostnames)
     tokens = {h: b.token for h, b in current.items()}
-    files = render(loaded.site, plan, current, tokens, out, Path(netboot))
-    problems = check_files(files, state.secret_values(states_dir))
+    files = render(loaded.site, plan, current, tokens, out, netboot)
+    problems = check_files(files, state.secret_values(states_dir)) if check else []
     if problems:
         raise OnehciError("the boot tree failed its checks; nothing was written:\n  " + "\n  ".join(problems))
     if diff:
         return BuildResult(out, len(files), [], [], diff_tree(out, files))
-    written, removed = write_tree(out, files)
-    state.write_json(states_dir / "pxe.json", {"tree": str(out.resolve())})
+    with state.locked(states_dir, "pxe-tree"):
+        written, removed = write_tree(out, files)
+        state.write_json(states_dir / "pxe.json", {"tree": str(out.resolve()), "netboot": str(netboot)})
     return BuildResult(out, len(files), written, removed)

@@ -34,8 +34,7 @@ def build(site_path: str, out: str | None, netboot: str | None, diff: bool, as_j
     from installer import pxe as pxe_mod
 
     loaded = _load(site_path)
-    result = pxe_mod.build(loaded, Path(out) if out else None, Path(netboot) if netboot else pxe_mod.DEFAULT_NETBOOT,
-                           diff=diff)
+    result = pxe_mod.build(loaded, Path(out) if out else None, Path(netboot) if netboot else None, diff=diff)
     if as_json:
         click.echo(json.dumps({"out": str(result.out), "files": result.files, "written": result.written,
                                "removed": result.removed, "diff": result.diff}, indent=2))
@@ -92,6 +91,39 @@ def arm(node: str, site_path: str) -> None:
     else:
         where = f"; run `onehci pxe build {site_path}` before serving"
     click.echo(f"{node} armed: its next network boot installs Debian on its os_disk{where}")
+
+
+@pxe.command()
+@site_argument
+@click.option("--force", is_flag=True, help="Start even when another DHCP server answers on the interface.")
+@click.option("--json", "as_json", is_flag=True, help="Events as JSON lines on stdout.")
+def serve(site_path: str, force: bool, as_json: bool) -> None:
+    """Serve network installs in the foreground until Ctrl-C.
+
+    Builds the tree first (nothing changes when it is up to date), checks the
+    interface, ports and the network, then runs dnsmasq, the HTTP server and the
+    installer-log receiver, showing per node: DHCP, boot files, preseed, install
+    steps, install complete, local boot.
+    """
+    from installer import pxe as pxe_mod
+    from installer.bootserver import BootServer
+    from installer.errors import OnehciError
+
+    loaded = _load(site_path)
+    result = pxe_mod.build(loaded)
+
+    def show(event) -> None:
+        if as_json:
+            click.echo(json.dumps(event.__dict__), nl=True)
+        else:
+            click.echo(event.line(), err=True)
+
+    server = BootServer(loaded, result.out, show)
+    reasons = server.preflight(force=force)
+    if reasons:
+        raise OnehciError("not serving:\n  " + "\n  ".join(reasons))
+    server.start()
+    raise SystemExit(server.wait())
 
 
 COMMANDS = [pxe]

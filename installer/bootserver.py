@@ -1,0 +1,305 @@
+"""`onehci pxe serve`: dnsmasq (DHCP + TFTP) from the built tree, an HTTP server for
+preseeds, scripts and the install callback, and a syslog receiver for the installer's
+log; every event is tied to its node and shown live.
+
+Events also go, one JSON object a line, to state/logs/serve-events.jsonl, and each
+node's installer log to state/logs/<host>.log.
+"""
+
+from __future__ import annotations
+
+import datetime
+import http.server
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from installer import netprobe, state
+from installer.bootstate import INSTALLED, BootStates
+from installer.errors import OnehciError
+
+_DHCP = re.compile(r"(DHCP[A-Z]+|PXE|BOOTP)\((\S+)\) (?:(\d+\.\d+\.\d+\.\d+) )?([0-9a-f]{2}(?::[0-9a-f]{2}){5})(?: (.*))?")
+_TFTP_SENT = re.compile(r"sent (\S+) to (\d+\.\d+\.\d+\.\d+)")
+_TFTP_MISSING = re.compile(r"file (\S+) not found(?: for (\d+\.\d+\.\d+\.\d+))?")
+_MENU_ITEM = re.compile(r"Menu item '([^']+)' selected")
+_SYSLOG = re.compile(r"^<\d+>(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d )?(.*)$", re.S)
+# d-i main-menu steps worth showing, in the order an install runs them
+_STEPS = {"download-installer": "installer components", "netcfg": "network", "partman-base": "partitioning",
+          "bootstrap-base": "base system", "apt-setup-udeb": "apt sources", "pkgsel": "packages",
+          "grub-installer": "boot loader", "finish-install": "finishing"}
+
+
+@dataclass(frozen=True)
+class Event:
+    time: str
+    node: str | None
+    kind: str
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.time[11:19]} {self.node or '-':12} {self.kind:16} {self.detail}"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+class BootServer:
+    """The three services of `pxe serve`, their preflight, and their events."""
+
+    def __init__(self, loaded, tree: Path, emit: Callable[[Event], None]):
+        from installer.plan import make_plan
+
+        self.loaded = loaded
+        self.site = loaded.site
+        self.plan = make_plan(loaded.site)
+        self.tree = tree
+        self.emit_to = emit
+        self.states_dir = state.state_dir(loaded.path)
+        self.boots = BootStates(self.states_dir)
+        self.logs = state.ensure(self.states_dir / "logs")
+        self.by_mac = {n.mac: n.hostname for n in self.plan.nodes}
+        self.by_ip = {n.ip: n.hostname for n in self.plan.nodes}
+        self.dnsmasq: subprocess.Popen | None = None
+        self.httpd: http.server.ThreadingHTTPServer | None = None
+        self.syslog: socket.socket | None = None
+        self.threads: list[threading.Thread] = []
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+
+    # -- events ------------------------------------------------------------------------
+
+    def emit(self, node: str | None, kind: str, detail: str) -> None:
+        event = Event(_now(), node, kind, detail)
+        with self.lock:
+            with open(self.logs / "serve-events.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(asdict(event)) + "\n")
+            self.emit_to(event)
+
+    # -- preflight -----------------------------------------------------------------------
+
+    def preflight(self, force: bool = False) -> list[str]:
+        """Reasons not to start (empty: go). Warnings are emitted as events."""
+        boot = self.site.bootstrap
+        reasons: list[str] = []
+        if os.geteuid() != 0:
+            return ["pxe serve needs root (DHCP and TFTP use ports 67 and 69)"]
+        dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+        if not Path(dnsmasq).exists():
+            return ["dnsmasq is missing: install it with `apt-get install dnsmasq-base`"]
+        if not netprobe.interface_exists(boot.interface):
+            return [f"interface {boot.interface} does not exist on this machine (bootstrap.interface in site.yml)"]
+        if str(boot.address) not in netprobe.interface_addresses(boot.interface):
+            reasons.append(f"{boot.interface} does not carry the bootstrap address {boot.address}: "
+                           f"add it with `ip addr add {boot.address}/{self.site.networks.management.cidr.prefixlen} "
+                           f"dev {boot.interface}`")
+        taken = netprobe.udp_ports_in_use({67, 69})
+        if taken:
+            reasons.append(f"UDP port{'s' if len(taken) > 1 else ''} {', '.join(map(str, sorted(taken)))} "
+                           "already in use on this machine (another DHCP or TFTP server?)")
+        if not reasons and not netprobe.tcp_port_free(str(boot.address), boot.http_port):
+            reasons.append(f"TCP port {boot.http_port} is in use on {boot.address} (bootstrap.http_port)")
+        if boot.syslog_port in netprobe.udp_ports_in_use({boot.syslog_port}):
+            reasons.append(f"UDP port {boot.syslog_port} is in use (bootstrap.syslog_port)")
+        if not netprobe.nobody_can_read(self.tree / "tftp"):
+            reasons.append(f"dnsmasq serves TFTP as user nobody, who cannot reach {self.tree / 'tftp'}: "
+                           "build the tree where others can read it (e.g. --out /srv/onehci/pxe)")
+        if reasons:
+            return reasons
+        if self.site.networks.management.dhcp == "own":
+            offers = netprobe.probe_dhcp(boot.interface)
+            if offers is None:
+                self.emit(None, "warning", f"could not probe for another DHCP server on {boot.interface} "
+                                           "(port 68 is taken on this machine)")
+            elif offers and not force:
+                who = ", ".join(f"{o.server} (offered {o.offered})" for o in offers)
+                reasons.append(f"another DHCP server answers on {boot.interface}: {who}. Set "
+                               "networks.management.dhcp: proxy in site.yml, or use --force if you are sure")
+            elif offers:
+                self.emit(None, "warning", f"another DHCP server answers on {boot.interface}; going on (--force)")
+        return reasons
+
+    # -- services -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        boot = self.site.bootstrap
+        dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+        self.dnsmasq = subprocess.Popen(
+            [dnsmasq, "--keep-in-foreground", f"--conf-file={self.tree / 'dnsmasq.conf'}", "--log-facility=-"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self._thread(self._read_dnsmasq)
+        self.httpd = http.server.ThreadingHTTPServer((str(boot.address), boot.http_port), self._handler())
+        self.httpd.daemon_threads = True
+        self._thread(self.httpd.serve_forever)
+        self.syslog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.syslog.bind((str(boot.address), boot.syslog_port))
+        self._thread(self._read_syslog)
+        self.emit(None, "serving", f"DHCP/TFTP on {boot.interface}, HTTP on {boot.address}:{boot.http_port}, "
+                                   f"installer logs on UDP {boot.syslog_port}; Ctrl-C stops")
+
+    def _thread(self, target) -> None:
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def wait(self) -> int:
+        """Run until Ctrl-C or SIGTERM (0) or until dnsmasq dies (1)."""
+        previous = signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        try:
+            while not self.stopping.wait(0.5):
+                if self.dnsmasq and self.dnsmasq.poll() is not None:
+                    self.emit(None, "error", f"dnsmasq stopped (exit {self.dnsmasq.returncode})")
+                    return 1
+            return 0
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self.stop()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.dnsmasq and self.dnsmasq.poll() is None:
+            self.dnsmasq.terminate()
+            try:
+                self.dnsmasq.wait(10)
+            except subprocess.TimeoutExpired:
+                self.dnsmasq.kill()
+                self.dnsmasq.wait()
+        if self.httpd:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None
+        if self.syslog:
+            self.syslog.close()
+            self.syslog = None
+
+    # -- dnsmasq's log ----------------------------------------------------------------------
+
+    def _read_dnsmasq(self) -> None:
+        assert self.dnsmasq and self.dnsmasq.stderr
+        for raw in self.dnsmasq.stderr:
+            line = raw.rstrip("\n")
+            with open(self.logs / "dnsmasq.log", "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+            self.dnsmasq_line(line)
+
+    def dnsmasq_line(self, line: str) -> None:
+        """Turn one dnsmasq log line into an event, if it says something about a node."""
+        if match := _DHCP.search(line):
+            kind, _iface, ip, mac, rest = match.groups()
+            node = self.by_mac.get(mac)
+            if (rest and "ignored" in rest) or (node is None and kind == "DHCPDISCOVER"):
+                self.emit(None, "dhcp-ignored", f"{mac} is not in the site: no answer")
+            elif node and kind in ("DHCPOFFER", "DHCPACK", "PXE"):
+                if ip:
+                    self.by_ip.setdefault(ip, node)
+                self.emit(node, "dhcp", f"{kind.removeprefix('DHCP').lower()} {ip or ''} ({mac})".replace("  ", " "))
+        elif match := _TFTP_SENT.search(line):
+            path, ip = match.groups()
+            node = self.by_ip.get(ip)
+            rel = path.split("/tftp/", 1)[-1]
+            self.emit(node, "tftp", rel)
+            if node and (rel.startswith("pxelinux.cfg/01-") or rel.endswith("grub/grub.cfg")):
+                boot = self.boots.get(node) if node else None
+                if boot and boot.state == INSTALLED:
+                    self.emit(node, "local-boot", "installed: its entry boots the local disk")
+        elif match := _TFTP_MISSING.search(line):
+            self.emit(self.by_ip.get(match.group(2) or ""), "tftp-missing", match.group(1))
+        elif "failed" in line or "error" in line.lower():
+            self.emit(None, "dnsmasq", line)
+
+    # -- the installer's syslog ----------------------------------------------------------------
+
+    def _read_syslog(self) -> None:
+        while not self.stopping.is_set() and self.syslog:
+            try:
+                data, (ip, _port) = self.syslog.recvfrom(8192)
+            except OSError:
+                return
+            self.syslog_message(ip, data.decode("utf-8", errors="replace"))
+
+    def syslog_message(self, ip: str, text: str) -> None:
+        node = self.by_ip.get(ip)
+        match = _SYSLOG.match(text.strip())
+        message = match.group(1) if match else text.strip()
+        with open(self.logs / f"{node or 'unknown-' + ip}.log", "a", encoding="utf-8") as fh:
+            fh.write(message + "\n")
+        if step := _MENU_ITEM.search(message):
+            name = step.group(1)
+            if name in _STEPS:
+                self.emit(node, "install", f"step {_STEPS[name]} ({name})")
+        elif "onehci" in message:
+            self.emit(node, "install", message.split("onehci", 1)[1].lstrip(":[]0123456789 "))
+        elif re.search(r"\b(error|failed)\b", message, re.I) and "DEBUG" not in message:
+            self.emit(node, "install-error", message[:200])
+        elif node and not self._seen_log(node):
+            self.emit(node, "install", f"installer log arriving from {ip}")
+
+    def _seen_log(self, node: str) -> bool:
+        seen = getattr(self, "_log_seen", set())
+        self._log_seen = seen | {node}
+        return node in seen
+
+    # -- HTTP: preseeds, scripts, callback -------------------------------------------------
+
+    def _handler(self):
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            server_version = "onehci"
+
+            def log_message(self, *args) -> None:  # events replace the access log
+                pass
+
+            def do_GET(self) -> None:
+                url = urllib.parse.urlsplit(self.path)
+                node = server.by_ip.get(self.client_address[0])
+                if url.path.startswith("/installed/"):
+                    return self._callback(url)
+                rel = url.path.lstrip("/")
+                target = (server.tree / "http" / rel).resolve()
+                if not str(target).startswith(str((server.tree / "http").resolve()) + "/") or not target.is_file():
+                    server.emit(node, "http-missing", url.path)
+                    return self._reply(404, b"not found\n")
+                if rel.startswith("preseed/"):
+                    server.emit(node or rel[8:-4], "preseed", f"{rel} fetched by {self.client_address[0]}")
+                else:
+                    server.emit(node, "http", rel)
+                return self._reply(200, target.read_bytes())
+
+            def _callback(self, url) -> None:
+                host = url.path.rsplit("/", 1)[-1]
+                token = urllib.parse.parse_qs(url.query).get("token", [""])[0]
+                try:
+                    server.complete(host, token)
+                except OnehciError:
+                    server.emit(host, "callback-refused", f"wrong token from {self.client_address[0]}")
+                    return self._reply(403, b"refused\n")
+                return self._reply(200, b"ok\n")
+
+            def _reply(self, code: int, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
+
+    def complete(self, host: str, token: str) -> None:
+        """The install-complete callback: mark installed, then switch its entries to local boot."""
+        from installer import pxe
+
+        self.boots.complete(host, token)
+        pxe.build(self.loaded, self.tree, check=False)
+        self.emit(host, "installed", "install complete; next network boot goes to the local disk")

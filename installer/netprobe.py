@@ -1,0 +1,132 @@
+"""Looking at the network before `pxe serve` joins it: the interface and its address,
+ports already taken, and another DHCP server answering on the interface."""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+_MAGIC = b"\x63\x82\x53\x63"
+
+
+def interface_exists(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()
+
+
+def interface_mac(name: str) -> str:
+    return Path("/sys/class/net", name, "address").read_text().strip()
+
+
+def interface_addresses(name: str) -> list[str]:
+    """IPv4 addresses configured on an interface (from the kernel, via SIOCGIFADDR on each alias
+    is not enough, so ask `ip`)."""
+    import subprocess
+
+    proc = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", name], capture_output=True, text=True)
+    return [line.split()[3].split("/")[0] for line in proc.stdout.splitlines() if " inet " in line]
+
+
+def udp_ports_in_use(ports: set[int]) -> set[int]:
+    """Which of these UDP ports some socket of this host (this namespace) is bound to."""
+    found = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            port = int(line.split()[1].rsplit(":", 1)[1], 16)
+            if port in ports:
+                found.add(port)
+    return found
+
+
+def tcp_port_free(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class DhcpOffer:
+    server: str  # the answering server's identifier (option 54) or source address
+    offered: str  # the address it offered
+
+
+def _discover_packet(mac: str, xid: int) -> bytes:
+    chaddr = bytes.fromhex(mac.replace(":", "")) + b"\x00" * 10
+    header = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 1, 1, 6, 0, xid, 0, 0x8000, b"\0" * 4, b"\0" * 4,
+                         b"\0" * 4, b"\0" * 4, chaddr, b"\0" * 64, b"\0" * 128)
+    options = _MAGIC + bytes([53, 1, 1, 55, 3, 1, 3, 6, 255])
+    return header + options
+
+
+def _parse_offer(data: bytes, xid: int) -> DhcpOffer | None:
+    if len(data) < 240 or data[0] != 2 or struct.unpack("!I", data[4:8])[0] != xid or data[236:240] != _MAGIC:
+        return None
+    offered = socket.inet_ntoa(data[16:20])
+    kind, server, i = None, None, 240
+    while i < len(data) and data[i] != 255:
+        if data[i] == 0:
+            i += 1
+            continue
+        code, size = data[i], data[i + 1]
+        value = data[i + 2:i + 2 + size]
+        if code == 53 and value:
+            kind = value[0]
+        elif code == 54 and size == 4:
+            server = socket.inet_ntoa(value)
+        i += 2 + size
+    if kind != 2:  # DHCPOFFER
+        return None
+    return DhcpOffer(server or "?", offered)
+
+
+def probe_dhcp(interface: str, wait: float = 3.0) -> list[DhcpOffer] | None:
+    """Broadcast one DHCPDISCOVER on `interface` and collect offers for `wait` seconds.
+    Returns None when the probe cannot run (port 68 taken by a client on this host)."""
+    xid = random.getrandbits(32)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.setsockopt(socket.SOL_SOCKET, _SO_BINDTODEVICE, interface.encode() + b"\0")
+        try:
+            sock.bind(("0.0.0.0", 68))
+        except OSError:
+            return None
+        sock.sendto(_discover_packet(interface_mac(interface), xid), ("255.255.255.255", 67))
+        offers: list[DhcpOffer] = []
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([sock], [], [], left)
+            if not ready:
+                break
+            data, source = sock.recvfrom(4096)
+            offer = _parse_offer(data, xid)
+            if offer and offer not in offers:
+                offers.append(offer if offer.server != "?" else DhcpOffer(source[0], offer.offered))
+        return offers
+    finally:
+        sock.close()
+
+
+def nobody_can_read(path: Path) -> bool:
+    """dnsmasq drops to user nobody: every parent must be searchable by others."""
+    path = path.resolve()
+    for part in [path, *path.parents]:
+        mode = os.stat(part).st_mode
+        if not mode & 0o001:
+            return False
+    return True
