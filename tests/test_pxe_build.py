@@ -207,11 +207,16 @@ def test_misspelt_question_is_caught_though_debconf_accepts_it(tmp_path):
                         "p.cfg:2: partman/confirm is a boolean, not a string"]
 
 
-def test_missing_referenced_file_is_caught(site_dir):
+@pytest.fixture
+def lab_files(site_dir) -> dict:
+    """The lab profile's built tree, read back as {relative path: bytes or path}."""
     directory = site_dir("lab")
-    out = directory / "pxe"
-    pxe.build(sitefile.load(directory / "site.yml"), out)
-    files = pxecheck.read_tree(out)
+    pxe.build(sitefile.load(directory / "site.yml"), directory / "pxe")
+    return pxecheck.read_tree(directory / "pxe")
+
+
+def test_missing_referenced_file_is_caught(lab_files):
+    files = lab_files
     del files["tftp/ldlinux.c32"]
     del files["tftp/debian-installer/amd64/initrd.gz"]
     problems = pxecheck.check_files(files)
@@ -220,11 +225,8 @@ def test_missing_referenced_file_is_caught(site_dir):
     assert any("initrd.gz" in p and p.startswith("grub.cfg") for p in problems)
 
 
-def test_secrets_are_caught(site_dir):
-    directory = site_dir("lab")
-    out = directory / "pxe"
-    pxe.build(sitefile.load(directory / "site.yml"), out)
-    files = pxecheck.read_tree(out)
+def test_secrets_are_caught(lab_files):
+    files = lab_files
     files["http/preseed/lab1.cfg"] += b"d-i passwd/root-password password hunter2\n"
     files["http/onehci/finish.sh"] += b"-----BEGIN OPENSSH PRIVATE KEY-----\n"
     files["dnsmasq.conf"] += b"# oneadmin:Sup3rSecret\n"
@@ -242,19 +244,13 @@ def test_failed_checks_write_nothing(site_dir, monkeypatch):
     assert not (directory / "pxe").exists()
 
 
-def test_dnsmasq_test_catches_a_broken_line(site_dir):
-    directory = site_dir("lab")
-    out = directory / "pxe"
-    pxe.build(sitefile.load(directory / "site.yml"), out)
-    files = pxecheck.read_tree(out)
+def test_dnsmasq_test_catches_a_broken_line(lab_files):
+    files = lab_files
     files["dnsmasq.conf"] += b"dhcp-range=not-an-address\n"
     assert any(p.startswith("dnsmasq --test:") for p in pxecheck.check_files(files))
 
 
-def test_grub_script_check_catches_a_broken_grub_cfg(site_dir):
-    directory = site_dir("lab")
-    out = directory / "pxe"
-    pxe.build(sitefile.load(directory / "site.yml"), out)
-    files = pxecheck.read_tree(out)
+def test_grub_script_check_catches_a_broken_grub_cfg(lab_files):
+    files = lab_files
     files["tftp/debian-installer/amd64/grub/grub.cfg"] += b"if [ x = y ]; then\n"
     assert any(p.startswith("grub-script-check") for p in pxecheck.check_files(files))
