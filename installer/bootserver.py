@@ -75,6 +75,7 @@ class BootServer:
         self.threads: list[threading.Thread] = []
         self.stopping = threading.Event()
         self.lock = threading.Lock()
+        self.log_sources: set[str] = set()
 
     # -- events ------------------------------------------------------------------------
 
@@ -234,6 +235,9 @@ class BootServer:
         message = match.group(1) if match else text.strip()
         with open(self.logs / f"{node or 'unknown-' + ip}.log", "a", encoding="utf-8") as fh:
             fh.write(message + "\n")
+        if ip not in self.log_sources:
+            self.log_sources.add(ip)
+            self.emit(node, "install", f"installer log arriving from {ip}")
         if step := _MENU_ITEM.search(message):
             name = step.group(1)
             if name in _STEPS:
@@ -242,13 +246,6 @@ class BootServer:
             self.emit(node, "install", message.split("onehci", 1)[1].lstrip(":[]0123456789 "))
         elif re.search(r"\b(error|failed)\b", message, re.I) and "DEBUG" not in message:
             self.emit(node, "install-error", message[:200])
-        elif node and not self._seen_log(node):
-            self.emit(node, "install", f"installer log arriving from {ip}")
-
-    def _seen_log(self, node: str) -> bool:
-        seen = getattr(self, "_log_seen", set())
-        self._log_seen = seen | {node}
-        return node in seen
 
     # -- HTTP: preseeds, scripts, callback -------------------------------------------------
 
