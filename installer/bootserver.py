@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from installer import netprobe, state
+from installer import aptcache, netprobe, state
 from installer.bootstate import INSTALLED, BootStates
 from installer.errors import OnehciError
 
@@ -70,6 +70,7 @@ class BootServer:
         self.by_mac = {n.mac: n.hostname for n in self.plan.nodes}
         self.by_ip = {n.ip: n.hostname for n in self.plan.nodes}
         self.dnsmasq: subprocess.Popen | None = None
+        self.aptcache: subprocess.Popen | None = None
         self.httpd: http.server.ThreadingHTTPServer | None = None
         self.syslog: socket.socket | None = None
         self.threads: list[threading.Thread] = []
@@ -144,8 +145,38 @@ class BootServer:
         self.syslog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.syslog.bind((str(boot.address), boot.syslog_port))
         self._thread(self._read_syslog)
+        if boot.apt_proxy:
+            self._start_apt_cache()
         self.emit(None, "serving", f"DHCP/TFTP on {boot.interface}, HTTP on {boot.address}:{boot.http_port}, "
                                    f"installer logs on UDP {boot.syslog_port}; Ctrl-C stops")
+
+    def _start_apt_cache(self) -> None:
+        address = str(self.site.bootstrap.address)
+        if aptcache.listening(address):
+            self.emit(None, "apt-proxy", f"using the apt-cacher-ng already answering on {address}:{aptcache.PORT}")
+            return
+        self.aptcache = aptcache.start(address, self.site.bootstrap.mirror, self.states_dir / "run")
+        self.emit(None, "apt-proxy", f"apt-cacher-ng on {address}:{aptcache.PORT} caching {self.site.bootstrap.mirror}")
+        self._thread(self._read_apt_log)
+
+    def _read_apt_log(self) -> None:
+        """Follow apt-cacher-ng's transfer log: the mirror's Release files show a node got that far."""
+        path = aptcache.log_path(self.states_dir / "run")
+        offset = path.stat().st_size if path.exists() else 0
+        while not self.stopping.wait(0.5):
+            if not path.exists():
+                continue
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                fh.seek(offset)
+                lines = fh.readlines()
+                offset = fh.tell()
+            for line in lines:
+                self.apt_line(line.strip())
+
+    def apt_line(self, line: str) -> None:
+        fields = line.split("|")
+        if len(fields) == 5 and fields[1] == "O" and fields[4].endswith(("/Release", "/InRelease")):
+            self.emit(self.by_ip.get(fields[3]), "mirror", f"{fields[4].split('/', 1)[-1]} through apt-cacher-ng")
 
     def _thread(self, target) -> None:
         thread = threading.Thread(target=target, daemon=True)
@@ -176,6 +207,13 @@ class BootServer:
             except subprocess.TimeoutExpired:
                 self.dnsmasq.kill()
                 self.dnsmasq.wait()
+        if self.aptcache and self.aptcache.poll() is None:
+            self.aptcache.terminate()
+            try:
+                self.aptcache.wait(10)
+            except subprocess.TimeoutExpired:
+                self.aptcache.kill()
+                self.aptcache.wait()
         if self.httpd:
             self.httpd.shutdown()
             self.httpd.server_close()

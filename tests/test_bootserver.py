@@ -89,3 +89,11 @@ def test_events_are_logged_as_json_lines(server):
 def test_preflight_refuses_a_missing_interface(server):
     reasons = server.preflight()
     assert reasons == ["interface onehci-lab0 does not exist on this machine (bootstrap.interface in site.yml)"]
+
+
+def test_release_fetched_through_the_apt_cache_is_an_event(server):
+    server.apt_line("1795669096|O|149482|10.71.0.12|debrep/dists/bookworm/Release")
+    server.apt_line("1795669096|I|149506|10.71.0.12|debrep/dists/bookworm/Release")
+    server.apt_line("1795669096|O|1000|10.71.0.12|debrep/pool/main/x/x.deb")
+    assert kinds(server) == [("lab2", "mirror")]
+    assert server.events[0].detail == "dists/bookworm/Release through apt-cacher-ng"
