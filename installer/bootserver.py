@@ -104,10 +104,12 @@ class BootServer:
             reasons.append(f"{boot.interface} does not carry the bootstrap address {boot.address}: "
                            f"add it with `ip addr add {boot.address}/{self.site.networks.management.cidr.prefixlen} "
                            f"dev {boot.interface}`")
-        taken = netprobe.udp_ports_in_use({67, 69})
+        # as dnsmasq binds them: DHCP on the interface, TFTP on its address
+        taken = [port for port, address in ((67, "0.0.0.0"), (69, str(boot.address)))
+                 if not netprobe.udp_port_free_on(boot.interface, port, address)]
         if taken:
-            reasons.append(f"UDP port{'s' if len(taken) > 1 else ''} {', '.join(map(str, sorted(taken)))} "
-                           "already in use on this machine (another DHCP or TFTP server?)")
+            reasons.append(f"UDP port{'s' if len(taken) > 1 else ''} {', '.join(map(str, taken))} "
+                           f"already in use on {boot.interface} (another DHCP or TFTP server on this machine?)")
         if not reasons and not netprobe.tcp_port_free(str(boot.address), boot.http_port):
             reasons.append(f"TCP port {boot.http_port} is in use on {boot.address} (bootstrap.http_port)")
         if boot.syslog_port in netprobe.udp_ports_in_use({boot.syslog_port}):

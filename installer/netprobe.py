@@ -48,6 +48,18 @@ def udp_ports_in_use(ports: set[int]) -> set[int]:
     return found
 
 
+def udp_port_free_on(interface: str, port: int, address: str = "0.0.0.0") -> bool:
+    """Can a server bind UDP `port` on `interface`? A socket of another dnsmasq bound to a
+    different interface does not count: the kernel keeps the two apart (SO_BINDTODEVICE)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_BINDTODEVICE, interface.encode() + b"\0")
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
 def tcp_port_free(address: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
