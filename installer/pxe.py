@@ -61,8 +61,9 @@ def kernel_cmdline(site, node, base_url: str) -> str:
         f"log_host={boot.address}", f"log_port={boot.syslog_port}",
     ]
     console = [f"console={boot.console}"] if boot.console else []
-    # options after '---' are also given to the installed system's kernel
-    return " ".join(parts + console + ["---"] + console + ["quiet"])
+    # options after '---' are also given to the installed system's kernel; on a serial console
+    # the kernel's own messages are wanted (they show, for one, whether Secure Boot is on)
+    return " ".join(parts + console + ["---"] + (console or ["quiet"]))
 
 
 def _environment():
