@@ -48,6 +48,7 @@ class VMError(AssertionError):
 class QemuVM:
     def __init__(self, workdir: Path | str, *, mac: str, tap: str, firmware: str = "bios",
                  nic: str = "virtio-net-pci", nic_rom: str = "auto", disk_size: str | None = None,
+                 disk_serial: str | None = None,
                  memory_mb: int = 1024, name: str = "vm", extra_args: tuple[str, ...] = ()):
         """disk_size ("1G", "512M") adds a blank raw disk, second in the boot order."""
         if firmware not in FIRMWARES:
@@ -61,6 +62,7 @@ class QemuVM:
         self.workdir = Path(workdir)
         self.mac, self.tap, self.firmware, self.nic, self.nic_rom = mac.lower(), tap, firmware, nic, nic_rom
         self.disk_size, self.memory_mb, self.name = disk_size, memory_mb, name
+        self.disk_serial = disk_serial  # shows in the guest as /dev/disk/by-id/virtio-<serial>
         self.extra_args = tuple(extra_args)
         self.log_path = self.workdir / f"{name}.serial.log"
         self.stderr_path = self.workdir / f"{name}.qemu.log"
@@ -92,7 +94,8 @@ class QemuVM:
                 "-device", f"{self.nic},netdev=net0,mac={self.mac},bootindex=0{rom}"]
         if self.disk_path:
             cmd += ["-drive", f"if=none,id=disk0,format=raw,file={self.disk_path}",
-                    "-device", "virtio-blk-pci,drive=disk0,bootindex=1"]
+                    "-device", "virtio-blk-pci,drive=disk0,bootindex=1"
+                    + (f",serial={self.disk_serial}" if self.disk_serial else "")]
         return cmd + list(self.extra_args)
 
     @property

@@ -128,7 +128,9 @@ def _vm(boot_site, name: str, mac: str, firmware: str) -> QemuVM:
     tap = f"onehci-bc{len(taps) + 1}"
     net.create_tap(tap, BRIDGE)
     taps.append(tap)
-    return QemuVM(workdir / "vms", mac=mac, tap=tap, firmware=firmware, name=name, disk_size="2G")
+    host = next(h for h, node in NODES.items() if node[0] == mac) if mac in {n[0] for n in NODES.values()} else name
+    return QemuVM(workdir / "vms", mac=mac, tap=tap, firmware=firmware, name=name, disk_size="2G",
+                  disk_serial=f"{host}-os")
 
 
 @pytest.mark.parametrize("host", ["bt-bios", "bt-uefi"])
