@@ -120,6 +120,7 @@ class BootServer:
         if reasons:
             return reasons
         if self.site.networks.management.dhcp == "own":
+            self.emit(None, "probe", f"looking for another DHCP server on {boot.interface} (6 s)")
             offers = netprobe.probe_dhcp(boot.interface)
             if offers is None:
                 self.emit(None, "warning", f"could not probe for another DHCP server on {boot.interface} "

@@ -105,33 +105,49 @@ def _parse_offer(data: bytes, xid: int) -> DhcpOffer | None:
     return DhcpOffer(server or "?", offered)
 
 
-def probe_dhcp(interface: str, wait: float = 3.0) -> list[DhcpOffer] | None:
-    """Broadcast one DHCPDISCOVER on `interface` and collect offers for `wait` seconds.
+def probe_dhcp(interface: str, wait: float = 6.0) -> list[DhcpOffer] | None:
+    """Broadcast one DHCPDISCOVER on `interface` and collect offers for `wait` seconds (servers
+    ping an address before offering it: dnsmasq answered after about 3 s here).
+    Offers are read from a packet socket, as DHCP clients do, so an offer is seen whether it
+    is broadcast or sent to the offered address, which this host does not have.
     Returns None when the probe cannot run (port 68 taken by a client on this host)."""
     xid = random.getrandbits(32)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        sock.setsockopt(socket.SOL_SOCKET, _SO_BINDTODEVICE, interface.encode() + b"\0")
+        listener.bind((interface, 0))
+        sender.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sender.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sender.setsockopt(socket.SOL_SOCKET, _SO_BINDTODEVICE, interface.encode() + b"\0")
         try:
-            sock.bind(("0.0.0.0", 68))
+            sender.bind(("0.0.0.0", 68))
         except OSError:
             return None
-        sock.sendto(_discover_packet(interface_mac(interface), xid), ("255.255.255.255", 67))
+        sender.sendto(_discover_packet(interface_mac(interface), xid), ("255.255.255.255", 67))
         offers: list[DhcpOffer] = []
         deadline = time.monotonic() + wait
         while (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select([sock], [], [], left)
+            ready, _, _ = select.select([listener], [], [], left)
             if not ready:
                 break
-            data, source = sock.recvfrom(4096)
-            offer = _parse_offer(data, xid)
-            if offer and offer not in offers:
-                offers.append(offer if offer.server != "?" else DhcpOffer(source[0], offer.offered))
+            frame = listener.recv(65535)
+            if frame[12:14] != b"\x08\x00":  # not IPv4
+                continue
+            packet = frame[14:]
+            header = (packet[0] & 0x0F) * 4
+            if len(packet) < header + 8 or packet[9] != 17 or struct.unpack("!H", packet[header + 2:header + 4])[0] != 68:
+                continue
+            offer = _parse_offer(packet[header + 8:], xid)
+            if offer is None:
+                continue
+            if offer.server == "?":
+                offer = DhcpOffer(socket.inet_ntoa(packet[12:16]), offer.offered)
+            if offer not in offers:
+                offers.append(offer)
         return offers
     finally:
-        sock.close()
+        sender.close()
+        listener.close()
 
 
 def nobody_can_read(path: Path) -> bool:
