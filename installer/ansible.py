@@ -1,0 +1,141 @@
+"""The one wrapper around ansible-runner: a private data directory per run under the
+site's state directory, the inventory from the plan, live progress on stderr from
+Ansible's events, a per-host recap, and a clear error naming host, task and message.
+
+Nothing secret is handed to ansible-runner in a way it would write to its artifacts:
+the SSH key goes by path (ansible_ssh_private_key_file), never by content.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from installer import state
+from installer.errors import OnehciError
+from installer.resources import data_dir
+
+
+@dataclass
+class HostRecap:
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class RunResult:
+    playbook: str
+    run_dir: Path
+    status: str
+    rc: int
+    recap: dict[str, HostRecap] = field(default_factory=dict)
+    failures: list[dict] = field(default_factory=list)  # {host, task, message}
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> int:
+        return sum(r.changed for r in self.recap.values())
+
+
+class Progress:
+    """Turns Ansible's events into short lines: play, task, and each host's result."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self.say = say
+        self.failures: list[dict] = []
+        self.task = ""
+
+    def __call__(self, event: dict) -> bool:
+        kind, data = event.get("event", ""), event.get("event_data", {})
+        host = data.get("host", "")
+        if kind == "playbook_on_play_start":
+            self.say(f"PLAY {data.get('play', '')}")
+        elif kind == "playbook_on_task_start":
+            self.task = data.get("task", "")
+            self.say(f"  TASK {self.task}")
+        elif kind == "runner_on_ok":
+            if data.get("res", {}).get("changed"):
+                self.say(f"    changed: {host}")
+        elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+            res = data.get("res", {})
+            message = res.get("msg") or res.get("stderr") or res.get("reason") or "failed"
+            if isinstance(message, list):
+                message = " ".join(map(str, message))
+            message = " ".join(str(message).split())[:500]
+            what = "UNREACHABLE" if kind == "runner_on_unreachable" else "FAILED"
+            self.failures.append({"host": host, "task": data.get("task", self.task), "message": message})
+            self.say(f"    {what}: {host}: {message}")
+        return True  # keep every event in the artifacts
+
+
+def run_playbook(site_path: Path, inventory: dict, playbook: str, *, limit: list[str] | None = None,
+                 check: bool = False, extravars: dict | None = None,
+                 say: Callable[[str], None] = print, forks: int | None = None) -> RunResult:
+    """Run playbooks/<playbook> with ansible-runner; return the recap. Never raises on a failed
+    play: the caller decides (see `raise_for_failure`)."""
+    import time
+
+    import ansible_runner
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = state.ensure(state.state_dir(site_path) / "runs" / f"{stamp}-{Path(playbook).stem}")
+    playbook_path = Path(playbook) if Path(playbook).is_absolute() else data_dir("playbooks") / playbook
+    if not playbook_path.exists():
+        raise OnehciError(f"the installation is incomplete: no playbook {playbook_path}")
+    hosts = len(inventory["all"]["hosts"])
+    progress = Progress(say)
+    say(f"ansible run in {run_dir}")
+    started = time.monotonic()
+    cmdline = "--check --diff" if check else None
+    # the ansible-playbook installed next to this Python (a venv need not be on PATH)
+    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    runner = ansible_runner.run(
+        private_data_dir=str(run_dir),
+        playbook=str(playbook_path),
+        inventory=inventory,
+        extravars=extravars or {},
+        limit=",".join(limit) if limit else None,
+        forks=forks or max(hosts, 5),
+        cmdline=cmdline,
+        roles_path=[str(data_dir("roles"))],
+        # host keys are checked (ansible-runner turns that off by default): the inventory's
+        # ssh options accept a new node once and refuse a changed key
+        envvars={"PATH": path, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_PIPELINING": "True", "ANSIBLE_FORCE_COLOR": "False", "ANSIBLE_NOCOLOR": "True",
+                 "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_STDOUT_CALLBACK": "default"},
+        event_handler=progress,
+        quiet=True,
+    )
+    stats = runner.stats or {}
+    recap: dict[str, HostRecap] = {}
+    for key, attr in (("ok", "ok"), ("changed", "changed"), ("failures", "failed"), ("dark", "unreachable"),
+                      ("skipped", "skipped")):
+        for host, count in (stats.get(key) or {}).items():
+            setattr(recap.setdefault(host, HostRecap()), attr, count)
+    return RunResult(playbook, run_dir, runner.status, runner.rc, recap, progress.failures,
+                     time.monotonic() - started)
+
+
+def recap_lines(result: RunResult) -> list[str]:
+    lines = [f"{'host':16} {'ok':>4} {'changed':>8} {'failed':>7} {'unreachable':>12} {'skipped':>8}"]
+    for host, r in sorted(result.recap.items()):
+        lines.append(f"{host:16} {r.ok:>4} {r.changed:>8} {r.failed:>7} {r.unreachable:>12} {r.skipped:>8}")
+    return lines
+
+
+def raise_for_failure(result: RunResult) -> None:
+    if result.status == "successful" and result.rc == 0:
+        return
+    if result.failures:
+        first = result.failures[0]
+        more = f" (and {len(result.failures) - 1} more failure(s))" if len(result.failures) > 1 else ""
+        raise OnehciError(f"{first['host']}: task '{first['task']}' failed: {first['message']}{more}; "
+                          f"details in {result.run_dir}")
+    raise OnehciError(f"ansible-playbook {result.playbook} ended {result.status} (exit {result.rc}); "
+                      f"details in {result.run_dir}")

@@ -1,0 +1,52 @@
+"""Plan -> Ansible inventory: the contract between onehci and the roles (docs/roles/README.md).
+
+Only addresses, names, roles and disk names go in: no secret is ever part of an inventory.
+"""
+
+from __future__ import annotations
+
+from installer.plan import Plan
+
+GROUPS = ("mfs_master", "mfs_metalogger", "mfs_chunkserver", "frontend", "kvm")
+
+
+def build_inventory(site, plan: Plan, *, ssh_key: str | None = None, known_hosts: str | None = None,
+                    format_consent: list[str] = ()) -> dict:
+    """The inventory as the dict ansible-runner takes (YAML inventory structure)."""
+    mgmt, vms = site.networks.management, site.networks.vms
+    hosts = {}
+    for node in plan.nodes:
+        hostvars = {
+            "ansible_host": node.ip,
+            "ansible_user": "root",
+            "onehci_hostname": node.hostname,
+            "onehci_ip": node.ip,
+            "onehci_fqdn": node.fqdn,
+            "onehci_chunk_disks": node.chunk_disks,
+        }
+        hosts[node.hostname] = hostvars
+    groups = {name: {"hosts": {n.hostname: {} for n in plan.with_role(name)}} for name in GROUPS}
+    groups["mfs_client"] = {"hosts": {n: {} for n in plan.moosefs["clients"]}}
+    ssh_args = ["-o ControlMaster=auto", "-o ControlPersist=60s", "-o ServerAliveInterval=10"]
+    if known_hosts:
+        # our own known_hosts: new nodes are accepted once, a changed key is refused
+        ssh_args += [f"-o UserKnownHostsFile={known_hosts}", "-o StrictHostKeyChecking=accept-new"]
+    allvars = {
+        "onehci_cluster": site.cluster.name,
+        "onehci_domain": site.cluster.domain,
+        "onehci_management_cidr": str(mgmt.cidr.cidr),
+        "onehci_vms_cidr": str(vms.cidr.cidr),
+        "onehci_cluster_networks": [str(mgmt.cidr.cidr)],
+        "onehci_mfsmaster_ip": plan.moosefs["master_ip"],
+        "onehci_goal": site.storage.goal,
+        "onehci_apt_proxy": f"http://{site.bootstrap.address}:3142" if site.bootstrap.apt_proxy else "",
+        "onehci_mirror": site.bootstrap.mirror,
+        "onehci_datastores_path": plan.moosefs["mount"],
+        "onehci_hosts": [{"name": n.hostname, "ip": n.ip, "fqdn": n.fqdn} for n in plan.nodes],
+        "onehci_format_consent": list(format_consent),
+        "ansible_ssh_common_args": " ".join(ssh_args),
+        "ansible_python_interpreter": "/usr/bin/python3",
+    }
+    if ssh_key:
+        allvars["ansible_ssh_private_key_file"] = ssh_key
+    return {"all": {"hosts": hosts, "vars": allvars, "children": groups}}
