@@ -169,3 +169,21 @@ def create_veth(host_end: str, bridge: str, netns: str, ns_end: str = "eth0",
 def delete_veth(host_end: str) -> None:
     """Deleting one end of a veth pair deletes both."""
     _delete_link(host_end)
+
+
+# --- small queries and settings used by the node lab -------------------------------
+
+def address_owner(ip: str) -> str | None:
+    """The interface of this host (default namespace) that carries this IPv4 address, if any."""
+    addr = str(ipaddress.IPv4Address(ip.split("/")[0]))
+    out = _ip("-j", "-4", "addr", "show").stdout
+    return next((link["ifname"] for link in json.loads(out or "[]")
+                 for a in link.get("addr_info", []) if a.get("local") == addr), None)
+
+
+def set_mac(name: str, mac: str, netns: str | None = None) -> None:
+    """Give a device a fixed MAC (the planned one), so nodes look like their site entry."""
+    ns = ["-n", netns] if netns else []
+    shown = json.loads(_ip(*ns, "-j", "link", "show", "dev", name).stdout or "[{}]")[0]
+    if shown.get("address", "").lower() != mac.lower():
+        _ip(*ns, "link", "set", "dev", name, "address", mac)

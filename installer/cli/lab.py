@@ -1,0 +1,108 @@
+"""`onehci lab up|down|status|shell`"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+SITE_HELP = "Site file (default: the shipped profile given by --profile)."
+
+
+def _load(site_path: str | None, profile: str | None):
+    from installer import resources
+    from installer.cli.main_helpers import load_site_or_report
+    from installer.errors import OnehciError
+
+    if site_path and profile:
+        raise OnehciError("give a SITE file or --profile, not both")
+    if not site_path:
+        profiles = resources.profiles()
+        name = profile or "lab"
+        if name not in profiles:
+            raise OnehciError(f"no profile named {name} (profiles: {', '.join(profiles)})")
+        site_path = str(profiles[name])
+    loaded, _ = load_site_or_report(site_path)
+    if loaded is None:
+        raise SystemExit(1)
+    return loaded
+
+
+def _site_options(func):
+    func = click.option("--profile", help="Use a shipped profile's site file (default: lab).")(func)
+    return click.argument("site_path", metavar="[SITE]", required=False, type=click.Path(dir_okay=False))(func)
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _show(lab, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(lab.as_dict(), indent=2))
+        return
+    click.echo(f"{'NODE':12} {'IP':15} {'STATE':8} {'SSH':4} DISKS")
+    for n in lab.nodes:
+        ssh = "-" if n.ssh is None else ("ok" if n.ssh else "no")
+        shown = ", ".join(f"{link} -> {dev}" for link, dev in n.disks.items()) or "-"
+        click.echo(f"{n.hostname:12} {n.ip:15} {'running' if n.running else 'stopped':8} {ssh:4} {shown}")
+    click.echo(f"bridge {lab.bridge} ({lab.address}), apt proxy {lab.apt_proxy or 'off'}, "
+               f"ssh -i {lab.ssh_key} root@IP", err=True)
+
+
+@click.group()
+def lab() -> None:
+    """The rehearsal lab: the site's nodes as containers on this machine (root, Linux)."""
+
+
+@lab.command()
+@_site_options
+@click.option("--json", "as_json", is_flag=True, help="Print the lab as JSON.")
+def up(site_path: str | None, profile: str | None, as_json: bool) -> None:
+    """Build and boot every node of SITE; a running lab is left as it is."""
+    from installer import lab as lab_mod
+
+    loaded = _load(site_path, profile)
+    result = lab_mod.up(loaded, say=_say)
+    _say(f"started: {', '.join(result.started)}" if result.started else "the lab was already up; nothing changed")
+    _show(result, as_json)
+
+
+@lab.command()
+@_site_options
+def down(site_path: str | None, profile: str | None) -> None:
+    """Stop the nodes and remove everything the lab made (the base image cache and the key stay)."""
+    from installer import lab as lab_mod
+
+    loaded = _load(site_path, profile)
+    removed = lab_mod.down(loaded, say=_say)
+    click.echo(f"removed: {', '.join(removed)}" if removed else "nothing to remove: the lab is down")
+
+
+@lab.command()
+@_site_options
+@click.option("--json", "as_json", is_flag=True, help="Print the lab as JSON.")
+def status(site_path: str | None, profile: str | None, as_json: bool) -> None:
+    """List the nodes: address, running or not, SSH reachable."""
+    from installer import lab as lab_mod
+
+    _show(lab_mod.status(_load(site_path, profile)), as_json)
+
+
+@lab.command(context_settings={"ignore_unknown_options": True})
+@click.argument("node")
+@click.option("--site", "site_path", type=click.Path(dir_okay=False), help=SITE_HELP)
+@click.option("--profile", help="Use a shipped profile's site file (default: lab).")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def shell(node: str, site_path: str | None, profile: str | None, command: tuple[str, ...]) -> None:
+    """Open a root shell in NODE, or run `-- COMMAND...` there."""
+    import subprocess
+
+    from installer import lab as lab_mod
+
+    loaded = _load(site_path, profile)
+    argv = list(command) or ["/bin/bash", "--login"]
+    raise SystemExit(subprocess.call(lab_mod.nsenter_argv(loaded, node, argv)))
+
+
+COMMANDS = [lab]

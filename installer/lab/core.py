@@ -1,0 +1,417 @@
+"""`onehci lab`: a site's nodes as systemd-nspawn containers on this machine.
+
+Each node boots systemd from an overlay of the cached base image, in its own network
+namespace joined by a veth to one bridge that carries the bootstrap address; apt goes
+through apt-cacher-ng on that address, chunk disks are loop-file block devices. What
+the lab starts and makes is recorded in /var/lib/onehci/lab/CLUSTER/lab.json, so
+`lab down` stops exactly its own processes (by PID and start time) and removes the rest
+by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from installer import state
+from installer.errors import OnehciError
+from installer.lab import base, disks, net, procs, rootfs
+from installer.plan import PlannedNode, make_plan
+
+LAB_ROOT = Path("/var/lib/onehci/lab")
+BOOT_TIMEOUT = 180  # seconds until every sshd answers (3 nodes boot in ~10 s here)
+STOP_TIMEOUT = 20  # seconds for systemd in a node to power off before SIGKILL
+NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# command -> Debian package that provides it
+TOOLS = {"systemd-nspawn": "systemd-container", "debootstrap": "debootstrap", "losetup": "mount",
+         "nsenter": "util-linux", "ip": "iproute2", "ssh": "openssh-client", "ssh-keygen": "openssh-client"}
+
+Say = Callable[[str], None]
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+@dataclass
+class NodeState:
+    hostname: str
+    ip: str
+    netns: str
+    running: bool
+    ssh: bool | None  # None: not checked (node not running)
+    pid: int | None  # systemd-nspawn
+    leader: int | None  # the node's systemd (PID 1 inside)
+    disks: dict[str, str] = field(default_factory=dict)  # by-id link in the node -> loop device
+
+
+@dataclass
+class Lab:
+    cluster: str
+    bridge: str
+    address: str
+    apt_proxy: str | None
+    ssh_key: str
+    nodes: list[NodeState]
+    started: list[str] = field(default_factory=list)  # what this call started (empty: nothing changed)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def node(self, hostname: str) -> NodeState | None:
+        return next((n for n in self.nodes if n.hostname == hostname), None)
+
+
+# --- names and places ----------------------------------------------------------------
+
+def lab_dir(loaded) -> Path:
+    return LAB_ROOT / loaded.site.cluster.name
+
+
+def _state_file(loaded) -> Path:
+    return lab_dir(loaded) / "lab.json"
+
+
+def netns_name(hostname: str) -> str:
+    return f"onehci-{hostname}"
+
+
+def veth_name(hostname: str) -> str:
+    # interface names are at most 15 characters; long hostnames get a stable hash
+    name = f"vl-{hostname}"
+    return name if len(name) <= 15 else "vl-" + hashlib.sha1(hostname.encode()).hexdigest()[:12]
+
+
+def lab_ssh_key(loaded) -> Path:
+    """The lab's private key (generated once per site, kept by `lab down`)."""
+    return state.state_dir(loaded.path) / "lab" / "id_ed25519"
+
+
+def known_hosts(loaded) -> Path:
+    """Host keys of the running lab nodes, for SSH clients that check them."""
+    return state.state_dir(loaded.path) / "lab" / "known_hosts"
+
+
+def _ensure_key(loaded) -> Path:
+    key = lab_ssh_key(loaded)
+    if not key.exists():
+        state.ensure(key.parent)
+        # the state dir of a shipped profile sits inside a checkout: keep the key out of git
+        (key.parent / ".gitignore").write_text("*\n")
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"onehci-lab@{loaded.site.cluster.name}",
+                        "-f", str(key)], check=True, capture_output=True)
+    return key
+
+
+# --- checks ---------------------------------------------------------------------------
+
+def check_host(euid: int | None = None, system: str | None = None,
+               which: Callable[[str], str | None] = shutil.which) -> None:
+    """Refuse with one line when this machine cannot run the lab."""
+    system = system or platform.system()
+    if system != "Linux":
+        raise OnehciError(f"the lab needs Linux (systemd-nspawn, network namespaces); this is {system}")
+    if (os.geteuid() if euid is None else euid) != 0:
+        raise OnehciError("the lab needs root (containers, namespaces, loop devices): run it with sudo")
+    missing = [tool for tool in TOOLS if which(tool) is None]
+    if missing:
+        packages = " ".join(dict.fromkeys(TOOLS[t] for t in missing))
+        raise OnehciError(f"missing {', '.join(missing)}: install with `apt-get install {packages}`")
+
+
+def _check_bridge_address(bridge: str, address: str) -> None:
+    owner = net.address_owner(address)
+    if owner is not None and owner != bridge:
+        raise OnehciError(f"the bootstrap address {address} is already in use on this host by {owner}, "
+                          f"not by the lab bridge {bridge}: free it or choose another bootstrap.address")
+
+
+# --- up -------------------------------------------------------------------------------
+
+def up(loaded, say: Say = _quiet) -> Lab:
+    """Build and start the site's lab; on a running lab, change nothing."""
+    check_host()
+    site = loaded.site
+    boot = site.bootstrap
+    address = str(boot.address)
+    prefix = site.networks.management.cidr.prefixlen
+    plan = make_plan(site)
+    directory = lab_dir(loaded)
+    started: list[str] = []
+    with state.locked(directory):
+        st = state.read_json(_state_file(loaded), {})
+        st.setdefault("nodes", {})
+
+        _check_bridge_address(boot.interface, address)
+        if not net.link_exists(boot.interface):
+            st["bridge"] = boot.interface  # recorded first: only a bridge made here is deleted by `down`
+            state.write_json(_state_file(loaded), st)
+            started.append(f"bridge {boot.interface}")
+        net.create_bridge(boot.interface, f"{address}/{prefix}")
+
+        proxy = None
+        if boot.apt_proxy:
+            proxy = f"http://{address}:3142"
+            if not procs.alive(procs.Proc.from_dict(st.get("aptcache"))):
+                say(f"starting apt-cacher-ng on {address}:3142")
+                st["aptcache"] = _start_aptcache(address, boot.mirror, directory / "run")
+                state.write_json(_state_file(loaded), st)
+                started.append("apt-cacher-ng")
+
+        base_root = None
+        key = _ensure_key(loaded)
+        authorized = [*site.access.ssh_authorized_keys, (key.with_suffix(".pub")).read_text().strip()]
+        hosts = [(n.ip, n.fqdn, n.hostname) for n in plan.nodes]
+        dns = [str(d) for d in site.networks.management.dns]
+        for node in plan.nodes:
+            rec = st["nodes"].setdefault(node.hostname, {})
+            veth, ns = veth_name(node.hostname), netns_name(node.hostname)
+            net.create_veth(veth, boot.interface, ns, "eth0", f"{node.ip}/{prefix}",
+                            str(site.networks.management.gateway))
+            net.set_mac("eth0", node.mac, ns)
+            if _node_running(rec):
+                continue
+            base_root = base_root or base.ensure(boot.mirror, say)
+            node_dir = directory / node.hostname
+            links = {disks.by_id_path(d): disks.attach(node_dir / "disks" / f"chunk{i}.img")
+                     for i, d in enumerate(node.chunk_disks)}
+            root = rootfs.mount_overlay(base_root, node_dir)
+            rootfs.configure(root, rootfs.NodeFiles(
+                hostname=node.hostname, fqdn=node.fqdn, hosts=hosts, authorized_keys=authorized,
+                mirror=boot.mirror, proxy=proxy, dns=dns, disks=links))
+            say(f"starting {node.hostname} ({node.ip})")
+            rec.update(_start_node(node.hostname, root, ns, links.values(), node_dir / "console.log"))
+            rec["disks"] = links
+            state.write_json(_state_file(loaded), st)
+            started.append(node.hostname)
+
+        _write_known_hosts(loaded, plan.nodes, directory)
+    if started:
+        _wait_for_ssh(loaded, plan.nodes, key, st)
+    lab = status(loaded)
+    lab.started = started
+    return lab
+
+
+def _start_aptcache(address: str, mirror: str, workdir: Path) -> dict:
+    from installer import aptcache
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = aptcache.start(address, mirror, workdir)
+    # it outlives this command: drop our end of its stderr pipe (it ignores SIGPIPE)
+    if proc.stderr:
+        proc.stderr.close()
+    found = procs.identify(proc.pid)
+    if found is None:
+        raise OnehciError("apt-cacher-ng exited right after starting")
+    return found.as_dict()
+
+
+def _node_running(rec: dict) -> bool:
+    return procs.alive(procs.Proc.from_dict(rec.get("nspawn"))) and procs.alive(procs.Proc.from_dict(rec.get("leader")))
+
+
+def _start_node(hostname: str, root: Path, netns: str, devices, log: Path) -> dict:
+    argv = ["systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit",
+            f"--network-namespace-path=/run/netns/{netns}", f"--directory={root}", f"--machine={hostname}",
+            "--capability=CAP_NET_ADMIN",  # nftables rules and bridges inside the node
+            "--bind=/dev/fuse",  # the MooseFS client
+            *[f"--bind={dev}" for dev in devices],
+            "--resolv-conf=off", "--timezone=off", "--link-journal=no", "--console=read-only"]
+    with open(log, "ab") as out:
+        # a new session: the node outlives this command and Ctrl-C in this terminal
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    nspawn = procs.identify(proc.pid)
+    leader = _wait_for_leader(proc, hostname, log)
+    return {"nspawn": nspawn.as_dict(), "leader": leader.as_dict()}
+
+
+def _wait_for_leader(proc: subprocess.Popen, hostname: str, log: Path, timeout: float = 30) -> procs.Proc:
+    """The container's PID 1 once it runs systemd (nsenter targets it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise OnehciError(f"{hostname} stopped while starting (exit {proc.returncode}): {_tail(log)}; "
+                              f"full console log: {log}")
+        pid = procs.pid_namespace_init(proc.pid)
+        if pid and _comm(pid) == "systemd":
+            found = procs.identify(pid)
+            if found:
+                return found
+        time.sleep(0.1)
+    raise OnehciError(f"{hostname}: systemd did not start within {timeout:.0f} s; console log: {log}")
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def _tail(log: Path) -> str:
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()] if log.exists() else []
+    return lines[-1].strip() if lines else "no output"
+
+
+def _write_known_hosts(loaded, nodes: list[PlannedNode], directory: Path) -> None:
+    lines = []
+    for node in nodes:
+        pub = directory / node.hostname / "root/etc/ssh/ssh_host_ed25519_key.pub"
+        if pub.exists():
+            lines.append(f"{node.ip},{node.hostname},{node.fqdn} {rootfs.host_key(directory / node.hostname / 'root')}\n")
+    state.write_private(known_hosts(loaded), "".join(lines).encode())
+
+
+def ssh_argv(loaded, ip: str, *command: str, timeout: int = 5) -> list[str]:
+    return ["ssh", "-i", str(lab_ssh_key(loaded)), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+            "-o", f"UserKnownHostsFile={known_hosts(loaded)}", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"ConnectTimeout={timeout}", f"root@{ip}", *command]
+
+
+def _ssh_ok(loaded, ip: str) -> bool:
+    try:
+        with socket.create_connection((ip, 22), timeout=1):
+            pass
+    except OSError:
+        return False
+    return subprocess.run(ssh_argv(loaded, ip, "true"), stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=30).returncode == 0
+
+
+def _wait_for_ssh(loaded, nodes: list[PlannedNode], key: Path, st: dict) -> None:
+    """Until every node's sshd accepts the lab key; fail early when a node stops."""
+    pending = {n.hostname: n.ip for n in nodes}
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while pending:
+        for hostname, ip in list(pending.items()):
+            if _ssh_ok(loaded, ip):
+                del pending[hostname]
+            elif not _node_running(st["nodes"][hostname]):
+                log = lab_dir(loaded) / hostname / "console.log"
+                raise OnehciError(f"{hostname} stopped while booting: {_tail(log)}; console log: {log}")
+        if pending and time.monotonic() > deadline:
+            raise OnehciError(f"no SSH answer with {key} from {', '.join(sorted(pending))} within "
+                              f"{BOOT_TIMEOUT} s; see {lab_dir(loaded)}/NODE/console.log")
+        if pending:
+            time.sleep(0.5)
+
+
+# --- status, exec, kill ------------------------------------------------------------------
+
+def status(loaded, check_ssh: bool = True) -> Lab:
+    site = loaded.site
+    st = state.read_json(_state_file(loaded), {})
+    nodes = []
+    for node in make_plan(site).nodes:
+        rec = st.get("nodes", {}).get(node.hostname, {})
+        running = _node_running(rec)
+        nspawn, leader = procs.Proc.from_dict(rec.get("nspawn")), procs.Proc.from_dict(rec.get("leader"))
+        nodes.append(NodeState(node.hostname, node.ip, netns_name(node.hostname), running, None,
+                               nspawn.pid if running else None, leader.pid if running else None,
+                               dict(rec.get("disks", {})) if running else {}))
+    if check_ssh:
+        up_nodes = [n for n in nodes if n.running]
+        with ThreadPoolExecutor(max_workers=max(1, len(up_nodes))) as pool:
+            for n, ok in zip(up_nodes, pool.map(lambda n: _ssh_ok(loaded, n.ip), up_nodes)):
+                n.ssh = ok
+    boot = site.bootstrap
+    return Lab(site.cluster.name, boot.interface, str(boot.address),
+               f"http://{boot.address}:3142" if boot.apt_proxy else None, str(lab_ssh_key(loaded)), nodes)
+
+
+def _leader(loaded, hostname: str) -> procs.Proc:
+    if loaded.site.node(hostname) is None:
+        names = ", ".join(n.hostname for n in loaded.site.nodes)
+        raise OnehciError(f"no node named {hostname} in {loaded.path} (nodes: {names})")
+    rec = state.read_json(_state_file(loaded), {}).get("nodes", {}).get(hostname, {})
+    if not _node_running(rec):
+        raise OnehciError(f"{hostname} is not running: start the lab with `onehci lab up`")
+    return procs.Proc.from_dict(rec["leader"])
+
+
+def nsenter_argv(loaded, hostname: str, argv: list[str]) -> list[str]:
+    leader = _leader(loaded, hostname)
+    # a clean environment: the host's PATH and variables mean nothing inside the node
+    return ["nsenter", "-t", str(leader.pid), "-a", "env", "-i", f"PATH={NODE_PATH}", "HOME=/root",
+            "LANG=C.UTF-8", f"TERM={os.environ.get('TERM', 'dumb')}", *argv]
+
+
+def node_exec(loaded, hostname: str, argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run a command inside a node (as root, all its namespaces); output captured as text."""
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    return subprocess.run(nsenter_argv(loaded, hostname, argv), **kwargs)
+
+
+def kill_node(loaded, hostname: str) -> None:
+    """Hard stop of one node, like pulling its power cord: its disks, overlay and network
+    stay, so `lab up` boots it again with its data."""
+    leader = _leader(loaded, hostname)
+    rec = state.read_json(_state_file(loaded), {})["nodes"][hostname]
+    procs.stop([leader, procs.Proc.from_dict(rec["nspawn"])], signal.SIGKILL, timeout=10)
+
+
+# --- down -----------------------------------------------------------------------------------
+
+def down(loaded, say: Say = _quiet) -> list[str]:
+    """Remove everything the lab made except the base image cache and the SSH key.
+    Safe to run again; returns what it removed."""
+    check_host()
+    site = loaded.site
+    directory = lab_dir(loaded)
+    removed: list[str] = []
+    if not directory.exists() and not any(net.netns_exists(netns_name(n.hostname)) for n in site.nodes):
+        return removed
+    with state.locked(directory):
+        st = state.read_json(_state_file(loaded), {})
+        recs = st.get("nodes", {})
+        running = {name: rec for name, rec in recs.items() if _node_running(rec)}
+        if running:
+            say(f"stopping {', '.join(running)}")
+        _stop_nodes(running.values())
+        removed += [f"node {name}" for name in running]
+        removed += [f"mount {p}" for p in rootfs.unmount_all(directory)]
+        for image in sorted(directory.glob("*/disks/*.img")):
+            removed += [f"loop {dev} ({image.name})" for dev in disks.release(image)]
+        for node in site.nodes:
+            if net.link_exists(veth_name(node.hostname)):
+                net.delete_veth(veth_name(node.hostname))
+                removed.append(f"veth {veth_name(node.hostname)}")
+            if net.netns_exists(netns_name(node.hostname)):
+                net.delete_netns(netns_name(node.hostname))
+                removed.append(f"netns {netns_name(node.hostname)}")
+        if st.get("bridge") and net.link_exists(st["bridge"]):
+            net.delete_bridge(st["bridge"])
+            removed.append(f"bridge {st['bridge']}")
+        aptcache = procs.Proc.from_dict(st.get("aptcache"))
+        if procs.alive(aptcache):
+            procs.stop([aptcache], signal.SIGTERM, timeout=10)
+            removed.append("apt-cacher-ng")
+        if rootfs.mounts_under(directory):  # never delete through a mount
+            raise OnehciError(f"something is still mounted under {directory}; unmount it and run `lab down` again")
+        known_hosts(loaded).unlink(missing_ok=True)
+        shutil.rmtree(directory)
+    return removed
+
+
+def _stop_nodes(recs) -> None:
+    """Ask each node's systemd to power off (SIGRTMIN+4), SIGKILL what is left after STOP_TIMEOUT."""
+    pairs = [(procs.Proc.from_dict(r.get("leader")), procs.Proc.from_dict(r.get("nspawn"))) for r in recs]
+    for leader, _ in pairs:
+        procs.signal_proc(leader, signal.SIGRTMIN + 4)
+    everything = [p for pair in pairs for p in pair]
+    if not procs.wait_gone(everything, STOP_TIMEOUT):
+        procs.stop(everything, signal.SIGKILL, timeout=10)
