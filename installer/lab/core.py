@@ -182,6 +182,7 @@ def up(loaded, say: Say = _quiet) -> Lab:
             net.set_mac("eth0", node.mac, ns)
             if _node_running(rec):
                 continue
+            _stop_nodes([rec])  # half of a node (nspawn or its systemd) may have outlived the other
             base_root = base_root or base.ensure(boot.mirror, say)
             node_dir = directory / node.hostname
             links = {disks.by_id_path(d): disks.attach(node_dir / "disks" / f"chunk{i}.img")
@@ -220,6 +221,10 @@ def _start_aptcache(address: str, mirror: str, workdir: Path) -> dict:
 
 def _node_running(rec: dict) -> bool:
     return procs.alive(procs.Proc.from_dict(rec.get("nspawn"))) and procs.alive(procs.Proc.from_dict(rec.get("leader")))
+
+
+def _any_alive(rec: dict) -> bool:
+    return any(procs.alive(procs.Proc.from_dict(rec.get(k))) for k in ("nspawn", "leader"))
 
 
 def _start_node(hostname: str, root: Path, netns: str, devices, log: Path) -> dict:
@@ -269,9 +274,9 @@ def _tail(log: Path) -> str:
 def _write_known_hosts(loaded, nodes: list[PlannedNode], directory: Path) -> None:
     lines = []
     for node in nodes:
-        pub = directory / node.hostname / "root/etc/ssh/ssh_host_ed25519_key.pub"
-        if pub.exists():
-            lines.append(f"{node.ip},{node.hostname},{node.fqdn} {rootfs.host_key(directory / node.hostname / 'root')}\n")
+        root = directory / node.hostname / "root"
+        if (root / "etc/ssh/ssh_host_ed25519_key.pub").exists():
+            lines.append(f"{node.ip},{node.hostname},{node.fqdn} {rootfs.host_key(root)}\n")
     state.write_private(known_hosts(loaded), "".join(lines).encode())
 
 
@@ -378,7 +383,7 @@ def down(loaded, say: Say = _quiet) -> list[str]:
     with state.locked(directory):
         st = state.read_json(_state_file(loaded), {})
         recs = st.get("nodes", {})
-        running = {name: rec for name, rec in recs.items() if _node_running(rec)}
+        running = {name: rec for name, rec in recs.items() if _any_alive(rec)}
         if running:
             say(f"stopping {', '.join(running)}")
         _stop_nodes(running.values())
@@ -410,6 +415,8 @@ def down(loaded, say: Say = _quiet) -> list[str]:
 def _stop_nodes(recs) -> None:
     """Ask each node's systemd to power off (SIGRTMIN+4), SIGKILL what is left after STOP_TIMEOUT."""
     pairs = [(procs.Proc.from_dict(r.get("leader")), procs.Proc.from_dict(r.get("nspawn"))) for r in recs]
+    if not any(procs.alive(p) for pair in pairs for p in pair):
+        return
     for leader, _ in pairs:
         procs.signal_proc(leader, signal.SIGRTMIN + 4)
     everything = [p for pair in pairs for p in pair]
