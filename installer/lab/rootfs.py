@@ -111,15 +111,18 @@ def configure(root: Path, files: NodeFiles) -> None:
 
 
 def _disk_links(etc: Path, disks: dict[str, str]) -> None:
-    """There is no udev in a container: a unit made here creates the /dev/disk/by-id
-    links at boot (before sshd, so they exist once the node answers)."""
+    """What udev and the fstab generator do on a server, done by a unit at boot: there is
+    no udev in a container (so the lab makes the /dev/disk/by-id links), and systemd in a
+    container ignores fstab entries of devices (so the unit mounts them, like a server
+    mounting its chunk disks at boot). It runs before sshd: once a node answers, both are done."""
     links = "".join(f"ExecStart=/bin/ln -sfn {dev} {link}\n".replace("%", "%%")
                     for link, dev in sorted(disks.items()))
     _write(etc / "systemd/system" / DISK_UNIT,
-           "[Unit]\nDescription=onehci lab: /dev/disk/by-id links for the loop-file disks\n"
-           "DefaultDependencies=no\nBefore=sysinit.target local-fs-pre.target\n\n"
+           "[Unit]\nDescription=onehci lab: /dev/disk/by-id links and fstab mounts of the loop-file disks\n"
+           "DefaultDependencies=no\nBefore=sysinit.target local-fs.target\nAfter=local-fs-pre.target\n\n"
            "[Service]\nType=oneshot\nRemainAfterExit=yes\n"
-           f"ExecStart=/bin/mkdir -p /dev/disk/by-id\n{links}\n"
+           f"ExecStart=/bin/mkdir -p /dev/disk/by-id\n{links}"
+           "ExecStart=/bin/mount -a -O no_netdev\n\n"
            "[Install]\nWantedBy=sysinit.target\n")
     wants = etc / "systemd/system/sysinit.target.wants" / DISK_UNIT
     if not wants.is_symlink():

@@ -140,7 +140,13 @@ def test_second_up_changes_nothing(loaded, running):
 
 
 def test_a_killed_node_comes_back_with_its_data(loaded, running):
-    lab.node_exec(loaded, "lab3", ["sh", "-c", "echo kept > /root/marker"], check=True)
+    # a chunk disk formatted and listed in fstab by UUID, as the chunkserver role does
+    lab.node_exec(loaded, "lab3", ["sh", "-ec", "echo kept > /root/marker; "
+                                   "disk=/dev/disk/by-id/virtio-lab3-chunk1; mkfs.xfs -q -f $disk; "
+                                   "uuid=$(blkid -s UUID -o value $disk); "
+                                   "echo UUID=$uuid /srv/chunk xfs defaults 0 2 >> /etc/fstab; "
+                                   "mkdir -p /srv/chunk; mount /srv/chunk; echo on-disk > /srv/chunk/marker"],
+                  check=True)
     old = next(n for n in running.nodes if n.hostname == "lab3")
     lab.kill_node(loaded, "lab3")
     assert _our_processes({old.pid, old.leader}, "--machine=lab3") == []
@@ -150,7 +156,7 @@ def test_a_killed_node_comes_back_with_its_data(loaded, running):
     TIMINGS["one node restart"] = time.monotonic() - started
     assert back.started == ["lab3"]
     assert all(n.running and n.ssh for n in back.nodes)
-    assert lab.node_exec(loaded, "lab3", ["cat", "/root/marker"]).stdout == "kept\n"
+    assert lab.node_exec(loaded, "lab3", ["cat", "/root/marker", "/srv/chunk/marker"]).stdout == "kept\non-disk\n"
 
 
 def _our_processes(pids: set[int], marker: str) -> list[str]:

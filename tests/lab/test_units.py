@@ -84,6 +84,7 @@ def test_node_files(tmp_path):
     assert keys.read_text() == "ssh-ed25519 AAAA tech\n" and keys.stat().st_mode & 0o777 == 0o600
     unit = (etc / "systemd/system" / rootfs.DISK_UNIT).read_text()
     assert "ExecStart=/bin/ln -sfn /dev/loop7 /dev/disk/by-id/virtio-lab1-chunk1\n" in unit
+    assert "ExecStart=/bin/mount -a -O no_netdev\n" in unit  # systemd skips fstab devices in containers
     assert (etc / "systemd/system/sysinit.target.wants" / rootfs.DISK_UNIT).is_symlink()
 
     # a second pass over a running node rewrites nothing; without a proxy the setting goes
