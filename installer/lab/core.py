@@ -277,7 +277,9 @@ def _write_known_hosts(loaded, nodes: list[PlannedNode], directory: Path) -> Non
         root = directory / node.hostname / "root"
         if (root / "etc/ssh/ssh_host_ed25519_key.pub").exists():
             lines.append(f"{node.ip},{node.hostname},{node.fqdn} {rootfs.host_key(root)}\n")
-    state.write_private(known_hosts(loaded), "".join(lines).encode())
+    path, text = known_hosts(loaded), "".join(lines)
+    if not path.exists() or path.read_text() != text:
+        state.write_private(path, text.encode())
 
 
 def ssh_argv(loaded, ip: str, *command: str, timeout: int = 5) -> list[str]:
@@ -391,13 +393,13 @@ def down(loaded, say: Say = _quiet) -> list[str]:
         removed += [f"mount {p}" for p in rootfs.unmount_all(directory)]
         for image in sorted(directory.glob("*/disks/*.img")):
             removed += [f"loop {dev} ({image.name})" for dev in disks.release(image)]
-        for node in site.nodes:
-            if net.link_exists(veth_name(node.hostname)):
-                net.delete_veth(veth_name(node.hostname))
-                removed.append(f"veth {veth_name(node.hostname)}")
-            if net.netns_exists(netns_name(node.hostname)):
-                net.delete_netns(netns_name(node.hostname))
-                removed.append(f"netns {netns_name(node.hostname)}")
+        for hostname in dict.fromkeys([*recs, *(n.hostname for n in site.nodes)]):  # also nodes since removed
+            if net.link_exists(veth_name(hostname)):
+                net.delete_veth(veth_name(hostname))
+                removed.append(f"veth {veth_name(hostname)}")
+            if net.netns_exists(netns_name(hostname)):
+                net.delete_netns(netns_name(hostname))
+                removed.append(f"netns {netns_name(hostname)}")
         if st.get("bridge") and net.link_exists(st["bridge"]):
             net.delete_bridge(st["bridge"])
             removed.append(f"bridge {st['bridge']}")
