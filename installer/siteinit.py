@@ -38,3 +38,25 @@ def init_site(profile: str, directory: str | Path, *, force: bool = False) -> Pa
     tmp.write_text(available[profile].read_text(encoding="utf-8"), encoding="utf-8")
     os.replace(tmp, target)
     return target
+
+
+PROFILE_SITES = Path(os.environ.get("ONEHCI_PROFILE_SITES", "/var/lib/onehci/profiles"))
+
+
+def profile_site(name: str) -> Path:
+    """A shipped profile used as a site (`lab up --profile lab`): copied to
+    /var/lib/onehci/profiles/NAME/site.yml so its state lives there, never inside the
+    installed package or the checkout. The copy follows the shipped profile."""
+    available = profiles()
+    if name not in available:
+        close = difflib.get_close_matches(name, list(available), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; choose one of: {', '.join(available)}"
+        raise OnehciError(f"no profile named '{name}'{hint}")
+    target = PROFILE_SITES / name / "site.yml"
+    text = available[name].read_text(encoding="utf-8")
+    if not target.exists() or target.read_text(encoding="utf-8") != text:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(".site.yml.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+    return target

@@ -10,18 +10,15 @@ SITE_HELP = "Site file (default: the shipped profile given by --profile)."
 
 
 def _load(site_path: str | None, profile: str | None):
-    from installer import resources
     from installer.cli.main_helpers import load_site_or_report
     from installer.errors import OnehciError
 
     if site_path and profile:
         raise OnehciError("give a SITE file or --profile, not both")
     if not site_path:
-        profiles = resources.profiles()
-        name = profile or "lab"
-        if name not in profiles:
-            raise OnehciError(f"no profile named {name} (profiles: {', '.join(profiles)})")
-        site_path = str(profiles[name])
+        from installer.siteinit import profile_site
+
+        site_path = str(profile_site(profile or "lab"))
     loaded, _ = load_site_or_report(site_path)
     if loaded is None:
         raise SystemExit(1)

@@ -18,11 +18,11 @@ import pytest
 from installer import lab, sitefile
 from installer.errors import OnehciError
 from installer.lab import base, net
-from tests.conftest import REPO
+from installer.siteinit import profile_site
 
 pytestmark = pytest.mark.slow
 
-SITE = REPO / "profiles" / "lab.yml"
+SITE = profile_site("lab")  # the shipped profile, its state under /var/lib/onehci/profiles/lab
 NODES = ["lab1", "lab2", "lab3"]
 BRIDGE = "onehci-lab0"
 TIMINGS: dict[str, float] = {}

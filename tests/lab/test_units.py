@@ -101,4 +101,4 @@ def test_site_or_profile_not_both(tmp_path):
     result = CliRunner().invoke(cli, ["lab", "status", str(site), "--profile", "lab"])
     assert (result.exit_code, result.output) == (1, "error: give a SITE file or --profile, not both\n")
     result = CliRunner().invoke(cli, ["lab", "status", "--profile", "nosuch"])
-    assert result.exit_code == 1 and result.output.startswith("error: no profile named nosuch (profiles: ")
+    assert result.exit_code == 1 and result.output.startswith("error: no profile named 'nosuch'; choose one of: ")
