@@ -1,0 +1,34 @@
+"""Parsing mfscli's plain output (lines captured from a 3.0.117 master in the lab)."""
+
+from installer import mfs
+
+INFO = """master info:|master version|3.0.117
+master info:|total space|8455716864
+master info:|avail space|7791845376
+master info:|chunks|0
+"""
+SERVERS = """chunk servers:|10.74.0.11|9422|2|-|3.0.117|0|maintenance_off|5|331935744|4227858432|-|0|0|0
+chunk servers:|10.74.0.12|9422|1|-|3.0.117|0|maintenance_on|7|331935744|4227858432|-|0|0|0
+"""
+LOGGERS = """metadata backup loggers:|10.74.0.12|3.0.117
+metadata backup loggers:|10.74.0.13|3.0.117
+"""
+MATRIX = """regular chunks matrix:|chunkclass missing:|0
+regular chunks matrix:|chunkclass endangered:|2
+regular chunks matrix:|chunkclass undergoal:|3
+regular chunks matrix:|chunkclass stable:|40
+"""
+
+
+def test_parse_health():
+    health = mfs.parse_health("10.74.0.11", INFO, SERVERS, LOGGERS, MATRIX)
+    assert health.version == "3.0.117" and health.total_space == 8455716864 and health.avail_space == 7791845376
+    assert [(c.ip, c.chunks, c.maintenance) for c in health.chunkservers] == [("10.74.0.11", 5, False),
+                                                                            ("10.74.0.12", 7, True)]
+    assert health.metaloggers == ["10.74.0.12", "10.74.0.13"]
+    assert health.chunks == {"missing": 0, "endangered": 2, "undergoal": 3, "stable": 40}
+
+
+def test_unreachable_master_is_reported_not_raised():
+    health = mfs.health("127.0.0.9")
+    assert not health.reachable and "does not answer" in health.error
