@@ -49,6 +49,10 @@ options:
     description: Fail unless every disk is C(ours) with a filesystem UUID (the check after formatting).
     type: bool
     default: false
+  host:
+    description: The node's name in the site, for the C(onehci deploy --format-disk HOST:ID) hint.
+    type: str
+    default: ""
 author: onehci
 """
 
@@ -311,6 +315,7 @@ def main():
             "mount_base": {"type": "path", "default": "/mnt/mfschunks"},
             "by_id_dir": {"type": "path", "default": "/dev/disk/by-id"},
             "require_formatted": {"type": "bool", "default": False},
+            "host": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
@@ -322,8 +327,10 @@ def main():
     records, problems, need_consent = inspect(p["disks"], p["consent"], p["label"], p["mount_base"], p["by_id_dir"],
                                 System(module), p["require_formatted"])
     if problems:
+        cli = " ".join(f"--format-disk {p['host']}:{i}" for i in need_consent) if p["host"] else ""
         hint = ("\nA disk that holds data is never formatted without consent. If what it holds may be lost, "
-                f"add {', '.join(repr(i) for i in need_consent)} to onehci_format_consent and deploy again."
+                f"add {', '.join(repr(i) for i in need_consent)} to onehci_format_consent"
+                + (f" (onehci deploy {cli})" if cli else "") + " and deploy again."
                 if need_consent else "")
         module.fail_json(msg="chunk disks that cannot be used:\n- " + "\n- ".join(problems) + hint,
                          disks=records, problems=problems)
