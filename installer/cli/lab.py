@@ -6,32 +6,8 @@ import json
 
 import click
 
-SITE_HELP = "Site file (default: the shipped profile given by --profile)."
-
-
-def _load(site_path: str | None, profile: str | None):
-    from installer.cli.main_helpers import load_site_or_report
-    from installer.errors import OnehciError
-
-    if site_path and profile:
-        raise OnehciError("give a SITE file or --profile, not both")
-    if not site_path:
-        from installer.siteinit import profile_site
-
-        site_path = str(profile_site(profile or "lab"))
-    loaded, _ = load_site_or_report(site_path)
-    if loaded is None:
-        raise SystemExit(1)
-    return loaded
-
-
-def _site_options(func):
-    func = click.option("--profile", help="Use a shipped profile's site file (default: lab).")(func)
-    return click.argument("site_path", metavar="[SITE]", required=False, type=click.Path(dir_okay=False))(func)
-
-
-def _say(message: str) -> None:
-    click.echo(message, err=True)
+from installer.cli.main_helpers import load_site_or_profile as _load
+from installer.cli.main_helpers import site_or_profile_options as _site_options
 
 
 def _show(lab, as_json: bool) -> None:
@@ -88,7 +64,7 @@ def status(site_path: str | None, profile: str | None, as_json: bool) -> None:
 
 @lab.command(context_settings={"ignore_unknown_options": True})
 @click.argument("node")
-@click.option("--site", "site_path", type=click.Path(dir_okay=False), help=SITE_HELP)
+@click.option("--site", "site_path", type=click.Path(dir_okay=False), help="Site file (default: the shipped profile given by --profile).")
 @click.option("--profile", help="Use a shipped profile's site file (default: lab).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def shell(node: str, site_path: str | None, profile: str | None, command: tuple[str, ...]) -> None:

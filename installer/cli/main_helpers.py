@@ -35,3 +35,24 @@ def load_site_or_report(site_path: str, *, as_json: bool = False, strict: bool =
         for p in problems:
             click.echo(p.render(), err=True)
     return loaded, problems
+
+
+def load_site_or_profile(site_path: str | None, profile: str | None):
+    """SITE, or a shipped profile used as a site (its state under /var/lib/onehci/profiles)."""
+    from installer.errors import OnehciError
+
+    if site_path and profile:
+        raise OnehciError("give a SITE file or --profile, not both")
+    if not site_path:
+        from installer.siteinit import profile_site
+
+        site_path = str(profile_site(profile or "lab"))
+    loaded, _ = load_site_or_report(site_path)
+    if loaded is None:
+        raise SystemExit(1)
+    return loaded
+
+
+def site_or_profile_options(func):
+    func = click.option("--profile", help="Use a shipped profile's site file (default: lab).")(func)
+    return click.argument("site_path", metavar="[SITE]", required=False, type=click.Path(dir_okay=False))(func)
