@@ -153,6 +153,63 @@ def test_ansible_lint_reports_a_violation(tmp_path):
     assert "name[missing]" in run.stdout + run.stderr
 
 
+# --- preflight: the inventory checks (no host is contacted) -----------------------------------
+
+def preflight(tmp_path, change) -> subprocess.CompletedProcess:
+    inventory = yaml.safe_load(INVENTORY.read_text())
+    change(inventory["all"])
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(path), "--tags", "preflight_inventory",
+                           "-e", "ansible_connection=local", str(PLAYBOOKS / "preflight.yml")],
+                          cwd=REPO, env=ansible_env(tmp_path), capture_output=True, text=True)
+
+
+def test_preflight_accepts_the_test_inventory(tmp_path):
+    run = preflight(tmp_path, lambda inv: None)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def _two_masters(inv):
+    inv["children"]["mfs_master"]["hosts"]["lab2"] = {}
+
+
+def _goal_3(inv):
+    inv["vars"]["onehci_goal"] = 3
+    del inv["children"]["mfs_chunkserver"]["hosts"]["lab3"]
+
+
+def _no_ip(inv):
+    del inv["hosts"]["lab3"]["onehci_ip"]
+
+
+def _wrong_master_ip(inv):
+    inv["vars"]["onehci_mfsmaster_ip"] = "10.71.0.12"
+
+
+def _no_networks(inv):
+    inv["vars"]["onehci_cluster_networks"] = []
+
+
+def _chunkserver_without_disks(inv):
+    inv["hosts"]["lab2"]["onehci_chunk_disks"] = []
+
+
+@pytest.mark.parametrize("change, message", [
+    (_two_masters, "2 host(s) in mfs_master (lab1, lab2); MooseFS needs exactly one"),
+    (_goal_3, "storage.goal is 3 copies but only 2 host(s) are chunkservers (lab1, lab2)"),
+    (_no_ip, "onehci_ip is missing for lab3"),
+    (_wrong_master_ip, "must be the address of the mfs_master host lab1 (10.71.0.11)"),
+    (_chunkserver_without_disks, "lab2 in mfs_chunkserver but without onehci_chunk_disks"),
+    (_no_networks, "onehci_cluster_networks is empty"),
+])
+def test_preflight_refuses_a_wrong_inventory_with_an_actionable_message(tmp_path, change, message):
+    run = preflight(tmp_path, change)
+    out = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode != 0
+    assert message in out, out
+
+
 # --- templates rendered ---------------------------------------------------------------------------
 
 FAKE_DISKS = [{"id": "serial:lab1-chunk1", "mountpoint": "/mnt/mfschunks/lab1-chunk1", "uuid": "u1"},
