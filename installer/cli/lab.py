@@ -10,6 +10,10 @@ from installer.cli.main_helpers import load_site_or_profile as _load
 from installer.cli.main_helpers import site_or_profile_options as _site_options
 
 
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
 def _show(lab, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(lab.as_dict(), indent=2))

@@ -4,7 +4,6 @@ and the guards that keep data safe (metadata, formatted disks)."""
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 
