@@ -31,7 +31,11 @@ def deploy(loaded, *, limit: list[str] | None = None, check: bool = False, forma
             raise OnehciError(f"--format-disk {item}: give NODE:DISK, e.g. lab2:serial:lab2-chunk1 or "
                               "nebula81:/dev/disk/by-id/ata-...")
         consent.append(disk)
-    known_hosts = state.state_dir(loaded.path) / "known_hosts"
+    # a lab knows its nodes' host keys (new ones after every `lab up` of a fresh node); a real
+    # site keeps its own known_hosts, where a changed key stops the deploy
+    lab_known = state.state_dir(loaded.path) / "lab" / "known_hosts"
+    known_hosts = lab_known if ssh_key_for(loaded.path) and lab_known.exists() else \
+        state.state_dir(loaded.path) / "known_hosts"
     state.ensure(known_hosts.parent)
     inventory = build_inventory(loaded.site, plan, ssh_key=ssh_key_for(loaded.path),
                                 known_hosts=str(known_hosts), format_consent=consent)

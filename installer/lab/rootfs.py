@@ -81,8 +81,12 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
 def configure(root: Path, files: NodeFiles) -> None:
     etc = root / "etc"
     _write(etc / "hostname", files.hostname + "\n")
-    _write(etc / "hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-           + "".join(f"{ip}\t{fqdn} {name}\n" for ip, fqdn, name in files.hosts))
+    # /etc/hosts once, like the installer: afterwards the common role owns it (its `mfsmaster`
+    # line must survive a node's restart)
+    hosts = etc / "hosts"
+    if not hosts.exists() or f" {files.hostname}\n" not in hosts.read_text():
+        _write(hosts, "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+               + "".join(f"{ip}\t{fqdn} {name}\n" for ip, fqdn, name in files.hosts))
     _write(etc / "resolv.conf", "".join(f"nameserver {d}\n" for d in files.dns))
     if not (etc / "machine-id").read_text().strip():  # the base image's is empty; one per node
         _write(etc / "machine-id", secrets.token_hex(16) + "\n", 0o444)
