@@ -49,6 +49,18 @@ class Event:
         return f"{self.time[11:19]} {self.node or '-':12} {self.kind:16} {self.detail}"
 
 
+def _end(child: subprocess.Popen | None) -> None:
+    """Stop one of our children: politely, then for good after 10 s."""
+    if child is None or child.poll() is not None:
+        return
+    child.terminate()
+    try:
+        child.wait(10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
 
@@ -203,20 +215,8 @@ class BootServer:
 
     def stop(self) -> None:
         self.stopping.set()
-        if self.dnsmasq and self.dnsmasq.poll() is None:
-            self.dnsmasq.terminate()
-            try:
-                self.dnsmasq.wait(10)
-            except subprocess.TimeoutExpired:
-                self.dnsmasq.kill()
-                self.dnsmasq.wait()
-        if self.aptcache and self.aptcache.poll() is None:
-            self.aptcache.terminate()
-            try:
-                self.aptcache.wait(10)
-            except subprocess.TimeoutExpired:
-                self.aptcache.kill()
-                self.aptcache.wait()
+        for child in (self.dnsmasq, self.aptcache):
+            _end(child)
         if self.httpd:
             self.httpd.shutdown()
             self.httpd.server_close()

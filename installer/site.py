@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import netaddr
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, field_validator
 
 ROLES = ("frontend", "kvm", "mfs_master", "mfs_metalogger", "mfs_chunkserver")
 Role = Literal["frontend", "kvm", "mfs_master", "mfs_metalogger", "mfs_chunkserver"]
@@ -149,6 +149,12 @@ def _parse_disk(value: object) -> DiskRef:
 Disk = Annotated[DiskRef, PlainValidator(_parse_disk), PlainSerializer(lambda d: d.to_data())]
 
 
+def _interface_name(value: str) -> str:
+    if not _IFNAME.match(value):
+        raise ValueError(f"'{value}' is not a Linux interface name (1-15 letters, digits, '_', '.', '-')")
+    return value
+
+
 def _parse_password_hash(value: object) -> str:
     text = _need_str(value, "a password hash")
     if _SHA512_CRYPT.match(text) or _YESCRYPT.match(text):
@@ -193,6 +199,7 @@ def _parse_ssh_key(value: object) -> str:
 
 
 PasswordHash = Annotated[str, PlainValidator(_parse_password_hash)]
+InterfaceName = Annotated[str, AfterValidator(_interface_name)]
 SshKey = Annotated[str, PlainValidator(_parse_ssh_key)]
 
 
@@ -258,19 +265,13 @@ class ManagementNetwork(Strict):
 
 
 class VmsNetwork(Strict):
-    bridge: str
+    bridge: InterfaceName
     cidr: Network
     first: IPv4
     size: int = Field(ge=1, le=65536)
     gateway: IPv4 | None = None
     dns: list[IPv4] = []
 
-    @field_validator("bridge")
-    @classmethod
-    def _ifname(cls, value: str) -> str:
-        if not _IFNAME.match(value):
-            raise ValueError(f"'{value}' is not a Linux interface name (1-15 letters, digits, '_', '.', '-')")
-        return value
 
     def pool(self) -> AddressPool:
         return AddressPool(first=self.first, size=self.size)
@@ -283,7 +284,7 @@ class Networks(Strict):
 
 class Bootstrap(Strict):
     address: IPv4
-    interface: str
+    interface: InterfaceName
     mirror: str = "http://deb.debian.org/debian"
     apt_proxy: bool = True
     http_port: int = Field(default=8080, ge=1, le=65535)  # preseeds and the install callback
@@ -297,12 +298,6 @@ class Bootstrap(Strict):
             raise ValueError(f"'{value}' is not a kernel console like ttyS0,115200n8")
         return value
 
-    @field_validator("interface")
-    @classmethod
-    def _ifname(cls, value: str) -> str:
-        if not _IFNAME.match(value):
-            raise ValueError(f"'{value}' is not a Linux interface name (1-15 letters, digits, '_', '.', '-')")
-        return value
 
     @field_validator("mirror")
     @classmethod
