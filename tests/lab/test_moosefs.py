@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -82,8 +83,11 @@ def test_metadata_guard_refuses_and_touches_nothing(cluster):
     assert "recover" in refused.stderr.lower(), refused.stderr[-2000:]
     assert digest() == before
     # put it back as it was, for the tests after this one
-    sh(cluster, "lab1", "mv /root/guard/* /var/lib/mfs/ && systemctl start moosefs-master || mfsmaster -a")
-    assert mfs.health(MASTER_IP).reachable
+    sh(cluster, "lab1", "mv /root/guard/* /var/lib/mfs/ && systemctl start moosefs-master")
+    deadline = time.monotonic() + 60
+    while not mfs.health(MASTER_IP).reachable:  # the master loads its metadata before it listens
+        assert time.monotonic() < deadline, "the master did not come back after its metadata was restored"
+        time.sleep(1)
 
 
 def test_a_disk_holding_a_filesystem_is_not_formatted(cluster):
