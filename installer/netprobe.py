@@ -25,8 +25,7 @@ def interface_mac(name: str) -> str:
 
 
 def interface_addresses(name: str) -> list[str]:
-    """IPv4 addresses configured on an interface (from the kernel, via SIOCGIFADDR on each alias
-    is not enough, so ask `ip`)."""
+    """IPv4 addresses configured on an interface (every one of them, as `ip` lists them)."""
     import subprocess
 
     proc = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", name], capture_output=True, text=True)

@@ -106,7 +106,7 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
     return out
 
 
-def _known_fields(data: Any, loc: Loc) -> list[str]:
+def _known_fields(loc: Loc) -> list[str]:
     """The field names the model accepts at the mapping holding `loc`."""
     from installer import site as model
 
@@ -147,7 +147,7 @@ def _from_pydantic(err: dict, file: str, locator: yamlpos.Parsed, data: Any) -> 
             msg = ("plaintext passwords are not accepted; run `onehci hash-password` and put its "
                    "output in access.root_password_hash")
         else:
-            close = difflib.get_close_matches(key, _known_fields(data, loc), n=1, cutoff=0.6)
+            close = difflib.get_close_matches(key, _known_fields(loc), n=1, cutoff=0.6)
             msg = f"unknown field '{key}'" + (f"; did you mean '{close[0]}'?" if close else "")
         return Problem(file, locator.line(loc), field_name, msg)
     if kind == "missing":
