@@ -5,6 +5,7 @@ built into a flat apt repository that apt reads."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -522,6 +523,47 @@ def test_maintainer_scripts_and_units(repo, tmp_path):
     done = subprocess.run([PYTHON, "-s", "-E", str(root / "usr/lib/one/onehci-standin/oned.py"), "--version"],
                           capture_output=True, text=True, check=True, cwd="/")
     assert "onehci stand-in" in done.stdout
+
+
+def test_postinst_makes_oneadmin_and_keeps_an_existing_one_auth(repo, tmp_path):
+    """The maintainer scripts, run for real in a mount namespace where /etc, /var/lib,
+    /var/log and /run are throwaway copies: nothing of this machine changes."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    for name in ("opennebula-common", "opennebula", "opennebula-node-kvm"):
+        subprocess.run(["dpkg-deb", "-e", str(deb(repo, name)), str(scripts / name)], check=True)
+    shutil.copytree("/etc", tmp_path / "etc", symlinks=True)
+    for sub in ("varlib", "varlog", "run"):
+        (tmp_path / sub).mkdir()
+    # libvirt's group as libvirt-daemon-system makes it; no kvm group: both cases happen
+    group = (tmp_path / "etc/group").read_text().splitlines()
+    group = [line for line in group if not line.startswith(("kvm:", "libvirt:"))] + ["libvirt:x:9870:"]
+    (tmp_path / "etc/group").write_text("\n".join(group) + "\n")
+    run = f"""set -e
+mount --bind {tmp_path}/etc /etc
+mount --bind {tmp_path}/varlib /var/lib
+mount --bind {tmp_path}/varlog /var/log
+mount --bind {tmp_path}/run /run
+sh {scripts}/opennebula-common/postinst configure
+sh {scripts}/opennebula/postinst configure
+cp /var/lib/one/.one/one_auth {tmp_path}/generated
+printf 'oneadmin:chosen-by-the-role\\n' > /var/lib/one/.one/one_auth
+sh {scripts}/opennebula/postinst configure {packages.VERSION}
+sh {scripts}/opennebula-node-kvm/postinst configure
+"""
+    subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", run], check=True)
+    passwd = (tmp_path / "etc/passwd").read_text().splitlines()
+    assert [line for line in passwd if line.startswith("oneadmin:")] == [
+        "oneadmin:x:9869:9869:OpenNebula (onehci stand-in):/var/lib/one:/bin/bash"]
+    group = (tmp_path / "etc/group").read_text().splitlines()
+    assert "oneadmin:x:9869:" in group and "libvirt:x:9870:oneadmin" in group
+    home = tmp_path / "varlib/one"
+    assert (home.stat().st_uid, home.stat().st_gid) == (9869, 9869)
+    assert oct((home / ".one").stat().st_mode & 0o777) == "0o700"
+    auth = home / ".one/one_auth"
+    assert oct(auth.stat().st_mode & 0o777) == "0o600" and auth.stat().st_uid == 9869
+    assert re.fullmatch(r"oneadmin:[0-9a-f]{32}\n", (tmp_path / "generated").read_text())
+    assert auth.read_text() == "oneadmin:chosen-by-the-role\n"  # only written when missing
 
 
 def test_fireedge_stand_in_serves_its_page(repo, tmp_path):

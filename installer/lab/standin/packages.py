@@ -90,12 +90,12 @@ def _postinst(body: str, unit: str = "") -> str:
         # an upgrade restarts a running service so that it runs the new code
         reload = (f'if [ -d /run/systemd/system ]; then\n    systemctl daemon-reload || true\n'
                   f'    [ -z "$2" ] || systemctl try-restart {unit} || true\nfi\n')
-    return f'#!/bin/sh\nset -e\nif [ "$1" = configure ]; then\n{body}{reload}fi\n'
+    return f'#!/bin/sh\nset -e\nif [ "$1" = configure ]; then\n{body}{reload}fi\nexit 0\n'
 
 
 def _prerm(unit: str) -> str:
     return (f'#!/bin/sh\nset -e\nif [ "$1" = remove ] && [ -d /run/systemd/system ]; then\n'
-            f'    systemctl stop {unit} || true\nfi\n')
+            f'    systemctl stop {unit} || true\nfi\nexit 0\n')
 
 
 def _unit(description: str, exec_start: str) -> bytes:
@@ -200,7 +200,7 @@ def packages() -> list[Package]:
                      "qemu-system-x86"],
             files=_doc("opennebula-node-kvm"),
             postinst=_postinst(_ONEADMIN + "for group in libvirt kvm; do\n"
-                               "    getent group $group >/dev/null && usermod -a -G $group oneadmin\n"
+                               "    if getent group $group >/dev/null; then usermod -a -G $group oneadmin; fi\n"
                                "done\n")),
     ]
 
