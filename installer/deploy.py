@@ -2,19 +2,64 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from installer import ansible, state
 from installer.errors import OnehciError
 from installer.inventory import build_inventory
-from installer.plan import make_plan
+from installer.plan import Plan, make_plan
 
 
-def ssh_key_for(site_path: Path) -> str | None:
-    """The lab's key when this site runs as a lab; otherwise the technician's own SSH setup."""
-    key = state.state_dir(site_path) / "lab" / "id_ed25519"
-    return str(key) if key.exists() else None
+def ssh_identity(loaded) -> tuple[str | None, Path]:
+    """(SSH key, known_hosts) for the site's nodes. A site that runs as a lab connects with the
+    lab's key and known_hosts (new host keys after every `lab up` of a fresh node); a real site
+    uses the technician's own SSH setup and keeps its own known_hosts, where a changed key stops
+    the deploy."""
+    from installer import lab
+
+    key = lab.lab_ssh_key(loaded)
+    ssh_key = str(key) if key.exists() else None
+    lab_known = lab.known_hosts(loaded)
+    known_hosts = lab_known if ssh_key and lab_known.exists() else state.state_dir(loaded.path) / "known_hosts"
+    state.ensure(known_hosts.parent)
+    return ssh_key, known_hosts
+
+
+def inventory_for(loaded, plan: Plan | None = None, *, format_consent: list[str] = ()) -> dict:
+    """The inventory `onehci deploy` hands to Ansible (`onehci inventory` prints it)."""
+    ssh_key, known_hosts = ssh_identity(loaded)
+    return build_inventory(loaded.site, plan or make_plan(loaded.site), ssh_key=ssh_key,
+                           known_hosts=str(known_hosts), format_consent=list(format_consent))
+
+
+def learn_host_keys(nodes, known_hosts: Path, ssh_key: str | None) -> None:
+    """Accept a new node's SSH host key once (trust on first use) and stop on a changed one.
+
+    Mitogen's SSH options come before the inventory's, so `StrictHostKeyChecking=accept-new`
+    there would never apply: first contact happens here, with plain ssh, for every node at once.
+    An unreachable node is left to the preflight, which says so in its own words."""
+    def contact(node) -> tuple[object, str, int]:
+        argv = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
+                "-o", f"UserKnownHostsFile={known_hosts}", "-o", "ConnectTimeout=10",
+                *(["-i", ssh_key, "-o", "IdentitiesOnly=yes"] if ssh_key else []), f"root@{node.ip}", "true"]
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            return node, "", 255
+        return node, proc.stderr, proc.returncode
+
+    with ThreadPoolExecutor(max(1, min(len(nodes), 16))) as pool:
+        results = list(pool.map(contact, nodes))
+    changed = [node for node, stderr, rc in results if rc != 0 and "IDENTIFICATION HAS CHANGED" in stderr]
+    if changed:
+        names = ", ".join(f"{n.hostname} ({n.ip})" for n in changed)
+        forget = "; ".join(f"ssh-keygen -R {n.ip} -f {known_hosts}" for n in changed)
+        raise OnehciError(f"the SSH host key of {names} changed since the last deploy; if the node was "
+                          f"reinstalled, forget the old key ({forget}) and deploy again; otherwise find out "
+                          "who answers at that address")
 
 
 def deploy(loaded, *, limit: list[str] | None = None, check: bool = False, format_consent: list[str] = (),
@@ -31,12 +76,7 @@ def deploy(loaded, *, limit: list[str] | None = None, check: bool = False, forma
             raise OnehciError(f"--format-disk {item}: give NODE:DISK, e.g. lab2:serial:lab2-chunk1 or "
                               "nebula81:/dev/disk/by-id/ata-...")
         consent.append(disk)
-    # a lab knows its nodes' host keys (new ones after every `lab up` of a fresh node); a real
-    # site keeps its own known_hosts, where a changed key stops the deploy
-    lab_known = state.state_dir(loaded.path) / "lab" / "known_hosts"
-    known_hosts = lab_known if ssh_key_for(loaded.path) and lab_known.exists() else \
-        state.state_dir(loaded.path) / "known_hosts"
-    state.ensure(known_hosts.parent)
-    inventory = build_inventory(loaded.site, plan, ssh_key=ssh_key_for(loaded.path),
-                                known_hosts=str(known_hosts), format_consent=consent)
+    ssh_key, known_hosts = ssh_identity(loaded)
+    learn_host_keys([n for n in plan.nodes if not limit or n.hostname in limit], known_hosts, ssh_key)
+    inventory = inventory_for(loaded, plan, format_consent=consent)
     return ansible.run_playbook(loaded.path, inventory, "site.yml", limit=limit, check=check, say=say)

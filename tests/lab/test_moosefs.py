@@ -128,6 +128,29 @@ def test_second_deploy_changes_nothing(cluster):
     assert {host: r["changed"] for host, r in recap.items()} == {"lab1": 0, "lab2": 0, "lab3": 0}
 
 
+def test_a_changed_host_key_stops_the_deploy_and_a_new_node_key_is_learned(cluster, tmp_path):
+    known_hosts = lab.known_hosts(cluster)
+    original = known_hosts.read_text()
+    others = [line for line in original.splitlines() if not line.startswith("10.71.0.13,")]
+    try:
+        # someone else answers at lab3's address: another key than the one on record
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True)
+        public = (tmp_path / "stranger.pub").read_text().split()[:2]
+        known_hosts.write_text("\n".join([*others, "10.71.0.13,lab3 " + " ".join(public)]) + "\n")
+        refused = deploy("--limit", "lab3")
+        assert refused.returncode == 1
+        assert "host key of lab3 (10.71.0.13) changed" in refused.stderr, refused.stderr[-2000:]
+        assert "ansible run in" not in refused.stderr
+        # a node never contacted before: its key is learned and the deploy goes on
+        known_hosts.write_text("\n".join(others) + "\n")
+        learned = deploy("--limit", "lab3")
+        assert learned.returncode == 0, learned.stderr[-2000:]
+        found = subprocess.run(["ssh-keygen", "-F", "10.71.0.13", "-f", str(known_hosts)], capture_output=True)
+        assert found.returncode == 0  # (Debian's ssh hashes the names it learns)
+    finally:
+        known_hosts.write_text(original)
+
+
 def test_metadata_guard_refuses_and_touches_nothing(cluster):
     """metadata.mfs gone but changelogs present: a fresh metadata file would destroy the
     filesystem, so deploy stops and the master's data directory stays as it was."""
