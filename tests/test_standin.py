@@ -328,6 +328,10 @@ def test_refusals_use_opennebula_codes_and_messages(standin):
         daemon.raw("one.image.info", 0)
     cluster = one.cluster.allocate("empty")
     assert one.cluster.delete(cluster) == cluster
+    # refused allocations take no id
+    assert one.vn.allocate('NAME = "ok"\nVN_MAD = bridge', -1) == 0
+    assert one.datastore.allocate('NAME = "ok"\nDS_MAD = fs\nTM_MAD = shared', -1) == 100
+    assert one.vn.info(0).BRIDGE == "onebr0"
 
 
 def test_every_document_parses_with_pyone_bindings(standin):

@@ -29,10 +29,12 @@ from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 try:
     from . import onedocs as D
     from . import onemonitor as M
+    from . import onerules as R
     from . import onestore as S
 except ImportError:  # run as a script from the package's directory
     import onedocs as D  # type: ignore[no-redef]
     import onemonitor as M  # type: ignore[no-redef]
+    import onerules as R  # type: ignore[no-redef]
     import onestore as S  # type: ignore[no-redef]
 
 ONE_VERSION = "7.0.0"
@@ -72,19 +74,19 @@ class Api:
                                             f"'{method}' (onehci stand-in)")
         log.debug("%s called%s", method, _show_params(method, params))
         if not self.store.authenticate(params[0]):
-            return self._failure(method, S.OneError(S.AUTHENTICATION,
+            return self._failure(method, R.OneError(R.AUTHENTICATION,
                                                     "User couldn't be authenticated, aborting call."))
         try:
             value = handler(*params[1:])
-        except S.OneError as err:
+        except R.OneError as err:
             return self._failure(method, err)
         except Exception as err:  # a stand-in bug must still answer as oned would
             log.exception("%s failed inside the stand-in", method)
-            return self._failure(method, S.OneError(S.INTERNAL, f"onehci stand-in error: {err}"))
+            return self._failure(method, R.OneError(R.INTERNAL, f"onehci stand-in error: {err}"))
         log.debug("%s result SUCCESS", method)
         return [True, value, 0]
 
-    def _failure(self, method: str, err: S.OneError) -> list:
+    def _failure(self, method: str, err: R.OneError) -> list:
         message = f"[{method}] {err.text}"
         log.warning("%s result FAILURE %s", method, message)
         # Request::failure_response: success, message, code, object id, replication index
@@ -106,7 +108,7 @@ class Api:
 
     def user_info(self, oid: int, decrypt: bool = False) -> str:
         if oid not in (-1, 0):  # -1 is the caller; oneadmin is the only user here
-            raise S.no_exists("user", oid)
+            raise R.no_exists("user", oid)
         with self.store.lock:
             return D.user(self.store)
 
@@ -182,7 +184,7 @@ class Api:
 
     def vnpool_info(self, filter_flag: int, start: int, end: int) -> str:
         if filter_flag < -3:
-            raise S.OneError(S.XML_RPC_API, "Incorrect filter_flag.")
+            raise R.OneError(R.XML_RPC_API, "Incorrect filter_flag.")
         with self.store.lock:
             # every network belongs to oneadmin: a filter on another user finds none
             objs = [] if filter_flag > 0 else [

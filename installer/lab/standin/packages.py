@@ -24,7 +24,8 @@ ONE_VERSION = "7.0.0"
 VERSION = f"{ONE_VERSION}-1~onehci.standin"  # '~': sorts before OpenNebula's own 7.0.0-1
 _HERE = Path(__file__).resolve().parent
 LIBDIR = "usr/lib/one/onehci-standin"
-DAEMON_MODULES = ("oned.py", "onestore.py", "onedocs.py", "onetemplate.py", "onemonitor.py")
+DAEMON_MODULES = ("oned.py", "onestore.py", "onerules.py", "onedocs.py", "onetemplate.py",
+                  "onemonitor.py")
 _STAMP = ".onehci-standin-inputs"
 _BUILDER = 1  # bump when the way packages are laid out changes
 
