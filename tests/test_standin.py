@@ -369,6 +369,15 @@ def test_state_survives_a_restart(standin, tmp_path):
     assert "another" not in daemon.log.read_text()
 
 
+def test_a_one_auth_written_after_the_first_start_is_taken(standin, tmp_path):
+    (tmp_path / "one_auth").unlink()
+    daemon = standin()
+    with pytest.raises(pyone.OneAuthenticationException):
+        daemon.one().user.info(-1)
+    (tmp_path / "one_auth").write_text(f"oneadmin:{PASSWORD}\n")
+    assert daemon.one().user.info(-1).NAME == "oneadmin"
+
+
 def test_a_broken_state_file_stops_the_start_with_a_reason(tmp_path):
     state = tmp_path / "state.json"
     state.write_text("{not json")

@@ -26,6 +26,10 @@ except ImportError:  # run as a script from the package's directory
 log = logging.getLogger("onehci-standin")
 
 
+def _digest(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
 def _host_view(host: dict) -> dict:
     """What of a host is worth saving and logging: the ERROR message without its stamp."""
     view = dict(host)
@@ -94,7 +98,8 @@ class Store:
         self.last_oid = {"cluster": -1, "host": -1, "datastore": -1, "vnet": -1}
         self.pools = {"cluster": {}, "host": {}, "datastore": {}, "vnet": {}}
         # oned sets oneadmin's password from one_auth on its first start only
-        self.oneadmin = {"password": hashlib.sha256(self._auth_file_password().encode()).hexdigest()}
+        first = self._auth_file_password()
+        self.oneadmin = {"password": _digest(first) if first else ""}
         self.cluster_allocate("default")
         for text in ("NAME = system\nTYPE = SYSTEM_DS\nTM_MAD = ssh",
                      "NAME = default\nDS_MAD = fs\nTM_MAD = ssh",
@@ -155,9 +160,9 @@ class Store:
         with self.lock:
             if not self.oneadmin["password"] and self._auth_file_password():
                 # first start happened before one_auth existed: take it now
-                self.oneadmin["password"] = hashlib.sha256(self._auth_file_password().encode()).hexdigest()
+                self.oneadmin["password"] = _digest(self._auth_file_password())
                 self.save()
-            if hashlib.sha256(password.encode()).hexdigest() == self.oneadmin["password"]:
+            if _digest(password) == self.oneadmin["password"]:
                 return True
             if password == self._auth_file_password():
                 log.warning("one_auth holds a password other than oneadmin's: OpenNebula takes "
@@ -170,7 +175,7 @@ class Store:
                 raise R.no_exists("user", uid)
             if not password:
                 raise R.OneError(R.ACTION, "Invalid password, it can not be empty.")
-            self.oneadmin["password"] = hashlib.sha256(password.encode()).hexdigest()
+            self.oneadmin["password"] = _digest(password)
             self.save()
             log.info("oneadmin's password changed (one.user.passwd)")
             return uid
