@@ -66,9 +66,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from installer.cli import deploy, discover, hashpw, init, lab, plan, pxe, validate
+    from installer.cli import deploy, discover, hashpw, init, inventory, lab, plan, pxe, validate
 
-    for module in (init, validate, plan, hashpw, discover, pxe, deploy, lab):
+    for module in (init, validate, plan, hashpw, discover, pxe, deploy, inventory, lab):
         for command in module.COMMANDS:
             cli.add_command(command)
 
