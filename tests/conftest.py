@@ -70,3 +70,11 @@ def line_of(text: str, marker: str) -> int:
     hits = [i + 1 for i, line in enumerate(text.splitlines()) if marker in line]
     assert len(hits) == 1, f"marker {marker!r} found on lines {hits}"
     return hits[0]
+
+
+@pytest.fixture
+def standin(tmp_path):
+    """Start stand-in oned daemons (tests/standin_daemon.py) in tmp_path; stop them afterwards."""
+    from tests.standin_daemon import standin_daemons
+
+    yield from standin_daemons(tmp_path)
