@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,3 +82,27 @@ def secret_values(directory: Path) -> list[str]:
     if not base.is_dir():
         return []
     return [p.read_text(encoding="utf-8", errors="replace").strip() for p in sorted(base.iterdir()) if p.is_file()]
+
+
+def oneadmin_password_file(site_path: str | Path) -> Path:
+    """Where the cloud's oneadmin password is kept on this (the control) machine. Under
+    secrets/ so that the scans of served files look for it too."""
+    return state_dir(site_path) / "secrets" / "oneadmin_password"
+
+
+def oneadmin_password(site_path: str | Path) -> str:
+    """The oneadmin password of the site's OpenNebula, generated on first use and then kept:
+    OpenNebula takes it from one_auth at its first start only, so it must never change behind
+    its back. The file is 0600 and the value is never printed; the roles get only the path."""
+    path = oneadmin_password_file(site_path)
+    with locked(path.parent.parent, "oneadmin_password"):
+        if not path.exists():
+            # URL-safe letters only: one_auth is `oneadmin:PASSWORD` on one line
+            write_private(path, (secrets.token_urlsafe(24) + "\n").encode())
+        ensure(path.parent)
+        os.chmod(path, 0o600)
+        password = path.read_text(encoding="utf-8").strip()
+    if not password:
+        raise OnehciError(f"{path} is empty: restore it from a backup (OpenNebula keeps the password it "
+                          "started with)")
+    return password
