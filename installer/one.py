@@ -1,0 +1,338 @@
+"""OpenNebula through pyone: the connection to the frontend's XML-RPC API, the registration
+of the site's cloud and the wait for its hosts to be monitored.
+
+Registration makes a cluster named after the site, the site's `kvm` nodes as KVM hosts in
+it, a system and an image datastore (TM_MAD shared, DS_MAD fs) on the MooseFS mount and a
+bridged virtual network from `networks.vms` (names in `object_names`). It is idempotent:
+what exists is read back and compared, never changed; a difference is reported as drift
+for the technician to settle, because onehci cannot know whether a hand-made change was
+deliberate (a datastore switched to ssh, a host moved to another cluster).
+
+The oneadmin password never leaves this module in a message: pyone puts the session in
+the first parameter of every call, so every error text is scrubbed before it is raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+import xmlrpc.client
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from xml.parsers.expat import ExpatError
+
+import pyone
+import requests
+from pyone import server_xrpc
+
+from installer import state
+from installer.errors import OnehciError
+
+API_PORT = 2633
+TIMEOUT = 10.0  # seconds per API call: a frontend that accepts and never answers must not hang onehci
+
+# host states (OpenNebula's HOST_STATES)
+INIT, MONITORED, ERROR, DISABLED, OFFLINE = 0, 2, 3, 4, 8
+STATE_NAMES = {s.value: s.name for s in pyone.HOST_STATES}
+SYSTEM_DS, IMAGE_DS = 1, 0  # a datastore's TYPE in its XML
+
+_secrets: set[str] = set()  # passwords this process connected with: scrubbed from every message
+_SESSION = re.compile(r"oneadmin:[^\s'\"<>,\])]+")
+
+
+def object_names(cluster: str) -> dict[str, str]:
+    """The names registration gives OpenNebula's objects, derived from the site's cluster name."""
+    return {"cluster": cluster, "system": f"{cluster}-system", "images": f"{cluster}-images",
+            "network": f"{cluster}-vms"}
+
+
+def scrub(text: str) -> str:
+    for secret in sorted(_secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return _SESSION.sub("oneadmin:***", text)
+
+
+def api_url(plan) -> str:
+    return f"http://{plan.opennebula['frontend_ip']}:{API_PORT}/RPC2"
+
+
+class _Transport(server_xrpc.RequestsTransport):
+    """pyone's transport with a timeout: pyone's own `timeout` sets the default of every
+    socket of the process, and its requests go out without one."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.timeout = timeout
+
+    def request(self, host, handler, request_body, verbose=False):
+        url = self._build_url(host, handler)
+        resp = requests.post(url, data=request_body, headers=self.headers, verify=self.https_verify,
+                             timeout=self.timeout)
+        if resp.status_code >= 400:
+            raise xmlrpc.client.ProtocolError(url, resp.status_code, resp.reason, {})
+        return self.parse_response(resp)
+
+
+def connect(url: str, password: str, *, timeout: float = TIMEOUT):
+    """A pyone client for URL as oneadmin, whose calls give up after TIMEOUT seconds."""
+    _secrets.add(password)
+    client = pyone.OneServer(url, session=f"oneadmin:{password}")
+    transport = _Transport(timeout)
+    transport.set_https(url.startswith("https"))
+    transport.set_https_verify(True)
+    client._ServerProxy__transport = transport  # the stdlib ServerProxy's (name-mangled) transport
+    return client
+
+
+@contextlib.contextmanager
+def api_errors(url: str = "", password_file: str = "") -> Iterator[None]:
+    """Turn what pyone, requests and xmlrpc raise into one OnehciError line, scrubbed."""
+    where = f"OpenNebula's API{f' at {url}' if url else ''}"
+    try:
+        yield
+    except pyone.OneAuthenticationException:
+        source = f"the password in {password_file}" if password_file else "oneadmin's password"
+        raise OnehciError(f"{where} refused {source}: it is not the one oned took at its first start "
+                          "(/var/lib/one/.one/one_auth on the frontend)") from None
+    except pyone.OneException as exc:
+        raise OnehciError(scrub(f"{where}: {exc}")) from None
+    except requests.exceptions.Timeout:
+        raise OnehciError(f"{where} did not answer in time: is oned overloaded or stuck on the frontend?") from None
+    except (requests.exceptions.ConnectionError, ConnectionError) as exc:
+        reason = "connection refused" if "refused" in str(exc).lower() else "cannot connect"
+        raise OnehciError(f"{where} is unreachable ({reason}): is the opennebula service running on the "
+                          "frontend, and was the site deployed?") from None
+    except xmlrpc.client.ProtocolError as exc:
+        raise OnehciError(f"{where} answered HTTP {exc.errcode} {scrub(str(exc.errmsg))}: "
+                          "is it really OpenNebula on that port?") from None
+    except (ExpatError, requests.exceptions.RequestException) as exc:
+        raise OnehciError(scrub(f"{where} gave an answer onehci cannot read: {exc}")) from None
+
+
+def client_for(loaded, plan, *, timeout: float = TIMEOUT):
+    """A pyone client for the site's frontend as oneadmin, checked: it answered and took the password."""
+    url = api_url(plan)
+    password_file = str(state.oneadmin_password_file(loaded.path))
+    client = connect(url, state.oneadmin_password(loaded.path), timeout=timeout)
+    with api_errors(url, password_file):
+        client.user.info(-1)
+    return client
+
+
+# --- registration -------------------------------------------------------------------
+
+
+@dataclass
+class Registered:
+    """One object registration looked at: made now, or found (with its drift, if any)."""
+
+    kind: str  # cluster | host | datastore | network
+    name: str
+    id: int
+    created: bool
+    drift: list[str] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> str:
+        return "drift" if self.drift else "created" if self.created else "existing"
+
+    def line(self) -> str:
+        text = f"{self.kind} {self.name} (id {self.id}): {self.outcome}"
+        return text + (f": {'; '.join(self.drift)}; left as it is" if self.drift else "")
+
+
+@dataclass
+class Report:
+    objects: list[Registered] = field(default_factory=list)
+
+    def of(self, outcome: str) -> list[Registered]:
+        return [o for o in self.objects if o.outcome == outcome]
+
+    def as_dict(self) -> dict:
+        return {"created": len(self.of("created")), "existing": len(self.of("existing")),
+                "drift": len(self.of("drift")),
+                "objects": [{**asdict(o), "outcome": o.outcome} for o in self.objects]}
+
+
+def _quote(value) -> str:
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def template(pairs: dict) -> str:
+    """OpenNebula template syntax; a dict value is a vector attribute (AR = [ ... ])."""
+    lines = []
+    for key, value in pairs.items():
+        if isinstance(value, dict):
+            inner = ", ".join(f"{k} = {_quote(v)}" for k, v in value.items())
+            lines.append(f"{key} = [ {inner} ]")
+        else:
+            lines.append(f"{key} = {_quote(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def network_template(name: str, vms) -> dict:
+    """The bridged network of `networks.vms`: its bridge, one IPv4 range, gateway and DNS if set."""
+    pairs = {"NAME": name, "VN_MAD": "bridge", "BRIDGE": vms.bridge,
+             "AR": {"TYPE": "IP4", "IP": str(vms.first), "SIZE": str(vms.size)},
+             "NETWORK_ADDRESS": str(vms.cidr.network), "NETWORK_MASK": str(vms.cidr.netmask)}
+    if vms.gateway:
+        pairs["GATEWAY"] = str(vms.gateway)
+    if vms.dns:
+        pairs["DNS"] = " ".join(str(d) for d in vms.dns)
+    return pairs
+
+
+def _differs(what: str, found, wanted) -> str | None:
+    return None if str(found) == str(wanted) else f"{what} is {found or '(none)'}, onehci sets {wanted}"
+
+
+def _in_cluster(ids, cluster_id: int, cluster: str) -> str | None:
+    return None if cluster_id in (ids or []) else f"not in cluster {cluster} ({cluster_id})"
+
+
+def _template_value(obj, key: str) -> str:
+    tmpl = obj.TEMPLATE or {}
+    return str(tmpl.get(key, "")) if hasattr(tmpl, "get") else ""
+
+
+def datastore_drift(ds, *, system: bool, mount: str, cluster_id: int, cluster: str) -> list[str]:
+    # OpenNebula puts a datastore at DATASTORE_LOCATION/ID whatever the template says (and may
+    # write the location with a double slash): compare normalised paths
+    wanted_path = os.path.join(os.path.normpath(mount), str(ds.ID))
+    found_path = os.path.normpath(ds.BASE_PATH or "")
+    checks = [
+        _differs("TYPE", "SYSTEM_DS" if ds.TYPE == SYSTEM_DS else "IMAGE_DS" if ds.TYPE == IMAGE_DS else ds.TYPE,
+                 "SYSTEM_DS" if system else "IMAGE_DS"),
+        _differs("TM_MAD", ds.TM_MAD, "shared"),
+        None if system else _differs("DS_MAD", ds.DS_MAD, "fs"),
+        None if found_path == wanted_path else
+        f"BASE_PATH {ds.BASE_PATH} is not {wanted_path} on the MooseFS mount (DATASTORE_LOCATION in oned.conf)",
+        _in_cluster(ds.CLUSTERS.ID if ds.CLUSTERS else [], cluster_id, cluster),
+    ]
+    return [c for c in checks if c]
+
+
+def host_drift(host, *, cluster_id: int, cluster: str) -> list[str]:
+    checks = [_differs("IM_MAD", host.IM_MAD, "kvm"), _differs("VM_MAD", host.VM_MAD, "kvm"),
+              None if host.CLUSTER_ID == cluster_id else
+              f"in cluster {host.CLUSTER} ({host.CLUSTER_ID}), not {cluster} ({cluster_id})"]
+    return [c for c in checks if c]
+
+
+def network_drift(vnet, wanted: dict, *, cluster_id: int, cluster: str) -> list[str]:
+    ar = wanted["AR"]
+    ranges = [(r.TYPE, r.IP, str(r.SIZE)) for r in (vnet.AR_POOL.AR if vnet.AR_POOL else [])]
+    checks = [_differs("VN_MAD", vnet.VN_MAD, "bridge"), _differs("BRIDGE", vnet.BRIDGE, wanted["BRIDGE"]),
+              None if (ar["TYPE"], ar["IP"], ar["SIZE"]) in ranges else
+              f"no address range {ar['IP']} + {ar['SIZE']} (has {', '.join(f'{ip} + {n}' for _, ip, n in ranges) or 'none'})"]
+    checks += [_differs(key, _template_value(vnet, key), wanted[key])
+               for key in ("GATEWAY", "DNS", "NETWORK_ADDRESS", "NETWORK_MASK") if key in wanted]
+    checks.append(_in_cluster(vnet.CLUSTERS.ID if vnet.CLUSTERS else [], cluster_id, cluster))
+    return [c for c in checks if c]
+
+
+def _by_name(items) -> dict:
+    return {item.NAME: item for item in items or []}
+
+
+def register(loaded, plan, client, say: Callable[[str], None] = print, *,
+             hosts: list[str] | None = None) -> Report:
+    """Register the site's cloud in OpenNebula; create what is missing, report drift, change
+    nothing that exists. HOSTS limits the kvm hosts looked at (deploy --limit)."""
+    names = object_names(plan.opennebula["cluster"])
+    cluster = names["cluster"]
+    mount = plan.moosefs["mount"]
+    wanted_hosts = [h for h in plan.opennebula["hosts"] if hosts is None or h in hosts]
+    report = Report()
+
+    def note(item: Registered) -> None:
+        report.objects.append(item)
+        if item.outcome != "existing":
+            say(f"OpenNebula: {item.line()}")
+
+    with api_errors():
+        found = _by_name(client.clusterpool.info().CLUSTER).get(cluster)
+        cluster_id = found.ID if found else client.cluster.allocate(cluster)
+        note(Registered("cluster", cluster, cluster_id, created=not found))
+
+        pool = _by_name(client.hostpool.info().HOST)
+        for name in wanted_hosts:
+            host = pool.get(name)
+            if host is None:
+                note(Registered("host", name, client.host.allocate(name, "kvm", "kvm", cluster_id), created=True))
+            else:
+                note(Registered("host", name, host.ID, created=False,
+                                drift=host_drift(host, cluster_id=cluster_id, cluster=cluster)))
+
+        pool = _by_name(client.datastorepool.info().DATASTORE)
+        for key, system in (("system", True), ("images", False)):
+            name = names[key]
+            ds = pool.get(name)
+            created = ds is None
+            if created:
+                wanted = {"NAME": name, "TYPE": "SYSTEM_DS", "TM_MAD": "shared"} if system else \
+                    {"NAME": name, "TYPE": "IMAGE_DS", "DS_MAD": "fs", "TM_MAD": "shared"}
+                ds = client.datastore.info(client.datastore.allocate(template(wanted), cluster_id))
+            # a new datastore is checked too: a wrong DATASTORE_LOCATION shows at once
+            note(Registered("datastore", name, ds.ID, created=created,
+                            drift=datastore_drift(ds, system=system, mount=mount, cluster_id=cluster_id,
+                                                  cluster=cluster)))
+
+        name = names["network"]
+        wanted = network_template(name, loaded.site.networks.vms)
+        vnet = _by_name(client.vnpool.info(-2, -1, -1).VNET).get(name)
+        if vnet is None:
+            note(Registered("network", name, client.vn.allocate(template(wanted), cluster_id), created=True))
+        else:
+            note(Registered("network", name, vnet.ID, created=False,
+                            drift=network_drift(vnet, wanted, cluster_id=cluster_id, cluster=cluster)))
+    counts = report.as_dict()
+    say(f"OpenNebula: {counts['created']} created, {counts['existing']} unchanged, {counts['drift']} with drift")
+    return report
+
+
+def wait_monitored(client, hosts: list[str], timeout: float = 180.0, say: Callable[[str], None] = print, *,
+                   interval: float = 1.0) -> dict[str, str]:
+    """Wait until every host in HOSTS is MONITORED; {host: state name} at the end.
+
+    A host in ERROR fails the wait at once with OpenNebula's message, unless it was already in
+    ERROR with that same message when the wait began (an old error: the next monitoring round
+    decides). A disabled or offline host was set so by hand: it is not waited for."""
+    deadline = time.monotonic() + timeout
+    old_errors: dict[str, str] | None = None
+    told: set[str] = set()
+    if hosts:
+        say(f"OpenNebula: waiting up to {timeout:.0f} s for {len(hosts)} host(s) to be monitored")
+    while True:
+        with api_errors():
+            pool = _by_name(client.hostpool.info().HOST)
+        errors = {n: _template_value(h, "ERROR") for n, h in pool.items()}
+        if old_errors is None:
+            old_errors = {n: errors[n] for n, h in pool.items() if h.STATE == ERROR}
+        states, failed, pending = {}, [], []
+        for name in hosts:
+            host = pool.get(name)
+            if host is None:
+                failed.append(f"host {name} is not registered in OpenNebula")
+                continue
+            states[name] = STATE_NAMES.get(host.STATE, str(host.STATE))
+            if host.STATE in (MONITORED, DISABLED, OFFLINE):
+                if name not in told:
+                    told.add(name)
+                    say(f"OpenNebula: host {name} " + ("monitored" if host.STATE == MONITORED else
+                                                       f"is {states[name]} (set by hand): not waited for"))
+            elif host.STATE == ERROR and errors[name] != old_errors.get(name):
+                failed.append(f"host {name} is in ERROR: {errors[name] or 'OpenNebula gave no reason'}")
+            else:
+                pending.append(name)
+        if failed:
+            raise OnehciError(scrub("; ".join(failed)))
+        if not pending:
+            return states
+        if time.monotonic() >= deadline:
+            raise OnehciError(scrub("; ".join(
+                f"host {name} is not monitored after {timeout:.0f} s (state {states[name]}"
+                + (f": {errors[name]})" if errors[name] else ")") for name in pending)))
+        time.sleep(interval)
