@@ -81,10 +81,11 @@ def parse_health(master: str, info: str, servers: str, loggers: str, matrix: str
     return health
 
 
-def health(master: str) -> Health:
-    """Everything `status` needs from the master, in four short queries."""
+def health(master: str, timeout: float = 10) -> Health:
+    """Everything `status` needs from the master, in four short queries of TIMEOUT seconds at most."""
     try:
-        return parse_health(master, mfscli(master, "IG"), mfscli(master, "CS"), mfscli(master, "MB"),
-                            mfscli(master, "IC", "-m", "1"))  # regular chunks: what goal asks for
+        return parse_health(master, mfscli(master, "IG", timeout=timeout), mfscli(master, "CS", timeout=timeout),
+                            mfscli(master, "MB", timeout=timeout),
+                            mfscli(master, "IC", "-m", "1", timeout=timeout))  # regular chunks: what goal asks for
     except (OnehciError, subprocess.TimeoutExpired) as exc:
         return Health(master=master, reachable=False, error=str(exc))

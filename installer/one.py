@@ -114,9 +114,11 @@ def api_errors(url: str = "", password_file: str = "") -> Iterator[None]:
 def client_for(loaded, plan, *, timeout: float = TIMEOUT):
     """A pyone client for the site's frontend as oneadmin, checked: it answered and took the password."""
     url = api_url(plan)
-    password_file = str(state.oneadmin_password_file(loaded.path))
+    password_file = state.oneadmin_password_file(loaded.path)
+    if not password_file.exists():  # never make one here: only the deploy that installs oned may
+        raise OnehciError(f"no oneadmin password in {password_file}: deploy the site first (onehci deploy)")
     client = connect(url, state.oneadmin_password(loaded.path), timeout=timeout)
-    with api_errors(url, password_file):
+    with api_errors(url, str(password_file)):
         client.user.info(-1)
     return client
 
@@ -192,7 +194,7 @@ def _in_cluster(ids, cluster_id: int, cluster: str) -> str | None:
     return None if cluster_id in (ids or []) else f"not in cluster {cluster} ({cluster_id})"
 
 
-def _template_value(obj, key: str) -> str:
+def template_value(obj, key: str) -> str:
     tmpl = obj.TEMPLATE or {}
     return str(tmpl.get(key, "")) if hasattr(tmpl, "get") else ""
 
@@ -227,7 +229,7 @@ def network_drift(vnet, wanted: dict, *, cluster_id: int, cluster: str) -> list[
     checks = [_differs("VN_MAD", vnet.VN_MAD, "bridge"), _differs("BRIDGE", vnet.BRIDGE, wanted["BRIDGE"]),
               None if (ar["TYPE"], ar["IP"], ar["SIZE"]) in ranges else
               f"no address range {ar['IP']} + {ar['SIZE']} (has {', '.join(f'{ip} + {n}' for _, ip, n in ranges) or 'none'})"]
-    checks += [_differs(key, _template_value(vnet, key), wanted[key])
+    checks += [_differs(key, template_value(vnet, key), wanted[key])
                for key in ("GATEWAY", "DNS", "NETWORK_ADDRESS", "NETWORK_MASK") if key in wanted]
     checks.append(_in_cluster(vnet.CLUSTERS.ID if vnet.CLUSTERS else [], cluster_id, cluster))
     return [c for c in checks if c]
@@ -308,7 +310,7 @@ def wait_monitored(client, hosts: list[str], timeout: float = 180.0, say: Callab
     while True:
         with api_errors():
             pool = _by_name(client.hostpool.info().HOST)
-        errors = {n: _template_value(h, "ERROR") for n, h in pool.items()}
+        errors = {n: template_value(h, "ERROR") for n, h in pool.items()}
         if old_errors is None:
             old_errors = {n: errors[n] for n, h in pool.items() if h.STATE == ERROR}
         states, failed, pending = {}, [], []

@@ -78,3 +78,11 @@ def standin(tmp_path):
     from tests.standin_daemon import standin_daemons
 
     yield from standin_daemons(tmp_path)
+
+
+@pytest.fixture
+def cloud(standin, tmp_path, write_site, monkeypatch):
+    """The test site's cloud on a stand-in, ready to register (tests/standin_daemon.py)."""
+    from tests.standin_daemon import make_cloud
+
+    return make_cloud(standin, tmp_path, write_site, monkeypatch)

@@ -5,6 +5,7 @@ The `standin` fixture (tests/conftest.py) starts daemons and stops them afterwar
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import signal
 import socket
@@ -16,7 +17,10 @@ from pathlib import Path
 
 import pyone
 
+from installer import one, sitefile, state
 from installer.lab.standin import packages
+from installer.plan import make_plan
+from tests.conftest import BASE_SITE
 
 PYTHON = "/usr/bin/python3"  # the lab containers' python3: standard library only
 PASSWORD = "s3cret-Pw"
@@ -128,3 +132,63 @@ def standin_daemons(tmp_path: Path) -> Iterator:
     finally:
         for daemon in started:
             daemon.stop()
+
+
+# --- a site's cloud registered on a stand-in -----------------------------------------
+
+SITE = BASE_SITE.replace("    size: 100\n", "    size: 100\n    gateway: 192.168.20.1\n    dns: [192.168.20.2, 192.168.20.3]\n")
+
+# virsh fails on a host while fake/broken-HOST exists, with that file's text as its error
+FLAG_VIRSH = """#!/bin/sh
+flag="$(dirname "$0")/../broken-$FAKE_HOST"
+if [ -e "$flag" ]; then cat "$flag" >&2; exit 1; fi
+echo " Id   Name   State"
+"""
+
+
+def set_password_file(loaded, password: str, monkeypatch) -> None:
+    """Write the password where the roles keep it (state.oneadmin_password_file); while that
+    function is not in state.py, a stand-in for it with the same names."""
+    if not hasattr(state, "oneadmin_password_file"):
+        path_of = lambda site: state.state_dir(site) / "secrets" / "oneadmin"  # noqa: E731
+        monkeypatch.setattr(state, "oneadmin_password_file", path_of, raising=False)
+        monkeypatch.setattr(state, "oneadmin_password",
+                            lambda site: path_of(site).read_text().strip(), raising=False)
+    state.write_private(state.oneadmin_password_file(loaded.path), f"{password}\n".encode())
+
+
+@dataclasses.dataclass
+class Cloud:
+    daemon: object
+    loaded: object
+    plan: object
+    said: list[str]
+
+    @property
+    def client(self):
+        return self.daemon.one()
+
+    def register(self, **kwargs) -> one.Report:
+        return one.register(self.loaded, self.plan, self.client, self.said.append, **kwargs)
+
+    def break_host(self, host: str, message: str) -> None:
+        (self.daemon.root / f"fake/broken-{host}").write_text(message + "\n")
+
+    def mend_host(self, host: str) -> None:
+        (self.daemon.root / f"fake/broken-{host}").unlink()
+
+
+def make_cloud(standin, tmp_path, write_site, monkeypatch) -> Cloud:
+    """A stand-in whose datastores live in tmp (written with OpenNebula's double slash), every
+    probe passing its mount check, and the test site planned onto that location."""
+    for name, text in (("virsh", FLAG_VIRSH), ("mountpoint", "#!/bin/sh\nexit 0\n")):
+        (tmp_path / "fake/bin" / name).write_text(text)
+        (tmp_path / "fake/bin" / name).chmod(0o755)
+    (tmp_path / "ds/datastores").mkdir(parents=True)
+    daemon = standin("--monitor-interval", "0.2", location=f"{tmp_path}/ds//datastores")
+    loaded = sitefile.load(write_site(SITE))
+    plan = make_plan(loaded.site)
+    plan = dataclasses.replace(plan, moosefs={**plan.moosefs, "mount": f"{tmp_path}/ds/datastores"})
+    monkeypatch.setattr(one, "api_url", lambda _plan: daemon.url)
+    set_password_file(loaded, PASSWORD, monkeypatch)
+    return Cloud(daemon, loaded, plan, [])

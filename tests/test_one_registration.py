@@ -12,69 +12,9 @@ import threading
 import pyone
 import pytest
 
-from installer import one, sitefile, state
+from installer import one, state
 from installer.errors import OnehciError
-from installer.plan import make_plan
-from tests.conftest import BASE_SITE
-from tests.standin_daemon import PASSWORD, wait_for
-
-SITE = BASE_SITE.replace("    size: 100\n", "    size: 100\n    gateway: 192.168.20.1\n    dns: [192.168.20.2, 192.168.20.3]\n")
-
-# virsh fails on a host while fake/broken-HOST exists, with that file's text as its error
-FAKE_VIRSH = """#!/bin/sh
-flag="$(dirname "$0")/../broken-$FAKE_HOST"
-if [ -e "$flag" ]; then cat "$flag" >&2; exit 1; fi
-echo " Id   Name   State"
-"""
-
-
-def set_password_file(loaded, password: str, monkeypatch) -> None:
-    """Write the password where the roles keep it (state.oneadmin_password_file); while that
-    function is not in state.py, a stand-in for it with the same names."""
-    if not hasattr(state, "oneadmin_password_file"):
-        path_of = lambda site: state.state_dir(site) / "secrets" / "oneadmin"  # noqa: E731
-        monkeypatch.setattr(state, "oneadmin_password_file", path_of, raising=False)
-        monkeypatch.setattr(state, "oneadmin_password",
-                            lambda site: path_of(site).read_text().strip(), raising=False)
-    state.write_private(state.oneadmin_password_file(loaded.path), f"{password}\n".encode())
-
-
-@dataclasses.dataclass
-class Cloud:
-    daemon: object
-    loaded: object
-    plan: object
-    said: list[str]
-
-    @property
-    def client(self):
-        return self.daemon.one()
-
-    def register(self, **kwargs) -> one.Report:
-        return one.register(self.loaded, self.plan, self.client, self.said.append, **kwargs)
-
-    def break_host(self, host: str, message: str) -> None:
-        (self.daemon.root / f"fake/broken-{host}").write_text(message + "\n")
-
-    def mend_host(self, host: str) -> None:
-        (self.daemon.root / f"fake/broken-{host}").unlink()
-
-
-@pytest.fixture
-def cloud(standin, tmp_path, write_site, monkeypatch):
-    """A stand-in whose datastores live in tmp (written with OpenNebula's double slash), every
-    probe passing its mount check, and the test site planned onto that location."""
-    for name, text in (("virsh", FAKE_VIRSH), ("mountpoint", "#!/bin/sh\nexit 0\n")):
-        (tmp_path / "fake/bin" / name).write_text(text)
-        (tmp_path / "fake/bin" / name).chmod(0o755)
-    (tmp_path / "ds/datastores").mkdir(parents=True)
-    daemon = standin("--monitor-interval", "0.2", location=f"{tmp_path}/ds//datastores")
-    loaded = sitefile.load(write_site(SITE))
-    plan = make_plan(loaded.site)
-    plan = dataclasses.replace(plan, moosefs={**plan.moosefs, "mount": f"{tmp_path}/ds/datastores"})
-    monkeypatch.setattr(one, "api_url", lambda _plan: daemon.url)
-    set_password_file(loaded, PASSWORD, monkeypatch)
-    return Cloud(daemon, loaded, plan, [])
+from tests.standin_daemon import FLAG_VIRSH, PASSWORD, set_password_file, wait_for
 
 
 def test_object_names_derive_from_the_cluster():
@@ -193,7 +133,7 @@ def test_wait_monitored_succeeds_once_the_host_is_mended(cloud):
 
 
 def test_wait_monitored_times_out_with_the_last_error(standin, tmp_path):
-    (tmp_path / "fake/bin/virsh").write_text(FAKE_VIRSH)
+    (tmp_path / "fake/bin/virsh").write_text(FLAG_VIRSH)
     (tmp_path / "fake/broken-slow").write_text("error: libvirtd is not running\n")
     daemon = standin("--monitor-interval", "3600", location="/")  # probed once, when added
     client = daemon.one()
@@ -220,6 +160,14 @@ def test_wait_monitored_skips_disabled_hosts_and_fails_on_unknown_ones(cloud):
 def test_client_for_connects_as_oneadmin(cloud):
     client = one.client_for(cloud.loaded, cloud.plan)
     assert client.user.info(-1).NAME == "oneadmin"
+
+
+def test_no_password_file_is_a_clear_error_and_none_is_made(cloud):
+    path = state.oneadmin_password_file(cloud.loaded.path)
+    path.unlink()
+    with pytest.raises(OnehciError, match=rf"^no oneadmin password in {path}: deploy the site first"):
+        one.client_for(cloud.loaded, cloud.plan)
+    assert not path.exists()
 
 
 def test_wrong_password_is_a_clear_error_without_the_password(cloud, monkeypatch):

@@ -66,9 +66,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from installer.cli import deploy, discover, hashpw, init, inventory, lab, plan, pxe, validate
+    from installer.cli import deploy, discover, hashpw, init, inventory, lab, plan, pxe, status, validate
 
-    for module in (init, validate, plan, hashpw, discover, pxe, deploy, inventory, lab):
+    for module in (init, validate, plan, hashpw, discover, pxe, deploy, inventory, lab, status):
         for command in module.COMMANDS:
             cli.add_command(command)
 

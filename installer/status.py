@@ -1,0 +1,250 @@
+"""`onehci status`: the cloud's health as one line per component, green, amber or red, with
+the reason; and the verdict as an exit code.
+
+The rule (docs/opennebula.md): the cloud is DOWN (exit 2) when the MooseFS master does not
+answer, no chunkserver is connected, OpenNebula's API does not answer (or refuses the
+password), or no KVM host is monitored: no VM can run then. Any other red or amber line
+makes it DEGRADED (exit 1); all green is HEALTHY (exit 0).
+
+The facts are gathered concurrently (mfscli, pyone, one SSH per host) with short timeouts,
+then judged by pure functions that the tests feed canned facts.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+from installer import mfs, one
+from installer.errors import OnehciError
+
+GREEN, AMBER, RED = "green", "amber", "red"
+HEALTHY, DEGRADED, DOWN = 0, 1, 2
+VERDICTS = {HEALTHY: "healthy", DEGRADED: "degraded", DOWN: "down"}
+AMBER_FREE, RED_FREE = 15.0, 5.0  # percent of free space under which a line turns amber, red
+TIMEOUT = 4.0  # seconds for each check: status must answer within a few seconds
+
+
+@dataclass(frozen=True)
+class Check:
+    component: str
+    colour: str
+    reason: str
+    fatal: bool = False  # red here means the cloud is down
+
+
+@dataclass
+class Status:
+    checks: list[Check]
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if any(c.fatal and c.colour == RED for c in self.checks):
+            return DOWN
+        return DEGRADED if any(c.colour != GREEN for c in self.checks) else HEALTHY
+
+    @property
+    def verdict(self) -> str:
+        return VERDICTS[self.exit_code]
+
+    def as_dict(self) -> dict:
+        return {"verdict": self.verdict, "exit_code": self.exit_code, "seconds": round(self.seconds, 2),
+                "checks": [{k: v for k, v in asdict(c).items() if k != "fatal"} for c in self.checks]}
+
+
+@dataclass
+class OneView:
+    """What status reads from OpenNebula; `error` set when the API could not be used."""
+
+    url: str
+    error: str = ""
+    version: str = ""
+    hosts: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> (state, ERROR text)
+    datastores: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (total MB, free MB)
+
+
+@dataclass(frozen=True)
+class Mount:
+    ok: bool
+    detail: str  # the mount's source when ok, else why not
+
+
+# --- judging ------------------------------------------------------------------------
+
+
+def _named(names: list[str], ips: dict[str, str]) -> str:
+    return ", ".join(f"{n} ({ips[n]})" for n in names)
+
+
+def _space(component: str, total_mb: float, free_mb: float) -> Check:
+    if total_mb <= 0:
+        return Check(component, AMBER, "no size reported yet")
+    percent = 100.0 * free_mb / total_mb
+    text = f"{free_mb / 1024:.1f} GiB free of {total_mb / 1024:.1f} GiB ({percent:.0f}%)"
+    colour = RED if percent < RED_FREE else AMBER if percent < AMBER_FREE else GREEN
+    return Check(component, colour, text if colour == GREEN else f"{text}: add chunk disks or free space")
+
+
+def moosefs_checks(health: mfs.Health, plan) -> list[Check]:
+    if not health.reachable:
+        return [Check("moosefs master", RED, health.error or f"{health.master} does not answer", fatal=True)]
+    ips = {n.hostname: n.ip for n in plan.nodes}
+    checks = [Check("moosefs master", GREEN, f"MooseFS {health.version} at {health.master}")]
+
+    wanted = plan.moosefs["metaloggers"]
+    missing = [n for n in wanted if ips[n] not in health.metaloggers]
+    here = len(wanted) - len(missing)
+    if not wanted:
+        checks.append(Check("moosefs metaloggers", GREEN, f"none in the site ({len(health.metaloggers)} connected)"))
+    elif not missing:
+        checks.append(Check("moosefs metaloggers", GREEN, f"{here} of {len(wanted)} connected"))
+    else:
+        colour, risk = (AMBER, "") if here else (RED, ": no copy of the metadata outside the master")
+        checks.append(Check("moosefs metaloggers", colour,
+                            f"{here} of {len(wanted)} connected; missing {_named(missing, ips)}{risk}"))
+
+    wanted = plan.moosefs["chunkservers"]
+    connected = {c.ip: c for c in health.chunkservers}
+    missing = [n for n in wanted if ips[n] not in connected]
+    maintenance = [n for n in wanted if ips[n] in connected and connected[ips[n]].maintenance]
+    here = len(wanted) - len(missing)
+    text = f"{here} of {len(wanted)} connected"
+    if not connected:
+        checks.append(Check("moosefs chunkservers", RED, f"{text}: no data can be read or written", fatal=True))
+    else:
+        notes = ([f"missing {_named(missing, ips)}"] if missing else []) + \
+            ([f"in maintenance {', '.join(maintenance)}"] if maintenance else [])
+        checks.append(Check("moosefs chunkservers", AMBER if notes else GREEN, "; ".join([text, *notes])))
+
+    counts = health.chunks
+    lost, endangered, undergoal = (counts.get(k, 0) for k in ("missing", "endangered", "undergoal"))
+    low = endangered + undergoal  # both have fewer copies than their goal
+    if lost:
+        checks.append(Check("moosefs chunks", RED, f"{lost} missing: no copy left, their files cannot be read "
+                                                  "until a chunkserver holding them comes back"
+                            + (f"; {low} undergoal" if low else "")))
+    elif low:
+        checks.append(Check("moosefs chunks", AMBER,
+                            f"{low} undergoal ({endangered} endangered: one copy left); MooseFS is replicating"))
+    else:
+        total = sum(counts.values())
+        checks.append(Check("moosefs chunks", GREEN, f"all {total} at their goal" if total else "no chunks yet"))
+    mb = 1024 * 1024
+    checks.append(_space("moosefs space", health.total_space / mb, health.avail_space / mb))
+    return checks
+
+
+def opennebula_checks(view: OneView, plan) -> list[Check]:
+    if view.error:
+        return [Check("opennebula api", RED, view.error, fatal=True)]
+    checks = [Check("opennebula api", GREEN, f"OpenNebula {view.version} at {view.url}")]
+    wanted = plan.opennebula["hosts"]
+    monitored = [h for h in wanted if view.hosts.get(h, (None,))[0] == one.MONITORED]
+    if len(monitored) == len(wanted):
+        checks.append(Check("opennebula hosts", GREEN, f"{len(monitored)} of {len(wanted)} monitored"))
+    elif monitored:
+        checks.append(Check("opennebula hosts", AMBER, f"{len(monitored)} of {len(wanted)} monitored"))
+    else:
+        checks.append(Check("opennebula hosts", RED, f"0 of {len(wanted)} monitored: no VM can run", fatal=True))
+    for name in wanted:
+        checks.append(host_check(name, view.hosts.get(name)))
+    for name in (one.object_names(plan.opennebula["cluster"])[k] for k in ("system", "images")):
+        component = f"datastore {name}"
+        if name not in view.datastores:
+            checks.append(Check(component, RED, "not registered in OpenNebula: run onehci deploy"))
+        else:
+            checks.append(_space(component, *view.datastores[name]))
+    return checks
+
+
+def host_check(name: str, found: tuple[int, str] | None) -> Check:
+    component = f"host {name}"
+    if found is None:
+        return Check(component, RED, "not registered in OpenNebula: run onehci deploy")
+    state, error = found
+    if state == one.MONITORED:
+        return Check(component, GREEN, "monitored")
+    if state == one.ERROR:
+        return Check(component, RED, f"ERROR: {error or 'OpenNebula gave no reason'}")
+    if state == one.DISABLED:
+        return Check(component, AMBER, "disabled (by hand): monitored, but gets no new VM")
+    if state == one.OFFLINE:
+        return Check(component, AMBER, "offline (by hand): not monitored, gets no VM")
+    return Check(component, AMBER, f"not monitored yet ({one.STATE_NAMES.get(state, state)})")
+
+
+def mount_checks(mounts: dict[str, Mount], mount: str) -> list[Check]:
+    return [Check(f"mount {name}", GREEN if m.ok else RED,
+                  f"{mount} mounted from {m.detail}" if m.ok else m.detail) for name, m in mounts.items()]
+
+
+def judge(plan, health: mfs.Health, view: OneView, mounts: dict[str, Mount], seconds: float = 0.0) -> Status:
+    return Status(moosefs_checks(health, plan) + opennebula_checks(view, plan)
+                  + mount_checks(mounts, plan.moosefs["mount"]), seconds)
+
+
+# --- gathering ----------------------------------------------------------------------
+
+
+def read_one(client, url: str) -> OneView:
+    """Version, hosts and datastores from a connected client; errors end up in `error`."""
+    view = OneView(url)
+    try:
+        with one.api_errors(url):
+            view.version = client.system.version()
+            view.hosts = {h.NAME: (h.STATE, one.template_value(h, "ERROR")) for h in client.hostpool.info().HOST}
+            view.datastores = {d.NAME: (d.TOTAL_MB or 0, d.FREE_MB or 0)
+                               for d in client.datastorepool.info().DATASTORE}
+    except OnehciError as exc:
+        view.error = str(exc)
+    return view
+
+
+def one_view(loaded, plan, timeout: float = TIMEOUT) -> OneView:
+    url = one.api_url(plan)
+    try:
+        client = one.client_for(loaded, plan, timeout=timeout)
+    except OnehciError as exc:
+        return OneView(url, error=one.scrub(str(exc)))
+    return read_one(client, url)
+
+
+def ssh_argv(ip: str, ssh_key: str | None, known_hosts: str, timeout: float) -> list[str]:
+    # read-only: a host key never seen is refused here, deploy is where keys are learned
+    return ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
+            "-o", f"ConnectTimeout={max(1, int(timeout))}",
+            *(["-i", ssh_key, "-o", "IdentitiesOnly=yes"] if ssh_key else []), f"root@{ip}"]
+
+
+def check_mount(argv: list[str], mount: str, timeout: float = TIMEOUT) -> Mount:
+    """`findmnt -t fuse.mfs MOUNT` through ARGV (ssh ... root@HOST)."""
+    try:
+        done = subprocess.run([*argv, "findmnt", "-n", "-t", "fuse.mfs", "-o", "SOURCE", mount],
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return Mount(False, f"cannot check: no answer over SSH within {timeout:g} s")
+    if done.returncode == 0 and done.stdout.strip():
+        return Mount(True, done.stdout.split()[0])
+    if done.returncode == 1:  # findmnt found nothing
+        return Mount(False, f"MooseFS is not mounted at {mount}")
+    last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+    return Mount(False, f"cannot check over SSH: {last}")
+
+
+def gather(loaded, plan, *, timeout: float = TIMEOUT) -> Status:
+    """Every check at once: MooseFS, OpenNebula and one SSH per MooseFS client host."""
+    from installer.deploy import ssh_identity
+
+    started = time.monotonic()
+    ssh_key, known_hosts = ssh_identity(loaded)
+    clients = [plan.node(name) for name in plan.moosefs["clients"]]
+    with ThreadPoolExecutor(max_workers=2 + len(clients)) as pool:
+        health = pool.submit(mfs.health, plan.moosefs["master_ip"], timeout)
+        view = pool.submit(one_view, loaded, plan, timeout)
+        mounts = {n.hostname: pool.submit(check_mount, ssh_argv(n.ip, ssh_key, str(known_hosts), timeout),
+                                          plan.moosefs["mount"], timeout + 1) for n in clients}
+        return judge(plan, health.result(), view.result(), {n: f.result() for n, f in mounts.items()},
+                     time.monotonic() - started)

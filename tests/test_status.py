@@ -1,0 +1,312 @@
+"""`onehci status`: each rule from canned MooseFS, OpenNebula and mount facts gives the colour
+and exit code docs/opennebula.md promises; the OpenNebula part read from the stand-in; the
+mount check through a fake ssh; the checks run concurrently; the verb's output and exit."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+
+import pytest
+from click.testing import CliRunner
+
+from installer import mfs, one, sitefile, status
+from installer.cli.main import cli
+from installer.plan import make_plan
+from installer.status import AMBER, GREEN, RED, Mount, OneView
+from tests.conftest import BASE_SITE
+from tests.standin_daemon import PASSWORD, set_password_file, wait_for
+
+GIB = 1024 ** 3
+IPS = {"n1": "192.168.10.11", "n2": "192.168.10.12"}  # n3's address is allocated by the plan
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory):
+    path = tmp_path_factory.mktemp("site") / "site.yml"
+    path.write_text(BASE_SITE)
+    return make_plan(sitefile.load(path).site)
+
+
+def healthy(plan) -> tuple[mfs.Health, OneView, dict[str, Mount]]:
+    ip = {n.hostname: n.ip for n in plan.nodes}
+    health = mfs.Health(master=ip["n1"], version="3.0.117", reachable=True,
+                        chunkservers=[mfs.Chunkserver(ip[n], 9422, "3.0.117", False, 10, 1, 2) for n in ("n1", "n2", "n3")],
+                        metaloggers=[ip["n2"], ip["n3"]],
+                        chunks={"missing": 0, "endangered": 0, "undergoal": 0, "stable": 40},
+                        total_space=100 * GIB, avail_space=80 * GIB)
+    view = OneView("http://192.168.10.11:2633/RPC2", version="7.0.0",
+                   hosts={n: (one.MONITORED, "") for n in ("n1", "n2", "n3")},
+                   datastores={"test-system": (102400, 81920), "test-images": (102400, 81920)})
+    mounts = {n: Mount(True, "mfsmaster:9421") for n in ("n1", "n2", "n3")}
+    return health, view, mounts
+
+
+def line(result: status.Status, component: str) -> status.Check:
+    (found,) = [c for c in result.checks if c.component == component]
+    return found
+
+
+def test_a_healthy_cloud_is_all_green_and_exit_0(plan):
+    result = status.judge(plan, *healthy(plan))
+    assert [c.component for c in result.checks] == [
+        "moosefs master", "moosefs metaloggers", "moosefs chunkservers", "moosefs chunks", "moosefs space",
+        "opennebula api", "opennebula hosts", "host n1", "host n2", "host n3",
+        "datastore test-system", "datastore test-images", "mount n1", "mount n2", "mount n3"]
+    assert {c.colour for c in result.checks} == {GREEN}
+    assert (result.exit_code, result.verdict) == (0, "healthy")
+    assert line(result, "moosefs master").reason == "MooseFS 3.0.117 at 192.168.10.11"
+    assert line(result, "moosefs chunkservers").reason == "3 of 3 connected"
+    assert line(result, "moosefs space").reason == "80.0 GiB free of 100.0 GiB (80%)"
+    assert line(result, "mount n2").reason == "/var/lib/one/datastores mounted from mfsmaster:9421"
+
+
+def _drop_chunkserver(h, v, m, name_ip):
+    h.chunkservers = [c for c in h.chunkservers if c.ip != name_ip]
+
+
+RULES = [
+    # (what, change to the healthy facts, component, colour, words in the reason, exit code)
+    ("master unreachable", lambda h, v, m, ip: (setattr(h, "reachable", False),
+                                                setattr(h, "error", "MooseFS master 192.168.10.11 does not answer on port 9421")),
+     "moosefs master", RED, "does not answer on port 9421", 2),
+    ("a metalogger gone", lambda h, v, m, ip: setattr(h, "metaloggers", [ip["n2"]]),
+     "moosefs metaloggers", AMBER, "1 of 2 connected; missing n3 (", 1),
+    ("every metalogger gone", lambda h, v, m, ip: setattr(h, "metaloggers", []),
+     "moosefs metaloggers", RED, "0 of 2 connected; missing n2 (192.168.10.12), n3", 1),
+    ("a chunkserver gone", lambda h, v, m, ip: _drop_chunkserver(h, v, m, ip["n2"]),
+     "moosefs chunkservers", AMBER, "2 of 3 connected; missing n2 (192.168.10.12)", 1),
+    ("a chunkserver in maintenance", lambda h, v, m, ip: setattr(
+        h, "chunkservers", [dataclasses.replace(c, maintenance=c.ip == ip["n3"]) for c in h.chunkservers]),
+     "moosefs chunkservers", AMBER, "3 of 3 connected; in maintenance n3", 1),
+    ("no chunkserver", lambda h, v, m, ip: setattr(h, "chunkservers", []),
+     "moosefs chunkservers", RED, "0 of 3 connected: no data can be read or written", 2),
+    ("missing chunks", lambda h, v, m, ip: h.chunks.update(missing=3),
+     "moosefs chunks", RED, "3 missing: no copy left", 1),
+    ("endangered and undergoal chunks", lambda h, v, m, ip: h.chunks.update(endangered=5, undergoal=2),
+     "moosefs chunks", AMBER, "7 undergoal (5 endangered: one copy left); MooseFS is replicating", 1),
+    ("MooseFS space low", lambda h, v, m, ip: setattr(h, "avail_space", 10 * GIB),
+     "moosefs space", AMBER, "10.0 GiB free of 100.0 GiB (10%): add chunk disks", 1),
+    ("MooseFS space nearly gone", lambda h, v, m, ip: setattr(h, "avail_space", 4 * GIB),
+     "moosefs space", RED, "(4%)", 1),
+    ("API unreachable", lambda h, v, m, ip: setattr(v, "error", "OpenNebula's API at x is unreachable"),
+     "opennebula api", RED, "is unreachable", 2),
+    ("a host in error", lambda h, v, m, ip: v.hosts.update(n2=(one.ERROR, "Error monitoring Host n2 (1): virsh failed")),
+     "host n2", RED, "ERROR: Error monitoring Host n2 (1): virsh failed", 1),
+    ("a host disabled", lambda h, v, m, ip: v.hosts.update(n3=(one.DISABLED, "")),
+     "host n3", AMBER, "disabled (by hand)", 1),
+    ("a host offline", lambda h, v, m, ip: v.hosts.update(n3=(one.OFFLINE, "")),
+     "host n3", AMBER, "offline (by hand)", 1),
+    ("a host not monitored yet", lambda h, v, m, ip: v.hosts.update(n1=(one.INIT, "")),
+     "host n1", AMBER, "not monitored yet (INIT)", 1),
+    ("a host not registered", lambda h, v, m, ip: v.hosts.pop("n1"),
+     "host n1", RED, "not registered in OpenNebula: run onehci deploy", 1),
+    ("some hosts monitored", lambda h, v, m, ip: v.hosts.update(n2=(one.ERROR, "")),
+     "opennebula hosts", AMBER, "2 of 3 monitored", 1),
+    ("no host monitored", lambda h, v, m, ip: v.hosts.update({n: (one.ERROR, "x") for n in v.hosts}),
+     "opennebula hosts", RED, "0 of 3 monitored: no VM can run", 2),
+    ("a datastore missing", lambda h, v, m, ip: v.datastores.pop("test-images"),
+     "datastore test-images", RED, "not registered in OpenNebula", 1),
+    ("a datastore not sized yet", lambda h, v, m, ip: v.datastores.update({"test-system": (0, 0)}),
+     "datastore test-system", AMBER, "no size reported yet", 1),
+    ("a datastore nearly full", lambda h, v, m, ip: v.datastores.update({"test-system": (102400, 1024)}),
+     "datastore test-system", RED, "1.0 GiB free of 100.0 GiB (1%)", 1),
+    ("MooseFS not mounted on a host", lambda h, v, m, ip: m.update(n3=Mount(False, "MooseFS is not mounted at /x")),
+     "mount n3", RED, "MooseFS is not mounted at /x", 1),
+]
+
+
+@pytest.mark.parametrize("what, change, component, colour, words, code", RULES, ids=[r[0] for r in RULES])
+def test_each_rule_gives_its_colour_and_exit_code(plan, what, change, component, colour, words, code):
+    health, view, mounts = healthy(plan)
+    change(health, view, mounts, {n.hostname: n.ip for n in plan.nodes})
+    result = status.judge(plan, health, view, mounts)
+    found = line(result, component)
+    assert (found.colour, result.exit_code) == (colour, code), found
+    assert words in found.reason
+    # only the line the fault is about, and the host summary a host feeds, leave green
+    others = [c for c in result.checks if c.colour != GREEN and c.component != component
+              and not (c.component.startswith(("host ", "opennebula hosts")) and "host" in component)]
+    assert others == []
+
+
+def test_an_unreachable_master_or_api_stands_alone(plan):
+    health, view, mounts = healthy(plan)
+    health.reachable, view.error = False, "OpenNebula's API at x is unreachable"
+    result = status.judge(plan, health, view, mounts)
+    assert [c.component for c in result.checks if not c.component.startswith("mount")] == \
+        ["moosefs master", "opennebula api"]
+    assert result.as_dict()["verdict"] == "down" and result.as_dict()["exit_code"] == 2
+    assert result.as_dict()["checks"][0] == {"component": "moosefs master", "colour": "red",
+                                             "reason": "192.168.10.11 does not answer"}
+
+
+# --- the OpenNebula part, read from the stand-in --------------------------------------
+
+
+def test_opennebula_view_of_a_registered_cloud(cloud, tmp_path):
+    cloud.break_host("n2", "error: failed to connect to the hypervisor")
+    ids = {o.name: o.id for o in cloud.register().objects}
+    mount = cloud.plan.moosefs["mount"]
+    for name in ("test-system", "test-images"):
+        os.mkdir(f"{mount}/{ids[name]}")
+    client = cloud.client
+    wait_for(lambda: client.host.info(ids["n2"]).STATE == one.ERROR and client.host.info(ids["n3"]).STATE ==
+             one.MONITORED and client.datastore.info(ids["test-images"]).TOTAL_MB > 0, "monitoring and sizes")
+    view = status.one_view(cloud.loaded, cloud.plan)
+    assert view.error == "" and view.version == "7.0.0 (onehci stand-in)"
+    checks = {c.component: c for c in status.opennebula_checks(view, cloud.plan)}
+    assert checks["opennebula api"] == status.Check("opennebula api", GREEN,
+                                                    f"OpenNebula 7.0.0 (onehci stand-in) at {cloud.daemon.url}")
+    assert checks["opennebula hosts"].colour == AMBER and checks["opennebula hosts"].reason == "2 of 3 monitored"
+    assert checks["host n1"].colour == GREEN
+    assert checks["host n2"].colour == RED
+    assert "Error monitoring Host n2 (1): virsh -c qemu:///system list failed: error: failed to connect " \
+           "to the hypervisor" in checks["host n2"].reason
+    st = os.statvfs(mount)
+    free = 100 * st.f_bavail / st.f_blocks
+    expected = RED if free < status.RED_FREE else AMBER if free < status.AMBER_FREE else GREEN
+    for name in ("test-system", "test-images"):
+        assert checks[f"datastore {name}"].colour == expected
+        assert f"GiB free of {st.f_blocks * st.f_frsize / GIB:.1f} GiB" in checks[f"datastore {name}"].reason
+
+
+def test_opennebula_view_with_a_wrong_password_is_red_and_keeps_it_secret(cloud, monkeypatch):
+    set_password_file(cloud.loaded, "wrong-Pw-77", monkeypatch)
+    view = status.one_view(cloud.loaded, cloud.plan)
+    (api,) = status.opennebula_checks(view, cloud.plan)
+    assert (api.colour, api.fatal) == (RED, True)
+    assert "refused the password in" in api.reason
+    assert "wrong-Pw-77" not in api.reason and PASSWORD not in api.reason
+
+
+def test_opennebula_view_when_the_daemon_stops(cloud):
+    cloud.daemon.stop()
+    view = status.read_one(cloud.daemon.one(), cloud.daemon.url)
+    assert view.error.startswith(f"OpenNebula's API at {cloud.daemon.url} is unreachable (connection refused)")
+
+
+# --- the mount check ------------------------------------------------------------------
+
+
+def fake_ssh(tmp_path, body: str) -> list[str]:
+    script = tmp_path / "ssh"
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(0o755)
+    return [str(script)]
+
+
+def test_check_mount_reads_findmnt_over_ssh(tmp_path):
+    mounted = fake_ssh(tmp_path, 'echo "$*" > "$(dirname "$0")/argv"; echo "mfsmaster:9421"\n')
+    assert status.check_mount(mounted, "/var/lib/one/datastores") == Mount(True, "mfsmaster:9421")
+    assert (tmp_path / "argv").read_text() == "findmnt -n -t fuse.mfs -o SOURCE /var/lib/one/datastores\n"
+    # findmnt run for real here: nothing of type fuse.mfs is mounted at tmp_path
+    local = fake_ssh(tmp_path, 'exec "$@"\n')
+    assert status.check_mount(local, str(tmp_path)) == Mount(False, f"MooseFS is not mounted at {tmp_path}")
+    refused = fake_ssh(tmp_path, 'echo "ssh: connect to host 10.0.0.9 port 22: Connection refused" >&2; exit 255\n')
+    assert status.check_mount(refused, "/m") == Mount(
+        False, "cannot check over SSH: ssh: connect to host 10.0.0.9 port 22: Connection refused")
+    hung = fake_ssh(tmp_path, "exec sleep 30\n")
+    assert status.check_mount(hung, "/m", timeout=0.2) == Mount(False, "cannot check: no answer over SSH within 0.2 s")
+
+
+def test_ssh_argv_uses_deploys_identity_and_learns_no_key():
+    argv = status.ssh_argv("10.0.0.9", "/k/id", "/s/known_hosts", 4.0)
+    assert argv[0] == "ssh" and argv[-1] == "root@10.0.0.9"
+    assert "StrictHostKeyChecking=yes" in argv and "UserKnownHostsFile=/s/known_hosts" in argv
+    assert argv[argv.index("-i") + 1] == "/k/id" and "ConnectTimeout=4" in argv
+    assert "-i" not in status.ssh_argv("10.0.0.9", None, "/s/known_hosts", 4.0)
+
+
+def test_gather_runs_every_check_at_once(plan, monkeypatch, tmp_path):
+    """Every check waits at a barrier that opens only when all have started: run one after
+    the other, they would break it."""
+    health, view, mounts = healthy(plan)
+    barrier = threading.Barrier(2 + len(mounts), timeout=10)
+    seen: list[tuple] = []
+
+    def fake_health(master, timeout):
+        seen.append(("mfs", master, timeout))
+        barrier.wait()
+        return health
+
+    def fake_view(loaded, plan, timeout):
+        barrier.wait()
+        return view
+
+    def fake_mount(argv, mount, timeout):
+        seen.append(("mount", argv[-1], mount))
+        barrier.wait()
+        return Mount(True, "mfsmaster:9421")
+
+    monkeypatch.setattr(status.mfs, "health", fake_health)
+    monkeypatch.setattr(status, "one_view", fake_view)
+    monkeypatch.setattr(status, "check_mount", fake_mount)
+    monkeypatch.setenv("ONEHCI_STATE_DIR", str(tmp_path / "state"))
+    site = tmp_path / "site.yml"
+    site.write_text(BASE_SITE)
+    result = status.gather(sitefile.load(site), plan, timeout=2.5)
+    assert result.exit_code == 0 and result.seconds < 10
+    assert ("mfs", "192.168.10.11", 2.5) in seen
+    assert sorted(s[1] for s in seen if s[0] == "mount") == sorted(f"root@{n.ip}" for n in plan.nodes)
+
+
+# --- the verb ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def canned(monkeypatch, plan):
+    """status.gather answering from a list of canned results, one per call."""
+    results: list[status.Status] = []
+    calls: list[int] = []
+
+    def gather(loaded, _plan, **_):
+        calls.append(1)
+        if len(calls) > len(results):
+            raise KeyboardInterrupt  # Ctrl-C once the canned rounds are out
+        return results[len(calls) - 1]
+
+    monkeypatch.setattr(status, "gather", gather)
+    return results, calls
+
+
+def test_status_verb_prints_one_line_per_component_and_exits_with_the_verdict(canned, plan, write_site):
+    health, view, mounts = healthy(plan)
+    view.hosts["n2"] = (one.ERROR, "Error monitoring Host n2 (1): boom")
+    canned[0].append(status.judge(plan, health, view, mounts, 0.42))
+    result = CliRunner().invoke(cli, ["status", str(write_site())], catch_exceptions=False)
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert len(lines) == 16
+    assert lines[0].split() == ["green", "moosefs", "master", "MooseFS", "3.0.117", "at", "192.168.10.11"]
+    assert any(ln.split()[:3] == ["red", "host", "n2"] and ln.endswith("ERROR: Error monitoring Host n2 (1): boom")
+               for ln in lines)
+    assert lines[-1] == "degraded (exit 1) in 0.4 s"
+
+
+def test_status_verb_json(canned, plan, write_site):
+    health, view, mounts = healthy(plan)
+    health.reachable = False
+    canned[0].append(status.judge(plan, health, view, mounts, 1.0))
+    result = CliRunner().invoke(cli, ["status", "--json", str(write_site())], catch_exceptions=False)
+    assert result.exit_code == 2
+    data = json.loads(result.stdout)
+    assert data["verdict"] == "down" and data["exit_code"] == 2
+    assert data["checks"][0]["component"] == "moosefs master" and data["checks"][0]["colour"] == "red"
+
+
+def test_status_watch_redraws_until_ctrl_c_and_exits_with_the_last_verdict(canned, plan, write_site):
+    health, view, mounts = healthy(plan)
+    canned[0].append(status.judge(plan, health, view, mounts))
+    mounts["n1"] = Mount(False, "MooseFS is not mounted at /var/lib/one/datastores")
+    canned[0].append(status.judge(plan, health, view, mounts))
+    result = CliRunner().invoke(cli, ["status", "--watch", "--every", "0", "--json", str(write_site())],
+                                catch_exceptions=False)
+    assert len(canned[1]) == 3 and result.exit_code == 1
+    rounds = [json.loads(ln) for ln in result.stdout.splitlines()]
+    assert [r["verdict"] for r in rounds] == ["healthy", "degraded"]
+    canned[1].clear()
+    result = CliRunner().invoke(cli, ["status", "--watch", "--every", "0", str(write_site())], catch_exceptions=False)
+    assert result.exit_code == 1 and "degraded (exit 1)" in result.stdout
