@@ -38,6 +38,7 @@ class RunResult:
     recap: dict[str, HostRecap] = field(default_factory=dict)
     failures: list[dict] = field(default_factory=list)  # {host, task, message}
     seconds: float = 0.0
+    registration: dict | None = None  # OpenNebula objects after a deploy (installer/one.py)
 
     @property
     def changed(self) -> int:

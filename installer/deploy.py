@@ -79,4 +79,10 @@ def deploy(loaded, *, limit: list[str] | None = None, check: bool = False, forma
     ssh_key, known_hosts = ssh_identity(loaded)
     learn_host_keys([n for n in plan.nodes if not limit or n.hostname in limit], known_hosts, ssh_key)
     inventory = inventory_for(loaded, plan, format_consent=consent)
-    return ansible.run_playbook(loaded.path, inventory, "site.yml", limit=limit, check=check, say=say)
+    result = ansible.run_playbook(loaded.path, inventory, "site.yml", limit=limit, check=check, say=say)
+    if result.status == "successful" and result.rc == 0 and not check:
+        from installer import one
+
+        hosts = [h for h in plan.opennebula["hosts"] if h in limit] if limit else None
+        result.registration = one.register_cloud(loaded, plan, hosts=hosts, say=say).as_dict()
+    return result

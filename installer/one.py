@@ -338,3 +338,12 @@ def wait_monitored(client, hosts: list[str], timeout: float = 180.0, say: Callab
                 f"host {name} is not monitored after {timeout:.0f} s (state {states[name]}"
                 + (f": {errors[name]})" if errors[name] else ")") for name in pending)))
         time.sleep(interval)
+
+
+def register_cloud(loaded, plan, *, hosts: list[str] | None = None, timeout: float = 180.0,
+                   say: Callable[[str], None] = print) -> Report:
+    """What deploy does once the playbook succeeded: connect, register, wait for the hosts."""
+    client = client_for(loaded, plan)
+    report = register(loaded, plan, client, say, hosts=hosts)
+    wait_monitored(client, [o.name for o in report.objects if o.kind == "host"], timeout, say)
+    return report

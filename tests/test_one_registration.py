@@ -217,3 +217,56 @@ def test_errors_never_carry_the_session():
     assert str(caught.value) == ("OpenNebula's API at http://10.0.0.1:2633/RPC2: <Fault -501: 'wrong parameters "
                                  "calling one.x: oneadmin:***, 7'>")
     assert one.scrub("a pa$$-w0rd b, oneadmin:other c") == "a *** b, oneadmin:*** c"
+
+
+# --- deploy --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def deploy_run(cloud, monkeypatch):
+    """installer.deploy.deploy with the playbook run replaced by a canned result; the
+    registration after it is real, against the stand-in."""
+    from installer import ansible, deploy
+
+    outcome = {"status": "successful", "rc": 0}
+    runs: list[dict] = []
+
+    def run_playbook(site_path, inventory, playbook, *, limit=None, check=False, say=print):
+        runs.append({"limit": limit, "check": check})
+        return ansible.RunResult(playbook, site_path.parent, outcome["status"], outcome["rc"])
+
+    monkeypatch.setattr(deploy, "learn_host_keys", lambda *a: None)
+    monkeypatch.setattr(deploy, "inventory_for", lambda *a, **k: {})
+    monkeypatch.setattr(ansible, "run_playbook", run_playbook)
+    monkeypatch.setattr(deploy, "make_plan", lambda site: cloud.plan)
+
+    def run(**kwargs):
+        return deploy.deploy(cloud.loaded, say=cloud.said.append, **kwargs)
+
+    return run, outcome, runs
+
+
+def test_deploy_registers_after_a_successful_playbook(deploy_run, cloud):
+    run, _, _ = deploy_run
+    result = run()
+    assert result.registration["created"] == 7 and result.registration["drift"] == 0
+    assert {o["name"]: o["outcome"] for o in result.registration["objects"]}["test-vms"] == "created"
+    assert all(h.STATE == one.MONITORED for h in cloud.client.hostpool.info().HOST)
+    assert "OpenNebula: host n3 monitored" in cloud.said
+    assert run().registration["existing"] == 7
+
+
+def test_deploy_registers_nothing_in_check_mode_or_after_a_failure(deploy_run, cloud):
+    run, outcome, runs = deploy_run
+    assert run(check=True).registration is None
+    outcome.update(status="failed", rc=2)
+    assert run().registration is None
+    assert [r["check"] for r in runs] == [True, False]
+    assert [c.NAME for c in cloud.client.clusterpool.info().CLUSTER] == ["default"]
+
+
+def test_deploy_limit_registers_only_its_kvm_hosts(deploy_run, cloud):
+    run, _, _ = deploy_run
+    result = run(limit=["n2"])
+    assert [o["name"] for o in result.registration["objects"] if o["kind"] == "host"] == ["n2"]
+    assert [h.NAME for h in cloud.client.hostpool.info().HOST] == ["n2"]

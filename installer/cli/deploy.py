@@ -27,7 +27,8 @@ def deploy(site_path: str | None, profile: str | None, limit: tuple[str, ...], c
     if as_json:
         click.echo(json.dumps({"status": result.status, "run_dir": str(result.run_dir),
                                "seconds": round(result.seconds, 1), "failures": result.failures,
-                               "recap": {h: vars(r) for h, r in result.recap.items()}}, indent=2))
+                               "recap": {h: vars(r) for h, r in result.recap.items()},
+                               "registration": result.registration}, indent=2))
     else:
         click.echo("\n".join(ansible.recap_lines(result)))
         click.echo(f"{result.status} in {result.seconds:.0f} s; artifacts in {result.run_dir}", err=True)
