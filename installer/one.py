@@ -48,10 +48,12 @@ def object_names(cluster: str) -> dict[str, str]:
             "network": f"{cluster}-vms"}
 
 
-def scrub(text: str) -> str:
+def scrub(text: str, *, sessions: bool = True) -> str:
+    """TEXT without the passwords this process used, nor (with SESSIONS) anything shaped like
+    pyone's session; OpenNebula's own messages keep their `oneadmin:oneadmin` owners."""
     for secret in sorted(_secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
-    return _SESSION.sub("oneadmin:***", text)
+    return _SESSION.sub("oneadmin:***", text) if sessions else text
 
 
 def api_url(plan) -> str:
@@ -99,7 +101,7 @@ def api_errors(url: str = "", password_file: str = "") -> Iterator[None]:
     except pyone.OneException as exc:
         raise OnehciError(scrub(f"{where}: {exc}")) from None
     except requests.exceptions.Timeout:
-        raise OnehciError(f"{where} did not answer in time: is oned overloaded or stuck on the frontend?") from None
+        raise OnehciError(f"{where} did not answer in time: is the frontend up, and oned running and not stuck?") from None
     except (requests.exceptions.ConnectionError, ConnectionError) as exc:
         reason = "connection refused" if "refused" in str(exc).lower() else "cannot connect"
         raise OnehciError(f"{where} is unreachable ({reason}): is the opennebula service running on the "
@@ -330,13 +332,13 @@ def wait_monitored(client, hosts: list[str], timeout: float = 180.0, say: Callab
             else:
                 pending.append(name)
         if failed:
-            raise OnehciError(scrub("; ".join(failed)))
+            raise OnehciError(scrub("; ".join(failed), sessions=False))
         if not pending:
             return states
         if time.monotonic() >= deadline:
             raise OnehciError(scrub("; ".join(
                 f"host {name} is not monitored after {timeout:.0f} s (state {states[name]}"
-                + (f": {errors[name]})" if errors[name] else ")") for name in pending)))
+                + (f": {errors[name]})" if errors[name] else ")") for name in pending), sessions=False))
         time.sleep(interval)
 
 
