@@ -5,6 +5,7 @@ be monitored, and connection errors that never show the password."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 import threading
@@ -270,3 +271,17 @@ def test_deploy_limit_registers_only_its_kvm_hosts(deploy_run, cloud):
     result = run(limit=["n2"])
     assert [o["name"] for o in result.registration["objects"] if o["kind"] == "host"] == ["n2"]
     assert [h.NAME for h in cloud.client.hostpool.info().HOST] == ["n2"]
+
+
+def test_deploy_json_has_the_registration_and_no_password(deploy_run, cloud):
+    from click.testing import CliRunner
+
+    from installer.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["deploy", "--json", str(cloud.loaded.path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    registration = json.loads(result.stdout)["registration"]
+    assert (registration["created"], registration["existing"], registration["drift"]) == (7, 0, 0)
+    assert {o["kind"] for o in registration["objects"]} == {"cluster", "host", "datastore", "network"}
+    assert "OpenNebula: 7 created, 0 unchanged, 0 with drift" in result.stderr
+    assert PASSWORD not in result.output

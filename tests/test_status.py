@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from installer import mfs, one, sitefile, status
+from installer import plan as plan_module
 from installer.cli.main import cli
 from installer.plan import make_plan
 from installer.status import AMBER, GREEN, RED, Mount, OneView
@@ -310,3 +311,26 @@ def test_status_watch_redraws_until_ctrl_c_and_exits_with_the_last_verdict(canne
     canned[1].clear()
     result = CliRunner().invoke(cli, ["status", "--watch", "--every", "0", str(write_site())], catch_exceptions=False)
     assert result.exit_code == 1 and "degraded (exit 1)" in result.stdout
+
+
+def test_status_verb_on_a_registered_cloud_says_healthy_and_keeps_the_password(cloud, monkeypatch):
+    """The verb end to end: OpenNebula for real (the stand-in), MooseFS and the mounts canned."""
+    ids = {o.name: o.id for o in cloud.register().objects}
+    mount = cloud.plan.moosefs["mount"]
+    for name in ("test-system", "test-images"):
+        os.mkdir(f"{mount}/{ids[name]}")
+    client = cloud.client
+    wait_for(lambda: all(h.STATE == one.MONITORED for h in client.hostpool.info().HOST)
+             and client.datastore.info(ids["test-images"]).TOTAL_MB > 0, "hosts monitored, datastores sized")
+    health, _, _ = healthy(cloud.plan)
+    monkeypatch.setattr(status.mfs, "health", lambda master, timeout: health)
+    monkeypatch.setattr(status, "check_mount", lambda argv, mount, timeout: Mount(True, "mfsmaster:9421"))
+    monkeypatch.setattr(plan_module, "make_plan", lambda site: cloud.plan)  # the plan onto tmp
+    result = CliRunner().invoke(cli, ["status", "--json", str(cloud.loaded.path)], catch_exceptions=False)
+    data = json.loads(result.stdout)
+    st = os.statvfs(mount)
+    roomy = 100 * st.f_bavail / st.f_blocks >= status.AMBER_FREE  # datastores share this machine's disk
+    assert (data["verdict"], result.exit_code) == (("healthy", 0) if roomy else ("degraded", 1))
+    assert [c["component"] for c in data["checks"] if c["colour"] != "green"] == \
+        ([] if roomy else ["datastore test-system", "datastore test-images"])
+    assert PASSWORD not in result.output
