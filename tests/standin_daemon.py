@@ -146,14 +146,8 @@ echo " Id   Name   State"
 """
 
 
-def set_password_file(loaded, password: str, monkeypatch) -> None:
-    """Write the password where the roles keep it (state.oneadmin_password_file); while that
-    function is not in state.py, a stand-in for it with the same names."""
-    if not hasattr(state, "oneadmin_password_file"):
-        path_of = lambda site: state.state_dir(site) / "secrets" / "oneadmin"  # noqa: E731
-        monkeypatch.setattr(state, "oneadmin_password_file", path_of, raising=False)
-        monkeypatch.setattr(state, "oneadmin_password",
-                            lambda site: path_of(site).read_text().strip(), raising=False)
+def set_password_file(loaded, password: str) -> None:
+    """Write the password where deploy keeps it (state.oneadmin_password_file)."""
     state.write_private(state.oneadmin_password_file(loaded.path), f"{password}\n".encode())
 
 
@@ -190,5 +184,5 @@ def make_cloud(standin, tmp_path, write_site, monkeypatch) -> Cloud:
     plan = make_plan(loaded.site)
     plan = dataclasses.replace(plan, moosefs={**plan.moosefs, "mount": f"{tmp_path}/ds/datastores"})
     monkeypatch.setattr(one, "api_url", lambda _plan: daemon.url)
-    set_password_file(loaded, PASSWORD, monkeypatch)
+    set_password_file(loaded, PASSWORD)
     return Cloud(daemon, loaded, plan, [])

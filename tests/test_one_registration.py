@@ -171,9 +171,9 @@ def test_no_password_file_is_a_clear_error_and_none_is_made(cloud):
     assert not path.exists()
 
 
-def test_wrong_password_is_a_clear_error_without_the_password(cloud, monkeypatch):
+def test_wrong_password_is_a_clear_error_without_the_password(cloud):
     wrong = "not-the-Pw-42"
-    set_password_file(cloud.loaded, wrong, monkeypatch)
+    set_password_file(cloud.loaded, wrong)
     with pytest.raises(OnehciError) as caught:
         one.client_for(cloud.loaded, cloud.plan)
     message = str(caught.value)

@@ -174,8 +174,8 @@ def test_opennebula_view_of_a_registered_cloud(cloud, tmp_path):
         assert f"GiB free of {st.f_blocks * st.f_frsize / GIB:.1f} GiB" in checks[f"datastore {name}"].reason
 
 
-def test_opennebula_view_with_a_wrong_password_is_red_and_keeps_it_secret(cloud, monkeypatch):
-    set_password_file(cloud.loaded, "wrong-Pw-77", monkeypatch)
+def test_opennebula_view_with_a_wrong_password_is_red_and_keeps_it_secret(cloud):
+    set_password_file(cloud.loaded, "wrong-Pw-77")
     view = status.one_view(cloud.loaded, cloud.plan)
     (api,) = status.opennebula_checks(view, cloud.plan)
     assert (api.colour, api.fatal) == (RED, True)
