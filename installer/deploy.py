@@ -28,11 +28,23 @@ def ssh_identity(loaded) -> tuple[str | None, Path]:
     return ssh_key, known_hosts
 
 
+def opennebula_repo(loaded) -> dict | None:
+    """Where the roles install OpenNebula from: a lab's choice (the stand-in repository served on
+    the bootstrap address, when OpenNebula's was unreachable or --standin was given), else None:
+    OpenNebula's own repository, the roles' default."""
+    from installer import lab
+
+    return lab.opennebula_repo(loaded)
+
+
 def inventory_for(loaded, plan: Plan | None = None, *, format_consent: list[str] = ()) -> dict:
     """The inventory `onehci deploy` hands to Ansible (`onehci inventory` prints it)."""
     ssh_key, known_hosts = ssh_identity(loaded)
+    state.oneadmin_password(loaded.path)  # made here, once: the frontend role reads the file
     return build_inventory(loaded.site, plan or make_plan(loaded.site), ssh_key=ssh_key,
-                           known_hosts=str(known_hosts), format_consent=list(format_consent))
+                           known_hosts=str(known_hosts), format_consent=list(format_consent),
+                           oneadmin_password_file=str(state.oneadmin_password_file(loaded.path)),
+                           opennebula_repo=opennebula_repo(loaded))
 
 
 def learn_host_keys(nodes, known_hosts: Path, ssh_key: str | None) -> None:

@@ -1,6 +1,8 @@
 """Plan -> Ansible inventory: the contract between onehci and the roles (docs/roles/README.md).
 
-Only addresses, names, roles and disk names go in: no secret is ever part of an inventory.
+Only addresses, names, roles and disk names go in: no secret is ever part of an inventory
+(the oneadmin password goes by the path of its file on the control machine, read by the
+frontend role under no_log).
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ GROUPS = ("mfs_master", "mfs_metalogger", "mfs_chunkserver", "frontend", "kvm")
 
 
 def build_inventory(site, plan: Plan, *, ssh_key: str | None = None, known_hosts: str | None = None,
-                    format_consent: list[str] = ()) -> dict:
-    """The inventory as the dict ansible-runner takes (YAML inventory structure)."""
+                    format_consent: list[str] = (), oneadmin_password_file: str | None = None,
+                    opennebula_repo: dict | None = None) -> dict:
+    """The inventory as the dict ansible-runner takes (YAML inventory structure).
+    `opennebula_repo` ({url, trusted, ...}: docs/roles/opennebula_repo.md) replaces OpenNebula's
+    own repository, e.g. with the lab's stand-in."""
     mgmt, vms = site.networks.management, site.networks.vms
     hosts = {}
     for node in plan.nodes:
@@ -44,9 +49,14 @@ def build_inventory(site, plan: Plan, *, ssh_key: str | None = None, known_hosts
         "onehci_datastores_path": plan.moosefs["mount"],
         "onehci_hosts": [{"name": n.hostname, "ip": n.ip, "fqdn": n.fqdn} for n in plan.nodes],
         "onehci_format_consent": list(format_consent),
+        "onehci_vms_bridge": vms.bridge,
         "ansible_ssh_common_args": " ".join(ssh_args),
         "ansible_python_interpreter": "/usr/bin/python3",
     }
     if ssh_key:
         allvars["ansible_ssh_private_key_file"] = ssh_key
+    if oneadmin_password_file:
+        allvars["onehci_oneadmin_password_file"] = oneadmin_password_file
+    if opennebula_repo:
+        allvars["onehci_opennebula_repo"] = dict(opennebula_repo)
     return {"all": {"hosts": hosts, "vars": allvars, "children": groups}}

@@ -23,7 +23,8 @@ def _show(lab, as_json: bool) -> None:
         ssh = "-" if n.ssh is None else ("ok" if n.ssh else "no")
         shown = ", ".join(f"{link} -> {dev}" for link, dev in n.disks.items()) or "-"
         click.echo(f"{n.hostname:12} {n.ip:15} {'running' if n.running else 'stopped':8} {ssh:4} {shown}")
-    click.echo(f"bridge {lab.bridge} ({lab.address}), apt proxy {lab.apt_proxy or 'off'}, "
+    repo = "OpenNebula's repository" if lab.opennebula_repo == "official" else f"stand-in {lab.opennebula_repo}"
+    click.echo(f"bridge {lab.bridge} ({lab.address}), apt proxy {lab.apt_proxy or 'off'}, OpenNebula from {repo}, "
                f"ssh -i {lab.ssh_key} root@IP", err=True)
 
 
@@ -35,12 +36,14 @@ def lab() -> None:
 @lab.command()
 @_site_options
 @click.option("--json", "as_json", is_flag=True, help="Print the lab as JSON.")
-def up(site_path: str | None, profile: str | None, as_json: bool) -> None:
+@click.option("--standin", is_flag=True,
+              help="Serve the stand-in OpenNebula packages (docs/standin.md) without trying OpenNebula's repository.")
+def up(site_path: str | None, profile: str | None, as_json: bool, standin: bool) -> None:
     """Build and boot every node of SITE; a running lab is left as it is."""
     from installer import lab as lab_mod
 
     loaded = _load(site_path, profile)
-    result = lab_mod.up(loaded, say=_say)
+    result = lab_mod.up(loaded, say=_say, standin=standin)
     _say(f"started: {', '.join(result.started)}" if result.started else "the lab was already up; nothing changed")
     _show(result, as_json)
 

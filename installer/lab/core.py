@@ -25,7 +25,7 @@ from pathlib import Path
 
 from installer import state
 from installer.errors import OnehciError
-from installer.lab import base, disks, net, procs, rootfs
+from installer.lab import base, disks, net, onerepo, procs, rootfs
 from installer.plan import PlannedNode, make_plan
 
 LAB_ROOT = Path("/var/lib/onehci/lab")
@@ -65,6 +65,7 @@ class Lab:
     ssh_key: str
     nodes: list[NodeState]
     started: list[str] = field(default_factory=list)  # what this call started (empty: nothing changed)
+    opennebula_repo: str = "official"  # where the nodes get OpenNebula: "official" or the stand-in's URL
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -139,8 +140,10 @@ def _check_bridge_address(bridge: str, address: str) -> None:
 
 # --- up -------------------------------------------------------------------------------
 
-def up(loaded, say: Say = _quiet) -> Lab:
-    """Build and start the site's lab; on a running lab, change nothing."""
+def up(loaded, say: Say = _quiet, standin: bool = False) -> Lab:
+    """Build and start the site's lab; on a running lab, change nothing. OpenNebula's packages
+    come from OpenNebula's repository when it answers, else (or with `standin`) from the
+    stand-in repository served on the bootstrap address (installer/lab/onerepo.py)."""
     check_host()
     site = loaded.site
     boot = site.bootstrap
@@ -168,6 +171,9 @@ def up(loaded, say: Say = _quiet) -> Lab:
                 st["aptcache"] = _start_aptcache(address, boot.mirror, directory / "run")
                 state.write_json(_state_file(loaded), st)
                 started.append("apt-cacher-ng")
+
+        started += _ensure_opennebula_repo(st, standin, address, directory, say)
+        state.write_json(_state_file(loaded), st)
 
         base_root = None
         key = _ensure_key(loaded)
@@ -217,6 +223,36 @@ def _start_aptcache(address: str, mirror: str, workdir: Path) -> dict:
     if found is None:
         raise OnehciError("apt-cacher-ng exited right after starting")
     return found.as_dict()
+
+
+def _ensure_opennebula_repo(st: dict, standin: bool, address: str, directory: Path, say: Say) -> list[str]:
+    """Choose the OpenNebula repository once per lab (a later `lab up` keeps the choice, unless
+    --standin asks for the stand-in) and keep the stand-in's server running."""
+    repo = st.get("opennebula_repo")
+    if repo is None or (standin and repo.get("kind") != "standin"):
+        kind, why = onerepo.choose(standin)
+        say(why)
+        repo = st["opennebula_repo"] = {"kind": kind}
+        if kind == "standin":
+            repo["inventory"] = onerepo.standin_record(address)
+    if repo["kind"] != "standin" or procs.alive(procs.Proc.from_dict(st.get("standin_http"))):
+        return []
+    from installer.lab.standin.packages import build_repo
+
+    run = directory / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    built = build_repo(directory / "standin-repo")
+    url = repo["inventory"]["url"]
+    say(f"serving the stand-in OpenNebula repository at {url}")
+    st["standin_http"] = onerepo.serve(built, address, run / "standin-repo-http.log").as_dict()
+    return ["stand-in repository"]
+
+
+def opennebula_repo(loaded) -> dict | None:
+    """The repository the lab chose for OpenNebula, as the roles' onehci_opennebula_repo;
+    None for OpenNebula's own (the roles' default) or when the site has no lab."""
+    repo = state.read_json(_state_file(loaded), {}).get("opennebula_repo") or {}
+    return repo.get("inventory")
 
 
 def _node_running(rec: dict) -> bool:
@@ -335,8 +371,10 @@ def status(loaded, check_ssh: bool = True) -> Lab:
             for n, ok in zip(up_nodes, pool.map(lambda n: _ssh_ok(loaded, n.ip), up_nodes)):
                 n.ssh = ok
     boot = site.bootstrap
+    repo = (st.get("opennebula_repo") or {}).get("inventory") or {}
     return Lab(site.cluster.name, boot.interface, str(boot.address),
-               f"http://{boot.address}:3142" if boot.apt_proxy else None, str(lab_ssh_key(loaded)), nodes)
+               f"http://{boot.address}:3142" if boot.apt_proxy else None, str(lab_ssh_key(loaded)), nodes,
+               opennebula_repo=repo.get("url", "official"))
 
 
 def _leader(loaded, hostname: str) -> procs.Proc:
@@ -403,10 +441,11 @@ def down(loaded, say: Say = _quiet) -> list[str]:
         if st.get("bridge") and net.link_exists(st["bridge"]):
             net.delete_bridge(st["bridge"])
             removed.append(f"bridge {st['bridge']}")
-        aptcache = procs.Proc.from_dict(st.get("aptcache"))
-        if procs.alive(aptcache):
-            procs.stop([aptcache], signal.SIGTERM, timeout=10)
-            removed.append("apt-cacher-ng")
+        for key, what in (("aptcache", "apt-cacher-ng"), ("standin_http", "stand-in repository server")):
+            proc = procs.Proc.from_dict(st.get(key))
+            if procs.alive(proc):
+                procs.stop([proc], signal.SIGTERM, timeout=10)
+                removed.append(what)
         if rootfs.mounts_under(directory):  # never delete through a mount
             raise OnehciError(f"something is still mounted under {directory}; unmount it and run `lab down` again")
         known_hosts(loaded).unlink(missing_ok=True)
