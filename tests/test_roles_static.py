@@ -71,10 +71,37 @@ def test_every_role_task_and_handler_is_named():
     assert missing == []
 
 
+def molecule_playbooks() -> list[Path]:
+    return sorted(p for p in ROLES.glob("*/molecule/*/*.yml") if p.name != "molecule.yml")
+
+
 def test_every_play_and_playbook_task_is_named():
-    missing = [m for f in sorted(PLAYBOOKS.glob("*.yml"))
-               for m in unnamed_in_playbook(yaml.safe_load(f.read_text()), str(f.relative_to(REPO)))]
+    files = [*sorted(PLAYBOOKS.glob("*.yml")), *molecule_playbooks()]
+    missing = [m for f in files for m in unnamed_in_playbook(yaml.safe_load(f.read_text()), str(f.relative_to(REPO)))]
     assert missing == []
+
+
+# --- Molecule scenarios (run on a lab by tests/lab/test_molecule.py) ----------------------------
+
+@pytest.mark.parametrize("role", MOOSEFS_ROLES)
+def test_every_moosefs_role_has_a_molecule_scenario_on_lab_nodes(role):
+    scenario = ROLES / role / "molecule" / "default"
+    config = yaml.safe_load((scenario / "molecule.yml").read_text())
+    # Molecule makes no machine: the nodes are a lab's, the inventory `onehci inventory`'s
+    assert config["driver"] == {"name": "default", "options": {"managed": False}}
+    assert config["provisioner"]["inventory"]["links"]["hosts"].startswith("${ONEHCI_MOLECULE_INVENTORY:-")
+    assert [s for s in config["scenario"]["test_sequence"] if s in ("prepare", "converge", "idempotence", "verify")] \
+        == ["prepare", "converge", "idempotence", "verify"]
+    assert not {"create", "destroy"} & set(config["scenario"]["test_sequence"])
+    converge = yaml.safe_load((scenario / "converge.yml").read_text())
+    assert [r["role"] for play in converge for r in play["roles"]] == [role]
+    verify = yaml.safe_load((scenario / "verify.yml").read_text())
+    asserts = [t for play in verify for t in play["tasks"] if "ansible.builtin.assert" in t]
+    assert len(asserts) >= 2, "verify must check the state with asserts"
+
+
+def test_molecule_playbooks_are_found():
+    assert {p.relative_to(ROLES).parts[0] for p in molecule_playbooks()} >= set(MOOSEFS_ROLES)
 
 
 def test_name_check_finds_unnamed_tasks_at_any_depth():

@@ -19,6 +19,7 @@ from installer import lab, sitefile
 from installer.errors import OnehciError
 from installer.lab import base, net
 from installer.siteinit import profile_site
+from tests.lab.processes import our_processes
 
 pytestmark = pytest.mark.slow
 
@@ -149,7 +150,7 @@ def test_a_killed_node_comes_back_with_its_data(loaded, running):
                   check=True)
     old = next(n for n in running.nodes if n.hostname == "lab3")
     lab.kill_node(loaded, "lab3")
-    assert _our_processes({old.pid, old.leader}, "--machine=lab3") == []
+    assert our_processes({old.pid, old.leader}, "--machine=lab3") == []
     assert [n.running for n in lab.status(loaded, check_ssh=False).nodes] == [True, True, False]
     started = time.monotonic()
     back = lab.up(loaded)
@@ -159,29 +160,13 @@ def test_a_killed_node_comes_back_with_its_data(loaded, running):
     assert lab.node_exec(loaded, "lab3", ["cat", "/root/marker", "/srv/chunk/marker"]).stdout == "kept\non-disk\n"
 
 
-def _our_processes(pids: set[int], marker: str) -> list[str]:
-    """Live processes with one of `pids` or `marker` on their command line."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if stat[stat.rindex(")") + 2] != "Z" and (int(entry.name) in pids or marker in cmdline):
-            found.append(f"{entry.name}: {cmdline}")
-    return found
-
-
 def test_down_leaves_nothing_behind(loaded, running):
     directory = lab.lab_dir(loaded)
     recorded = json.loads((directory / "lab.json").read_text())
     pids = {recorded["aptcache"]["pid"]} | {rec[k]["pid"] for rec in recorded["nodes"].values()
                                             for k in ("nspawn", "leader")}
     loops = [dev for rec in recorded["nodes"].values() for dev in rec["disks"].values()]
-    assert len(loops) == 3 and _our_processes(pids, str(directory))
+    assert len(loops) == 3 and our_processes(pids, str(directory))
 
     started = time.monotonic()
     removed = lab.down(loaded)
@@ -194,7 +179,7 @@ def test_down_leaves_nothing_behind(loaded, running):
     losetup = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
                              capture_output=True, text=True, check=True).stdout
     assert str(directory) not in losetup
-    assert _our_processes(pids, str(directory)) == []
+    assert our_processes(pids, str(directory)) == []
     assert not directory.exists()
     # kept: the base image cache and the lab key
     assert (base.path() / "etc/os-release").exists()
