@@ -94,6 +94,7 @@ def test_scenario_converges_idempotently_and_verifies(molecule_lab, role):
     TIMINGS[role] = time.monotonic() - started
     assert rc == 0, f"molecule test of {role} failed (log: {work}/molecule-{role}.log):\n{out[-6000:]}"
     # each step really ran (not skipped or missing); idempotence fails when anything changed
+    assert "instances already prepared" not in out, f"{role}: prepare was skipped"
     for step in STEPS:
         # Molecule's recap line; `➜` becomes `>` without colours
         assert re.search(rf"^default (➜|>) {step}: Executed: Successful$", out, re.M), \
