@@ -21,7 +21,8 @@ ROLES = REPO / "roles"
 PLAYBOOKS = REPO / "playbooks"
 INVENTORY = REPO / "tests" / "fixtures" / "inventory.yml"
 MOOSEFS_ROLES = ("moosefs_master", "moosefs_metalogger", "moosefs_chunkserver", "moosefs_client")
-ALL_ROLES = ("common", *MOOSEFS_ROLES)
+OPENNEBULA_ROLES = ("opennebula_repo", "opennebula_frontend", "opennebula_node", "opennebula_ssh")
+ALL_ROLES = ("common", *MOOSEFS_ROLES, *OPENNEBULA_ROLES)
 
 
 def ansible_env(tmp_path: Path) -> dict:
@@ -244,6 +245,9 @@ FAKE_DISKS = [{"id": "serial:lab1-chunk1", "mountpoint": "/mnt/mfschunks/lab1-ch
               {"id": "/dev/disk/by-id/virtio-x", "mountpoint": "/mnt/mfschunks/virtio-x", "uuid": "u2"}]
 
 
+FAKE_HOST_KEYS = [{"item": f"lab{n}", "stdout_lines": [f"ssh-ed25519 AAAAkey{n} root@lab{n}"]} for n in (1, 2, 3)]
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> dict[str, str]:
     """Every template of every role rendered for host lab1 of the test inventory, with the role's
@@ -261,7 +265,10 @@ def rendered(tmp_path_factory) -> dict[str, str]:
             "vars_files": [str(ROLES / role / "defaults" / "main.yml")],
             "vars": {"ansible_python_interpreter": sys.executable,
                      "ansible_facts": {"virtualization_tech_guest": []},
-                     "moosefs_chunkserver__found": {"disks": FAKE_DISKS}},
+                     "moosefs_chunkserver__found": {"disks": FAKE_DISKS},
+                     # what the OpenNebula roles learn on the host before templating
+                     "opennebula_node__move": False, "opennebula_node__gateway": "10.71.0.1",
+                     "opennebula_ssh__host_keys": {"results": FAKE_HOST_KEYS}},
             "tasks": [{"name": "Render the templates",
                        "ansible.builtin.template": {
                            "src": "{{ item }}", "dest": f"{out}/{role}/{{{{ item | relpath('{ROLES / role / 'templates'}') | regex_replace('[.]j2$', '') }}}}"},
