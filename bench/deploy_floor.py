@@ -39,7 +39,7 @@ def installed_by_deploy(loaded, node: str) -> list[str]:
 
 def fresh_lab(loaded) -> None:
     lab.down(loaded)
-    lab.up(loaded)
+    lab.up(loaded, standin=True)
 
 
 def main() -> None:

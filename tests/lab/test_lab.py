@@ -40,7 +40,7 @@ def running(loaded):
     lab.down(loaded)  # leftovers of an interrupted run
     cold = not base.path().exists()
     started = time.monotonic()
-    first = lab.up(loaded, say=print)
+    first = lab.up(loaded, say=print, standin=True)
     TIMINGS["lab up (base image built)" if cold else "lab up (base image cached)"] = time.monotonic() - started
     yield first
     lab.down(loaded)
@@ -64,7 +64,7 @@ def test_bridge_address_used_by_something_else_is_refused(loaded):
         subprocess.run(["ip", "addr", "add", "10.71.0.1/24", "dev", dummy], check=True)
         with pytest.raises(OnehciError, match=f"10.71.0.1 is already in use on this host by {dummy}, "
                                               f"not by the lab bridge {BRIDGE}"):
-            lab.up(loaded)
+            lab.up(loaded, standin=True)
     finally:
         subprocess.run(["ip", "link", "del", dummy], check=True)
     assert BRIDGE not in _links()
@@ -131,7 +131,7 @@ def test_status_and_shell_commands(running):
 def test_second_up_changes_nothing(loaded, running):
     state_file = lab.lab_dir(loaded) / "lab.json"
     before = state_file.read_bytes()
-    proc = _onehci("lab", "up", "--json")
+    proc = _onehci("lab", "up", "--standin", "--json")
     assert proc.returncode == 0, proc.stderr
     again = json.loads(proc.stdout)
     assert again["started"] == []
@@ -153,7 +153,7 @@ def test_a_killed_node_comes_back_with_its_data(loaded, running):
     assert our_processes({old.pid, old.leader}, "--machine=lab3") == []
     assert [n.running for n in lab.status(loaded, check_ssh=False).nodes] == [True, True, False]
     started = time.monotonic()
-    back = lab.up(loaded)
+    back = lab.up(loaded, standin=True)
     TIMINGS["one node restart"] = time.monotonic() - started
     assert back.started == ["lab3"]
     assert all(n.running and n.ssh for n in back.nodes)

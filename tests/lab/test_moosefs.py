@@ -10,13 +10,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 
 import pytest
 
 from installer import lab, mfs, sitefile
 from installer.siteinit import profile_site
+from tests.lab.helpers import sh, wait_for
 
 SITE = profile_site("lab")
 MASTER_IP = "10.71.0.11"
@@ -26,21 +26,6 @@ MOUNT = "/var/lib/one/datastores"
 def deploy(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "installer", "deploy", "--json", *args, str(SITE)],
                           capture_output=True, text=True)
-
-
-def sh(loaded, node: str, script: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = lab.node_exec(loaded, node, ["sh", "-c", script], capture_output=True, text=True)
-    if check:
-        assert proc.returncode == 0, f"{node}: {script}: {proc.stdout}{proc.stderr}"
-    return proc
-
-
-def wait_for(what: str, condition, timeout: float, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
-        time.sleep(every)
-    return result
 
 
 @dataclass
@@ -76,7 +61,7 @@ def deploy_killed_while_installing(loaded) -> Interrupted:
 def fresh_lab():
     loaded = sitefile.load(SITE)
     lab.down(loaded)
-    lab.up(loaded)
+    lab.up(loaded, standin=True)
     try:
         yield loaded
     finally:
@@ -165,10 +150,8 @@ def test_metadata_guard_refuses_and_touches_nothing(cluster):
     assert digest() == before
     # put it back as it was, for the tests after this one
     sh(cluster, "lab1", "mv /root/guard/* /var/lib/mfs/ && systemctl start moosefs-master")
-    deadline = time.monotonic() + 60
-    while not mfs.health(MASTER_IP).reachable:  # the master loads its metadata before it listens
-        assert time.monotonic() < deadline, "the master did not come back after its metadata was restored"
-        time.sleep(1)
+    # the master loads its metadata before it listens
+    wait_for("the master to come back after its metadata was restored", lambda: mfs.health(MASTER_IP).reachable, 60)
 
 
 def test_a_disk_holding_a_filesystem_is_not_formatted(cluster):
@@ -180,7 +163,7 @@ def test_a_disk_holding_a_filesystem_is_not_formatted(cluster):
                                      "chunk_disks: [{serial: lab3-chunk1}, {serial: lab3-chunk2}]"))
         loaded = sitefile.load(SITE)
         lab.kill_node(loaded, "lab3")  # a new disk needs the node started again
-        lab.up(loaded)
+        lab.up(loaded, standin=True)
         sh(loaded, "lab3", "mkfs.ext4 -q -L precious /dev/disk/by-id/virtio-lab3-chunk2")
         result = deploy("--limit", "lab3")
         assert result.returncode == 1

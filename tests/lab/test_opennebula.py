@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from installer import lab, one, sitefile, state
 from installer.plan import make_plan
 from installer.siteinit import profile_site
+from tests.lab.helpers import sh, wait_for
 
 SITE = profile_site("lab")
 MOUNT = "/var/lib/one/datastores"
@@ -24,21 +24,6 @@ KVM = ["lab1", "lab2", "lab3"]
 
 def onehci(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "installer", *args], capture_output=True, text=True)
-
-
-def sh(loaded, node: str, script: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = lab.node_exec(loaded, node, ["sh", "-c", script], capture_output=True, text=True)
-    if check:
-        assert proc.returncode == 0, f"{node}: {script}: {proc.stdout}{proc.stderr}"
-    return proc
-
-
-def wait_for(what: str, condition, timeout: float, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
-        time.sleep(every)
-    return result
 
 
 def status() -> tuple[int, dict]:
