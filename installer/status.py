@@ -220,15 +220,19 @@ def ssh_argv(ip: str, ssh_key: str | None, known_hosts: str, timeout: float) -> 
 
 
 def check_mount(argv: list[str], mount: str, timeout: float = TIMEOUT) -> Mount:
-    """`findmnt -t fuse.mfs MOUNT` through ARGV (ssh ... root@HOST)."""
+    """What is mounted at MOUNT, through ARGV (ssh ... root@HOST). MooseFS 3.0 under FUSE 3
+    shows as type `fuse` with source `mfs#MASTER:PORT` (older clients: `fuse.mfs`)."""
     try:
-        done = subprocess.run([*argv, "findmnt", "-n", "-t", "fuse.mfs", "-o", "SOURCE", mount],
+        done = subprocess.run([*argv, "findmnt", "-n", "-o", "FSTYPE,SOURCE", "--mountpoint", mount],
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return Mount(False, f"cannot check: no answer over SSH within {timeout:g} s")
-    if done.returncode == 0 and done.stdout.strip():
-        return Mount(True, done.stdout.split()[0])
-    if done.returncode == 1:  # findmnt found nothing
+    if done.returncode in (0, 1):  # 1: findmnt found nothing
+        fields = done.stdout.split()
+        if len(fields) >= 2 and fields[0] in ("fuse", "fuse.mfs") and fields[1].startswith("mfs"):
+            return Mount(True, fields[1])
+        if fields:
+            return Mount(False, f"{mount} holds a {fields[0]} filesystem, not MooseFS")
         return Mount(False, f"MooseFS is not mounted at {mount}")
     last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
     return Mount(False, f"cannot check over SSH: {last}")

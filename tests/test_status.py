@@ -152,7 +152,7 @@ def test_opennebula_view_of_a_registered_cloud(cloud, tmp_path):
     ids = {o.name: o.id for o in cloud.register().objects}
     mount = cloud.plan.moosefs["mount"]
     for name in ("test-system", "test-images"):
-        os.mkdir(f"{mount}/{ids[name]}")
+        os.makedirs(f"{mount}/{ids[name]}", exist_ok=True)  # (the stand-in makes them too)
     client = cloud.client
     wait_for(lambda: client.host.info(ids["n2"]).STATE == one.ERROR and client.host.info(ids["n3"]).STATE ==
              one.MONITORED and client.datastore.info(ids["test-images"]).TOTAL_MB > 0, "monitoring and sizes")
@@ -200,10 +200,13 @@ def fake_ssh(tmp_path, body: str) -> list[str]:
 
 
 def test_check_mount_reads_findmnt_over_ssh(tmp_path):
-    mounted = fake_ssh(tmp_path, 'echo "$*" > "$(dirname "$0")/argv"; echo "mfsmaster:9421"\n')
-    assert status.check_mount(mounted, "/var/lib/one/datastores") == Mount(True, "mfsmaster:9421")
-    assert (tmp_path / "argv").read_text() == "findmnt -n -t fuse.mfs -o SOURCE /var/lib/one/datastores\n"
-    # findmnt run for real here: nothing of type fuse.mfs is mounted at tmp_path
+    # MooseFS 3.0 under FUSE 3, as seen in the lab
+    mounted = fake_ssh(tmp_path, 'echo "$*" > "$(dirname "$0")/argv"; echo "fuse   mfs#mfsmaster:9421"\n')
+    assert status.check_mount(mounted, "/var/lib/one/datastores") == Mount(True, "mfs#mfsmaster:9421")
+    assert (tmp_path / "argv").read_text() == "findmnt -n -o FSTYPE,SOURCE --mountpoint /var/lib/one/datastores\n"
+    other = fake_ssh(tmp_path, 'echo "ext4 /dev/vdb1"\n')
+    assert status.check_mount(other, "/d") == Mount(False, "/d holds a ext4 filesystem, not MooseFS")
+    # findmnt run for real here: nothing is mounted at tmp_path
     local = fake_ssh(tmp_path, 'exec "$@"\n')
     assert status.check_mount(local, str(tmp_path)) == Mount(False, f"MooseFS is not mounted at {tmp_path}")
     refused = fake_ssh(tmp_path, 'echo "ssh: connect to host 10.0.0.9 port 22: Connection refused" >&2; exit 255\n')
@@ -318,7 +321,7 @@ def test_status_verb_on_a_registered_cloud_says_healthy_and_keeps_the_password(c
     ids = {o.name: o.id for o in cloud.register().objects}
     mount = cloud.plan.moosefs["mount"]
     for name in ("test-system", "test-images"):
-        os.mkdir(f"{mount}/{ids[name]}")
+        os.makedirs(f"{mount}/{ids[name]}", exist_ok=True)  # (the stand-in makes them too)
     client = cloud.client
     wait_for(lambda: all(h.STATE == one.MONITORED for h in client.hostpool.info().HOST)
              and client.datastore.info(ids["test-images"]).TOTAL_MB > 0, "hosts monitored, datastores sized")

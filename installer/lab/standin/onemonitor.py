@@ -99,7 +99,12 @@ def run_probe(ssh_command: list[str], host: str, datastores_path: str, probe_use
 
 
 def _statvfs_mb(path: str) -> tuple[int, int, int] | None:
+    """Sizes of the datastore's filesystem. The datastore's directory is made first when its
+    parent exists (a datastore just registered has none yet, and no VM or image ever came to
+    create it in the lab); a missing parent (no mount at all) reports nothing."""
     try:
+        if os.path.isdir(os.path.dirname(os.path.normpath(path))):
+            os.makedirs(path, exist_ok=True)
         st = os.statvfs(path)
     except OSError:
         return None
