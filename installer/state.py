@@ -15,7 +15,7 @@ import secrets
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from installer.errors import OnehciError
 
@@ -74,6 +74,21 @@ def locked(directory: Path, name: str = "lock") -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def hold(directory: Path, name: str) -> IO | None:
+    """An exclusive lock kept until the returned file is closed or the process ends (even by
+    SIGKILL: the kernel drops it), or None at once when another process holds it. For long
+    operations, which must refuse rather than wait."""
+    ensure(directory)
+    fh = open(directory / f".{name}", "a")
+    os.fchmod(fh.fileno(), 0o600)
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
 
 
 def secret_values(directory: Path) -> list[str]:

@@ -1,0 +1,328 @@
+"""The journal of a long operation (rebuild, add-node, recover-master, upgrade): its fixed,
+ordered steps and how far it got, kept in the site's state directory so that running the same
+command again after Ctrl-C, a crash or a lost SSH connection continues where it stopped.
+
+    state/operations/current.json    the site's one unfinished operation
+    state/operations/history/        finished and abandoned ones, START-KIND-TARGET.json
+    state/operations/.operation      the lock held by the process running it
+
+Every step transition (started, done, failed) rewrites current.json atomically (temp file,
+fsync, rename), so a process killed at any instant leaves the last transition on disk. A step
+left `started` or `failed` was interrupted: an ordinary step runs again (it must be safe to
+repeat), a destructive one never runs again blindly (see Journal.run).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from installer import state
+from installer.errors import OnehciError
+
+FORMAT = 1
+PENDING, STARTED, DONE, FAILED = "pending", "started", "done", "failed"
+# what an operation is, as status() reports it
+RUNNING, INTERRUPTED, STOPPED, FINISHED, ABANDONED = "running", "interrupted", "stopped", "finished", "abandoned"
+_LOCK = "operation"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of an operation. `verify` says, for a destructive step, what the technician
+    must look at when onehci cannot tell whether an interrupted run of it took effect."""
+
+    name: str
+    destructive: bool = False
+    verify: str = ""
+
+
+class StepUncertain(OnehciError):
+    """A destructive step was interrupted and nothing says whether it took effect."""
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _dir(site_path: str | Path) -> Path:
+    return state.state_dir(site_path) / "operations"
+
+
+def _describe(data: dict) -> str:
+    return f"{data['kind']} {data['target']}"
+
+
+def _where(data: dict) -> str:
+    """The step an unfinished operation stopped at, for messages."""
+    steps = data["steps"]
+    for number, step in enumerate(steps, 1):
+        if step["status"] != DONE:
+            how = {STARTED: "interrupted", FAILED: "failed"}.get(step["status"], "not started")
+            return f"step {number}/{len(steps)} {step['name']} ({how})"
+    return "its end (every step done)"
+
+
+def _state_of(data: dict, running: bool) -> str:
+    if data.get("state") in (FINISHED, ABANDONED):
+        return data["state"]
+    if running:
+        return RUNNING
+    statuses = {s["status"] for s in data["steps"]}
+    return INTERRUPTED if statuses & {STARTED, FAILED} else STOPPED
+
+
+def _public(data: dict, running: bool) -> dict:
+    """The journal as `--json` shows it: results stay in (they are the steps' own records)."""
+    steps = data["steps"]
+    following = next((s["name"] for s in steps if s["status"] != DONE), None)
+    return {"kind": data["kind"], "target": data["target"], "command": data["command"],
+            "params": data["params"], "state": _state_of(data, running), "created": data["created"],
+            "updated": data["updated"], "pid": data["pid"], "host": data["host"], "next": following,
+            "where": _where(data), "steps": steps, "events": data["events"]}
+
+
+class Journal:
+    """An open (and locked) journal; use it as a context manager so the lock is let go."""
+
+    def __init__(self, directory: Path, data: dict, lock: IO, steps: Sequence[Step]):
+        self.directory = directory
+        self.path = directory / "current.json"
+        self.data = data
+        self._lock: IO | None = lock
+        # the Step objects stay here: their `verify` texts are the code's words, not records
+        self._steps = {s.name: s for s in steps}
+
+    # --- opening ------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, site_path: str | Path, kind: str, target: str, steps: Sequence[Step],
+             params: dict | None = None, command: str = "") -> Journal:
+        """The journal of KIND on TARGET: the unfinished one, resumed, or a new one.
+
+        Refuses when another process runs an operation on the site now, when another
+        operation is unfinished (one at a time: a rebuild during an upgrade is not safe), or
+        when the unfinished one was started with other steps or other parameters."""
+        directory = state.ensure(_dir(site_path))
+        lock = state.hold(directory, _LOCK)
+        if lock is None:
+            found = state.read_json(directory / "current.json", None)
+            what = (f"{_describe(found)} is running on this site (process {found['pid']} on {found['host']}, "
+                    f"since {found['created']})") if found else "another onehci operation is running on this site"
+            raise OnehciError(f"{what}: wait for it to end; two operations at once are not safe")
+        try:
+            data = cls._load_or_create(directory, kind, target, list(steps), params or {},
+                                       command or f"onehci {kind} {target}")
+        except BaseException:
+            lock.close()
+            raise
+        journal = cls(directory, data, lock, steps)
+        journal._write()
+        return journal
+
+    @staticmethod
+    def _load_or_create(directory: Path, kind: str, target: str, steps: list[Step], params: dict,
+                        command: str) -> dict:
+        names = [s.name for s in steps]
+        if len(set(names)) != len(names):
+            raise ValueError(f"step names repeat: {names}")
+        found = state.read_json(directory / "current.json", None)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "updated": _now()}
+        if found is not None and found.get("state") in (FINISHED, ABANDONED):
+            _to_history(directory, found)  # a crash between the history copy and the removal
+            found = None
+        if found is None:
+            return {"format": FORMAT, "kind": kind, "target": target, "command": command, "params": params,
+                    "state": RUNNING, "created": me["updated"], **me,
+                    "steps": [{"name": s.name, "destructive": s.destructive, "status": PENDING, "started": None,
+                               "ended": None, "message": "", "attempts": 0, "result": None} for s in steps],
+                    "events": [{"at": me["updated"], "step": None, "event": "created", "message": ""}]}
+        if (found["kind"], found["target"]) != (kind, target):
+            raise OnehciError(
+                f"another operation is unfinished on this site: {_describe(found)}, stopped at {_where(found)}; "
+                f"finish it first (`{found['command']}` continues it) or abandon it (docs/operations/README.md)")
+        recorded = [(s["name"], s["destructive"]) for s in found["steps"]]
+        if recorded != [(s.name, s.destructive) for s in steps]:
+            raise OnehciError(
+                f"the unfinished {_describe(found)} was started with other steps "
+                f"({', '.join(n for n, _ in recorded)}) than this onehci has ({', '.join(names)}): finish it with the "
+                "onehci that started it, or abandon it (docs/operations/README.md)")
+        if found["params"] != params:
+            raise OnehciError(f"the unfinished {_describe(found)} was started with {found['params']}, not {params}: "
+                              f"continue it with the same options (`{found['command']}`) or abandon it "
+                              "(docs/operations/README.md)")
+        found.update(me)
+        found["events"].append({"at": me["updated"], "step": None, "event": "resumed",
+                                "message": f"at {_where(found)}"})
+        return found
+
+    # --- steps --------------------------------------------------------------------
+
+    def _step(self, name: str) -> tuple[int, dict]:
+        for index, step in enumerate(self.data["steps"]):
+            if step["name"] == name:
+                return index, step
+        raise ValueError(f"{_describe(self.data)} has no step {name!r}")
+
+    def _record(self, step: dict | None, event: str, note: str = "", **fields: Any) -> None:
+        now = _now()
+        if step is not None:
+            step.update(fields)
+        self.data["updated"] = now
+        self.data["events"].append({"at": now, "step": step and step["name"], "event": event, "message": note})
+        self._write()
+
+    def _write(self) -> None:
+        if self._lock is None:
+            raise OnehciError(f"the journal of {_describe(self.data)} is closed")
+        state.write_json(self.path, self.data)
+
+    def run(self, name: str, fn: Callable[[], Any], check_done: Callable[[], bool] | None = None) -> Any:
+        """Run step NAME unless it is done; return fn's result (kept in the journal, so it must
+        be JSON; a skipped step returns the result recorded when it ran).
+
+        A destructive step found `started` or `failed` was interrupted part-way, or fully
+        done with its record lost. It is never run again blindly: CHECK_DONE() decides (True:
+        it took effect, recorded done and skipped; False: nothing was done, it is safe to run
+        again); without a check the operation stops with StepUncertain, telling what to
+        verify, until the technician answers through confirm()."""
+        index, step = self._step(name)
+        earlier = [s["name"] for s in self.data["steps"][:index] if s["status"] != DONE]
+        if earlier:
+            raise ValueError(f"step {name} of {_describe(self.data)} before {', '.join(earlier)}")
+        if step["status"] == DONE:
+            return step["result"]
+        if step["status"] in (STARTED, FAILED) and step["destructive"]:
+            if check_done is None:
+                raise StepUncertain(self._uncertain(index, step))
+            if check_done():
+                self._record(step, "checked", "its check found it done", status=DONE, ended=_now(),
+                             message="found done by its check after an interruption")
+                return None
+            self._record(step, "checked", "its check found it not done: running it again")
+        self._record(step, STARTED, status=STARTED, started=_now(), ended=None, message="",
+                     attempts=step["attempts"] + 1)
+        try:
+            result = fn()
+            json.dumps(result)  # a result that cannot be recorded must not leave a half-written step
+        except KeyboardInterrupt:
+            self._record(step, FAILED, "interrupted (Ctrl-C)", status=FAILED, ended=_now(),
+                         message="interrupted (Ctrl-C)")
+            raise
+        except BaseException as exc:
+            message = (str(exc).strip() or type(exc).__name__)[:1000]
+            self._record(step, FAILED, message, status=FAILED, ended=_now(), message=message)
+            raise
+        self._record(step, DONE, status=DONE, ended=_now(), result=result)
+        return result
+
+    def _uncertain(self, index: int, step: dict) -> str:
+        steps = self.data["steps"]
+        how = (f"failed ({step['message']})" if step["status"] == FAILED
+               else "was interrupted (the process running it ended)")
+        verify = self._steps[step["name"]].verify
+        return (f"{_describe(self.data)}: step {index + 1}/{len(steps)} {step['name']} is destructive; it started at "
+                f"{step['started']} and {how}, so onehci cannot tell whether it took effect and will not run it "
+                f"again blindly. Check {verify or 'what it does'}, then run `{self.data['command']}` again telling "
+                "onehci whether it took effect (docs/operations/README.md)")
+
+    def confirm(self, name: str, done: bool) -> None:
+        """The technician's answer about an interrupted step: it took effect (DONE: recorded
+        done, skipped) or it did not (not DONE: it runs again at its turn)."""
+        _, step = self._step(name)
+        if step["status"] not in (STARTED, FAILED):
+            raise OnehciError(f"step {name} of {_describe(self.data)} is {step['status']}, not interrupted: "
+                              "there is nothing to confirm")
+        if done:
+            self._record(step, "confirmed", "the technician says it took effect", status=DONE, ended=_now(),
+                         message="confirmed done by the technician")
+        else:
+            self._record(step, "confirmed", "the technician says it did not take effect: it runs again",
+                         status=PENDING, message="")
+
+    # --- the end ------------------------------------------------------------------
+
+    def finish(self) -> dict:
+        """Every step done: move the journal to history and let go of the lock."""
+        left = [s["name"] for s in self.data["steps"] if s["status"] != DONE]
+        if left:
+            raise OnehciError(f"{_describe(self.data)} cannot finish: {', '.join(left)} not done")
+        self.data["state"] = FINISHED
+        self._record(None, FINISHED)
+        _to_history(self.directory, self.data)
+        self.close()
+        return _public(self.data, running=False)
+
+    def status(self) -> dict:
+        return _public(self.data, running=self._lock is not None)
+
+    def close(self) -> None:
+        """Let go of the lock, leaving an unfinished journal to be continued later."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _to_history(directory: Path, data: dict) -> Path:
+    history = state.ensure(directory / "history")
+    stamp = re.sub(r"[^0-9T]", "", data["created"].split("+")[0])
+    base = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{stamp}-{data['kind']}-{data['target']}")
+    path, n = history / f"{base}.json", 1
+    while path.exists() and state.read_json(path, None) != data:  # the same record twice is one
+        n += 1
+        path = history / f"{base}-{n}.json"
+    state.write_json(path, data)  # the copy first: a crash between the two leaves both, never neither
+    (directory / "current.json").unlink()
+    return path
+
+
+# --- without running it -------------------------------------------------------------
+
+
+def current(site_path: str | Path) -> dict | None:
+    """The site's unfinished operation as status() reports it (state `running` when a process
+    holds it now), or None."""
+    directory = _dir(site_path)
+    data = state.read_json(directory / "current.json", None)
+    if data is None:
+        return None
+    lock = state.hold(directory, _LOCK)
+    if lock is not None:
+        lock.close()
+    return _public(data, running=lock is None)
+
+
+def abandon(site_path: str | Path, reason: str = "") -> dict:
+    """Give up the site's unfinished operation: nothing is undone, the journal goes to history
+    marked abandoned, and another operation may start. Refused while a process runs it."""
+    directory = state.ensure(_dir(site_path))
+    lock = state.hold(directory, _LOCK)
+    if lock is None:
+        found = state.read_json(directory / "current.json", None)
+        what = _describe(found) if found else "an operation"
+        raise OnehciError(f"{what} is running now: stop it (Ctrl-C) before abandoning it")
+    try:
+        data = state.read_json(directory / "current.json", None)
+        if data is None:
+            raise OnehciError("no operation is unfinished on this site: there is nothing to abandon")
+        data["state"] = ABANDONED
+        data["updated"] = _now()
+        data["events"].append({"at": data["updated"], "step": None, "event": ABANDONED,
+                               "message": reason or f"at {_where(data)}"})
+        _to_history(directory, data)
+    finally:
+        lock.close()
+    return _public(data, running=False)
