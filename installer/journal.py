@@ -118,7 +118,8 @@ class Journal:
                     f"since {found['created']})") if found else "another onehci operation is running on this site"
             raise OnehciError(f"{what}: wait for it to end; two operations at once are not safe")
         try:
-            data = cls._load_or_create(directory, kind, target, list(steps), params or {},
+            # through JSON and back: compared with the recorded ones, a tuple must equal its list
+            data = cls._load_or_create(directory, kind, target, list(steps), json.loads(json.dumps(params or {})),
                                        command or f"onehci {kind} {target}")
         except BaseException:
             lock.close()
@@ -186,7 +187,8 @@ class Journal:
 
     def run(self, name: str, fn: Callable[[], Any], check_done: Callable[[], bool] | None = None) -> Any:
         """Run step NAME unless it is done; return fn's result (kept in the journal, so it must
-        be JSON; a skipped step returns the result recorded when it ran).
+        be JSON; a skipped step returns the result recorded when it ran, None when a check or the
+        technician settled it).
 
         A destructive step found `started` or `failed` was interrupted part-way, or fully
         done with its record lost. It is never run again blindly: CHECK_DONE() decides (True:
