@@ -301,11 +301,13 @@ def wait_monitored(client, hosts: list[str], timeout: float = 180.0, say: Callab
                    interval: float = 1.0) -> dict[str, str]:
     """Wait until every host in HOSTS is MONITORED; {host: state name} at the end.
 
-    A host in ERROR fails the wait at once with OpenNebula's message, unless it was already in
-    ERROR with that same message when the wait began (an old error: the next monitoring round
-    decides). A disabled or offline host was set so by hand: it is not waited for."""
+    A host in ERROR fails the wait with OpenNebula's message once two monitoring rounds that
+    ended after the wait began both failed (each round stamps its own message): one round may
+    have started before the deploy's last change — a new host key, the SSH mesh — landed. A
+    disabled or offline host was set so by hand: it is not waited for."""
     deadline = time.monotonic() + timeout
     old_errors: dict[str, str] | None = None
+    fresh_errors: dict[str, set[str]] = {}  # host -> the error messages of rounds since the start
     told: set[str] = set()
     if hosts:
         say(f"OpenNebula: waiting up to {timeout:.0f} s for {len(hosts)} host(s) to be monitored")
@@ -327,9 +329,12 @@ def wait_monitored(client, hosts: list[str], timeout: float = 180.0, say: Callab
                     told.add(name)
                     say(f"OpenNebula: host {name} " + ("monitored" if host.STATE == MONITORED else
                                                        f"is {states[name]} (set by hand): not waited for"))
-            elif host.STATE == ERROR and errors[name] != old_errors.get(name):
+            elif host.STATE == ERROR and errors[name] != old_errors.get(name) and \
+                    len(fresh_errors.setdefault(name, set()) | {errors[name]}) >= 2:
                 failed.append(f"host {name} is in ERROR: {errors[name] or 'OpenNebula gave no reason'}")
             else:
+                if host.STATE == ERROR and errors[name] != old_errors.get(name):
+                    fresh_errors.setdefault(name, set()).add(errors[name])
                 pending.append(name)
         if failed:
             raise OnehciError(scrub("; ".join(failed), sessions=False))

@@ -69,6 +69,18 @@ def status(site_path: str | None, profile: str | None, as_json: bool) -> None:
     _show(lab_mod.status(_load(site_path, profile)), as_json)
 
 
+@lab.command()
+@click.argument("node")
+@_site_options
+@click.option("--standin", is_flag=True, help="As for `lab up`, when the lab was down.")
+def reinstall(node: str, site_path: str | None, profile: str | None, standin: bool) -> None:
+    """Reinstall NODE: stop it hard, erase its root filesystem, boot it fresh (same MAC, address and
+    chunk disks, new SSH host keys) and send the install-complete callback when it was armed."""
+    from installer.lab.reinstall import reinstall as run
+
+    run(_load(site_path, profile), node, say=_say, standin=standin)
+
+
 @lab.command(context_settings={"ignore_unknown_options": True})
 @click.argument("node")
 @click.option("--site", "site_path", type=click.Path(dir_okay=False), help="Site file (default: the shipped profile given by --profile).")

@@ -159,6 +159,31 @@ def test_moosefs_unmounted_on_a_host_is_named(cloud):
         sh(cloud.loaded, "lab2", f"mount {MOUNT}")
 
 
+def test_a_reinstalled_node_is_deployed_again_and_monitored(cloud):
+    """`lab reinstall` stands for a PXE reinstall: same MAC, address and chunk disks, a new SSH
+    host key, and the installer's callback for an armed node. The next deploy brings it back."""
+    from installer.bootstate import INSTALLED, BootStates
+
+    boots = BootStates(state.state_dir(SITE))
+    boots.arm("lab3")
+    old_key = [line for line in lab.known_hosts(cloud.loaded).read_text().splitlines() if line.startswith("10.71.0.13,")]
+    again = onehci("lab", "reinstall", "lab3", str(SITE))
+    cloud.outputs += [again.stdout, again.stderr]
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "install-complete callback sent" in again.stderr
+    assert boots.get("lab3").state == INSTALLED
+    new_key = [line for line in lab.known_hosts(cloud.loaded).read_text().splitlines() if line.startswith("10.71.0.13,")]
+    assert new_key and new_key != old_key
+    assert sh(cloud.loaded, "lab3", "test -e /etc/mfs/mfschunkserver.cfg", check=False).returncode == 1  # a fresh system
+    deployed = onehci("deploy", "--json", str(SITE))
+    cloud.outputs += [deployed.stdout, deployed.stderr]
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    host = {h.NAME: h for h in cloud.client().hostpool.info().HOST}["lab3"]
+    assert host.STATE == 2, host.TEMPLATE.get("ERROR")
+    code, report = wait_for("status green again", lambda: (lambda r: r if r[0] == 0 else None)(status()), 120, 3)
+    assert report["verdict"] == "healthy"
+
+
 def test_no_secret_in_any_output_log_or_artifact(cloud):
     password = state.oneadmin_password_file(SITE).read_text().strip()
     assert len(password) >= 16
