@@ -140,10 +140,11 @@ def test_libvirt_stopped_on_a_host_puts_it_in_error_with_the_reason(cloud):
         def host_in_error():
             code, report = status()
             red = [c for c in lines_about(report, "lab3") if c["colour"] == "red"]
-            return (code, red) if red else None
-        code, red = wait_for("lab3 to be in error", host_in_error, 120, 2)
-        assert code == 1  # one host in error: degraded, not down (docs/opennebula.md)
-        assert any("virsh" in c["reason"] or "libvirt" in c["reason"] for c in red), red
+            # a round that ran while libvirtd was stopping may end in a timeout; the next names virsh
+            named = any("virsh" in c["reason"] or "libvirt" in c["reason"] for c in red)
+            return (code, red) if named else None
+        code, red = wait_for("lab3 in error with libvirt's reason", host_in_error, 150, 2)
+        assert code == 1, red  # one host in error: degraded, not down (docs/opennebula.md)
     finally:
         sh(cloud.loaded, "lab3", "systemctl start libvirtd")
     wait_for("lab3 monitored again", lambda: status()[0] == 0, 120, 2)
