@@ -10,6 +10,7 @@ from pathlib import Path
 from installer import ansible, state
 from installer.errors import OnehciError
 from installer.inventory import build_inventory
+from installer.operations import storage
 from installer.plan import Plan, make_plan
 
 
@@ -44,7 +45,7 @@ def inventory_for(loaded, plan: Plan | None = None, *, format_consent: list[str]
     return build_inventory(loaded.site, plan or make_plan(loaded.site), ssh_key=ssh_key,
                            known_hosts=str(known_hosts), format_consent=list(format_consent),
                            oneadmin_password_file=str(state.oneadmin_password_file(loaded.path)),
-                           opennebula_repo=opennebula_repo(loaded))
+                           opennebula_repo=opennebula_repo(loaded), marked=storage.marks(loaded.path))
 
 
 def learn_host_keys(nodes, known_hosts: Path, ssh_key: str | None) -> None:

@@ -14,7 +14,7 @@ GROUPS = ("mfs_master", "mfs_metalogger", "mfs_chunkserver", "frontend", "kvm")
 
 def build_inventory(site, plan: Plan, *, ssh_key: str | None = None, known_hosts: str | None = None,
                     format_consent: list[str] = (), oneadmin_password_file: str | None = None,
-                    opennebula_repo: dict | None = None) -> dict:
+                    opennebula_repo: dict | None = None, marked: dict[str, list[str]] | None = None) -> dict:
     """The inventory as the dict ansible-runner takes (YAML inventory structure).
     `opennebula_repo` ({url, trusted, ...}: docs/roles/opennebula_repo.md) replaces OpenNebula's
     own repository, e.g. with the lab's stand-in."""
@@ -29,6 +29,9 @@ def build_inventory(site, plan: Plan, *, ssh_key: str | None = None, known_hosts
             "onehci_fqdn": node.fqdn,
             "onehci_chunk_disks": node.chunk_disks,
         }
+        if (marked or {}).get(node.hostname):
+            # a drain in progress (installer/operations/storage.py): a deploy keeps it
+            hostvars["moosefs_chunkserver__marked_for_removal"] = marked[node.hostname]
         hosts[node.hostname] = hostvars
     groups = {name: {"hosts": {n.hostname: {} for n in plan.with_role(name)}} for name in GROUPS}
     groups["mfs_client"] = {"hosts": {n: {} for n in plan.moosefs["clients"]}}

@@ -22,3 +22,20 @@ def wait_for(what: str, condition, timeout: float, every: float = 1.0):
         assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
         time.sleep(every)
     return result
+
+
+def tree_hash(loaded, node: str, path: str) -> str:
+    """One sha256 over every file under PATH as NODE sees it: relative path, size and content
+    hash, sorted. Written before a fault and compared after: equal means nothing was lost."""
+    script = (f"cd {path} && find . -type f -print0 | sort -z | "
+              "xargs -0 -r sh -c 'for f; do printf \"%s %s \" \"$f\" $(stat -c %s \"$f\"); "
+              "sha256sum < \"$f\"; done' _ | sha256sum")
+    out = sh(loaded, node, script).stdout.split()[0]
+    assert len(out) == 64, out
+    return out
+
+
+def write_data(loaded, node: str, path: str, files: int = 8, mib: int = 8) -> None:
+    """FILES files of MIB MiB of random data (and a nested directory) under PATH on NODE."""
+    sh(loaded, node, f"mkdir -p {path}/nested && for i in $(seq 1 {files}); do "
+       f"head -c {mib}M /dev/urandom > {path}/file$i; done && echo small > {path}/nested/note && sync")

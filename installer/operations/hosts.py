@@ -1,0 +1,70 @@
+"""OpenNebula hosts during day-2 work: disable, move VMs away, offline, enable, wait until
+monitored, through pyone (installer/one.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from installer import one
+from installer.errors import OnehciError
+
+# one.host.status values (OpenNebula's XML-RPC API)
+ENABLE, DISABLE, OFFLINE = 0, 1, 2
+
+
+def _host(client, name: str):
+    with one.api_errors():
+        found = {h.NAME: h for h in client.hostpool.info().HOST or []}.get(name)
+    if found is None:
+        raise OnehciError(f"host {name} is not registered in OpenNebula")
+    return found
+
+
+def vms_on(client, name: str) -> list[int]:
+    """The IDs of the VMs OpenNebula places on host NAME."""
+    host = _host(client, name)
+    with one.api_errors():
+        info = client.host.info(host.ID)
+    return [int(i) for i in (info.VMS.ID if info.VMS is not None and info.VMS.ID else [])]
+
+
+def set_state(client, name: str, status: int) -> str:
+    """ENABLE, DISABLE or OFFLINE host NAME (a no-op when it already is); its state name after."""
+    host = _host(client, name)
+    wanted = {ENABLE: (one.MONITORED, one.INIT, one.ERROR), DISABLE: (one.DISABLED,), OFFLINE: (one.OFFLINE,)}
+    if host.STATE not in wanted[status]:
+        with one.api_errors():
+            client.host.status(host.ID, status)
+    return one.STATE_NAMES.get(_host(client, name).STATE, "?")
+
+
+def flush(client, name: str, *, timeout: float = 600, say: Callable[[str], None] = print,
+          interval: float = 2.0) -> list[int]:
+    """Move every VM off host NAME (disabled first, so the scheduler does not bring them back):
+    each is rescheduled, as `onehost flush` does, and the wait lasts until none is left there.
+    Returns the IDs of the VMs that were moved."""
+    moving = vms_on(client, name)
+    if not moving:
+        say(f"OpenNebula: no VM on {name}: nothing to move")
+        return []
+    say(f"OpenNebula: moving {len(moving)} VM(s) off {name}: {', '.join(map(str, moving))}")
+    with one.api_errors():
+        for vm in moving:
+            client.vm.action("resched", vm)
+    deadline = time.monotonic() + timeout
+    while left := vms_on(client, name):
+        if time.monotonic() >= deadline:
+            raise OnehciError(f"{len(left)} VM(s) still on {name} after {timeout:.0f} s ({', '.join(map(str, left))}): "
+                              "see `onevm show` for why they cannot move (no other host with room?); "
+                              "run the same command again once they can")
+        time.sleep(interval)
+    return moving
+
+
+def wait_monitored(client, name: str, *, timeout: float = 300, say: Callable[[str], None] = print) -> None:
+    """Until host NAME is MONITORED again (after enable)."""
+    one.wait_monitored(client, [name], timeout, say)
+    state = _host(client, name).STATE
+    if state != one.MONITORED:
+        raise OnehciError(f"host {name} is {one.STATE_NAMES.get(state, state)}, not MONITORED: enable it first")

@@ -1,0 +1,78 @@
+"""MooseFS during day-2 work: mark a node's chunk disks for removal (a drain) and back, and
+wait until the chunk matrix says every chunk has its copies elsewhere.
+
+A mark is also recorded in the state directory (chunk_marks.json) so that a deploy run in the
+middle of a rebuild keeps it (inventory: moosefs_chunkserver__marked_for_removal) instead of
+quietly undoing the drain."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from installer import mfs, remote, state
+from installer.errors import OnehciError
+
+_MARKS = "chunk_marks.json"
+HDD_CFG = "/etc/mfs/mfshdd.cfg"
+
+
+def disk_id(entry) -> str:
+    """The identifier the chunkserver role gives a chunk disk: its by-id path or serial:X."""
+    return f"serial:{entry['serial']}" if isinstance(entry, dict) else str(entry)
+
+
+def marks(site_path) -> dict[str, list[str]]:
+    """{node: [disk ids]} marked for removal by an operation."""
+    return state.read_json(state.state_dir(site_path) / _MARKS, {})
+
+
+def _record(site_path, node: str, disks: list[str]) -> None:
+    with state.locked(state.ensure(state.state_dir(site_path)), "marks"):
+        data = marks(site_path)
+        if disks:
+            data[node] = disks
+        else:
+            data.pop(node, None)
+        state.write_json(state.state_dir(site_path) / _MARKS, data)
+
+
+def set_marked(loaded, node, marked: bool) -> None:
+    """Mark (or unmark) every chunk disk of NODE in its mfshdd.cfg and reload its chunkserver."""
+    _record(loaded.path, node.hostname, [disk_id(d) for d in node.chunk_disks] if marked else [])
+    edit = r"s|^\*\?/|*/|" if marked else r"s|^\*/|/|"
+    remote.check(loaded, node.ip, f"sed -i '{edit}' {HDD_CFG} && systemctl reload moosefs-chunkserver",
+                 f"{'marking' if marked else 'unmarking'} the chunk disks of {node.hostname}")
+
+
+def is_marked(loaded, node) -> bool:
+    """Are all of NODE's chunk directories marked in its mfshdd.cfg?"""
+    out = remote.check(loaded, node.ip, f"grep -v '^#' {HDD_CFG} | grep . || true", f"reading {HDD_CFG}")
+    lines = out.split()
+    return bool(lines) and all(line.startswith("*") for line in lines)
+
+
+def unsafe(health: mfs.Health) -> dict[str, int]:
+    """Chunks without their full count of copies: {class: count} for missing, endangered, undergoal."""
+    return {k: health.chunks.get(k, 0) for k in ("missing", "endangered", "undergoal") if health.chunks.get(k, 0)}
+
+
+def wait_safe(master: str, *, timeout: float = 1800, say: Callable[[str], None] = print,
+              interval: float = 3.0, what: str = "every chunk to have its copies") -> mfs.Health:
+    """Until the regular chunk matrix (copies on disks marked for removal not counted) shows no
+    missing, endangered or undergoal chunk; progress once per change; a clear error at TIMEOUT."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        health = mfs.health(master)
+        left = unsafe(health) if health.reachable else None
+        if left == {}:
+            return health
+        shown = health.error if left is None else ", ".join(f"{n} {k}" for k, n in left.items())
+        if shown != last:
+            say(f"MooseFS: waiting for {what}: {shown}")
+            last = shown
+        if time.monotonic() >= deadline:
+            raise OnehciError(f"MooseFS still has {shown} after {timeout:.0f} s waiting for {what}; "
+                              "`onehci status` shows the chunkservers; run the same command again to keep waiting")
+        time.sleep(interval)

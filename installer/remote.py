@@ -1,0 +1,44 @@
+"""Commands on a site's nodes over SSH, as root, with the site's key and known_hosts
+(installer/deploy.py `ssh_identity`): one argv builder for every verb that reaches a node."""
+
+from __future__ import annotations
+
+import subprocess
+
+from installer.errors import OnehciError
+
+
+def ssh_argv(ip: str, ssh_key: str | None, known_hosts: str, timeout: float = 10,
+             host_keys: str = "yes") -> list[str]:
+    """`ssh ... root@IP`, ready for a command. HOST_KEYS is StrictHostKeyChecking: "yes" (a key
+    never seen is refused: only deploy learns keys) or "accept-new" (trust on first use)."""
+    return ["ssh", "-o", "BatchMode=yes", "-o", f"StrictHostKeyChecking={host_keys}",
+            "-o", f"UserKnownHostsFile={known_hosts}", "-o", f"ConnectTimeout={max(1, int(timeout))}",
+            *(["-i", ssh_key, "-o", "IdentitiesOnly=yes"] if ssh_key else []), f"root@{ip}"]
+
+
+def run(loaded, ip: str, script: str, *, timeout: float = 60) -> subprocess.CompletedProcess:
+    """SCRIPT (sh) on the node at IP; a node that does not answer within TIMEOUT seconds gives
+    returncode 255 and says so in stderr, like ssh itself."""
+    from installer.deploy import ssh_identity
+
+    ssh_key, known_hosts = ssh_identity(loaded)
+    argv = [*ssh_argv(ip, ssh_key, str(known_hosts), min(timeout, 10)), script]
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(argv, 255, "", f"no answer within {timeout:g} s")
+
+
+def check(loaded, ip: str, script: str, what: str, *, timeout: float = 60) -> str:
+    """Like run(), raising a one-line OnehciError naming WHAT when the script fails; its stdout."""
+    done = run(loaded, ip, script, timeout=timeout)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise OnehciError(f"{what} on {ip} failed: {last}")
+    return done.stdout
+
+
+def alive(loaded, ip: str, timeout: float = 15) -> bool:
+    """Does the node answer over SSH now?"""
+    return run(loaded, ip, "true", timeout=timeout).returncode == 0
