@@ -1,0 +1,280 @@
+"""`onehci rebuild NODE SITE`: take a failed (or to-be-reinstalled) node out safely, reinstall it
+and bring it back, as one journaled operation (installer/journal.py).
+
+    preflight   may it go? (installer/preflight.py, plus: not the MooseFS master); alive or dead
+    disable     OpenNebula schedules nothing new on it
+    flush       its VMs move to other hosts (alive); listed, not moved (dead)
+    offline     OpenNebula stops monitoring it
+    drain       its chunk disks marked for removal, until every chunk has its copies elsewhere
+                (alive); what is at risk from the chunk matrix (dead)
+    arm         its next network boot installs Debian (one-shot, new token)
+    reinstall   DESTRUCTIVE: the install, until its install-complete callback (the lab: `lab reinstall`)
+    reconnect   its new SSH host key learned, SSH answering
+    deploy      Ansible on the node and on what shares keys with it (frontend, KVM hosts); registration
+    enable      the host back in OpenNebula, monitored
+    undrain     its chunk disks unmarked
+    healthy     `onehci status` green
+
+A step a node's roles do not need (flush for a node that is no KVM host...) records why it did
+nothing. Only `reinstall` is destructive: interrupted, it counts as done when the node's boot
+state says its install called back, and runs again otherwise (the OS disk is erased again, the
+chunk disks never are).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+
+from installer import journal, mfs, preflight, remote, state, status
+from installer.bootstate import INSTALLED, BootStates
+from installer.errors import OnehciError
+from installer.journal import Step
+from installer.operations import hosts, storage
+from installer.plan import make_plan
+
+Say = Callable[[str], None]
+
+STEPS = [
+    Step("preflight"), Step("disable"), Step("flush"), Step("offline"), Step("drain"), Step("arm"),
+    Step("reinstall", destructive=True, verify="whether the node was reinstalled (`onehci pxe state` shows it "
+         "`installed` once its installer called back)"),
+    Step("reconnect"), Step("deploy"), Step("enable"), Step("undrain"), Step("healthy"),
+]
+
+
+class Declined(OnehciError):
+    """The technician did not confirm: nothing was changed."""
+
+
+def in_lab(loaded, hostname: str) -> bool:
+    """Is NODE a node of this site's lab (`onehci lab up`), so that `lab reinstall` stands for
+    its network install?"""
+    from installer.lab import core
+
+    return hostname in state.read_json(core.lab_dir(loaded) / "lab.json", {}).get("nodes", {})
+
+
+class Rebuild:
+    """The steps' work; each method returns what the journal records."""
+
+    def __init__(self, loaded, hostname: str, *, say: Say, confirm: Callable[[dict], bool],
+                 drain_timeout: float, install_timeout: float, healthy_timeout: float):
+        self.loaded = loaded
+        self.plan = make_plan(loaded.site)
+        self.node = self.plan.node(hostname)
+        self.say = say
+        self.confirm = confirm
+        self.drain_timeout, self.install_timeout, self.healthy_timeout = drain_timeout, install_timeout, healthy_timeout
+        self.kvm = self.node is not None and self.node.has("kvm")
+        self.chunkserver = self.node is not None and self.node.has("mfs_chunkserver")
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            from installer import one
+
+            self._client = one.client_for(self.loaded, self.plan)
+        return self._client
+
+    def _alive(self, j: journal.Journal) -> bool:
+        return bool((j.data["steps"][0]["result"] or {}).get("alive"))
+
+    # --- the steps ------------------------------------------------------------------
+
+    def preflight(self) -> dict:
+        name, master = self.node.hostname, self.plan.moosefs["master"]
+        health = mfs.health(self.plan.moosefs["master_ip"])
+        verdict = preflight.take_out(self.plan, health, name)
+        if not verdict.allowed:
+            raise OnehciError(f"{name} cannot be rebuilt now: " + "; ".join(verdict.refusals) +
+                              ". Nothing was changed")
+        alive = remote.alive(self.loaded, self.node.ip)
+        facts = {"alive": alive, "chunkserver_connected": verdict.risk.alive, "notes": verdict.notes,
+                 "risk": verdict.risk.summary, "master": master}
+        self.say(f"{name} is {'alive (answers over SSH)' if alive else 'dead (no answer over SSH)'}")
+        for line in verdict.notes + verdict.risk.summary:
+            self.say(f"  {line}")
+        if not self.confirm(facts):
+            raise Declined(f"rebuild of {name} not confirmed. Nothing was changed")
+        return facts
+
+    def disable(self) -> str:
+        if not self.kvm:
+            return "not a KVM host"
+        return hosts.set_state(self.client, self.node.hostname, hosts.DISABLE)
+
+    def flush(self, alive: bool) -> dict:
+        if not self.kvm:
+            return {"moved": [], "why": "not a KVM host"}
+        name = self.node.hostname
+        if alive:
+            return {"moved": hosts.flush(self.client, name, say=self.say)}
+        left = hosts.vms_on(self.client, name)
+        if left:
+            self.say(f"OpenNebula: {len(left)} VM(s) were running on {name}, which is dead: they cannot be "
+                     f"live-moved ({', '.join(map(str, left))}); recover them with `onevm recover --recreate ID` "
+                     "(their disks are on MooseFS, reachable from every host)")
+        return {"moved": [], "stranded": left}
+
+    def offline(self) -> str:
+        if not self.kvm:
+            return "not a KVM host"
+        return hosts.set_state(self.client, self.node.hostname, hosts.OFFLINE)
+
+    def drain(self, alive: bool) -> dict:
+        if not self.chunkserver:
+            return {"drained": False, "why": "not a chunkserver"}
+        master = self.plan.moosefs["master_ip"]
+        if not alive:
+            risk = preflight.at_risk(self.plan, mfs.health(master), self.node.hostname)
+            for line in risk.summary:
+                self.say(f"MooseFS: {line}")
+            return {"drained": False, "why": "the node is dead: its copies were not drained", "risk": risk.summary}
+        storage.set_marked(self.loaded, self.node, True)
+        self.say(f"MooseFS: {self.node.hostname}'s chunk disks marked for removal; their chunks are being copied")
+        started = time.monotonic()
+        storage.wait_safe(master, timeout=self.drain_timeout, say=self.say,
+                          what=f"the chunks of {self.node.hostname} to have their copies elsewhere")
+        return {"drained": True, "seconds": round(time.monotonic() - started, 1)}
+
+    def arm(self) -> str:
+        boot = BootStates(state.state_dir(self.loaded.path)).arm(self.node.hostname)
+        self.say(f"{self.node.hostname} armed: its next network boot installs Debian")
+        return boot.changed
+
+    def reinstall(self) -> dict:
+        name = self.node.hostname
+        if in_lab(self.loaded, name):
+            from installer.lab import reinstall
+
+            self.say(f"{name} is a lab node: `onehci lab reinstall {name}` stands for its network install")
+            return reinstall.reinstall(self.loaded, name, say=self.say)
+        self.say(f"now boot {name} from the network (power it on, or reboot it into PXE): `onehci pxe serve` must "
+                 f"be running; waiting up to {self.install_timeout / 60:.0f} min for its install-complete callback")
+        boots = BootStates(state.state_dir(self.loaded.path))
+        deadline = time.monotonic() + self.install_timeout
+        while (boots.get(name) or None) is None or boots.get(name).state != INSTALLED:
+            if time.monotonic() >= deadline:
+                raise OnehciError(f"{name} did not call back within {self.install_timeout / 60:.0f} min: check "
+                                  "its console and `onehci pxe serve`'s log; run the same command again to keep "
+                                  "waiting")
+            time.sleep(5)
+        return {"node": name, "callback": "install-complete callback received"}
+
+    def installed(self) -> bool:
+        found = BootStates(state.state_dir(self.loaded.path)).get(self.node.hostname)
+        return found is not None and found.state == INSTALLED
+
+    def reconnect(self) -> str:
+        """The reinstalled node has a new SSH host key: forget the old one (the reinstall was
+        ours, the callback proved it) and learn the new one once it answers."""
+        from installer.deploy import learn_host_keys, ssh_identity
+
+        ssh_key, known_hosts = ssh_identity(self.loaded)
+        if known_hosts.exists():
+            subprocess.run(["ssh-keygen", "-R", self.node.ip, "-f", str(known_hosts)], capture_output=True)
+        deadline = time.monotonic() + 600
+        while True:
+            learn_host_keys([self.node], known_hosts, ssh_key)
+            if remote.alive(self.loaded, self.node.ip):
+                return "SSH answers with the new host key"
+            if time.monotonic() >= deadline:
+                raise OnehciError(f"{self.node.hostname} does not answer over SSH 10 min after its install")
+            time.sleep(3)
+
+    def deploy(self) -> dict:
+        from installer.deploy import deploy
+
+        names = {self.node.hostname, self.plan.opennebula["frontend"], *self.plan.opennebula["hosts"]}
+        limit = [n.hostname for n in self.plan.nodes if n.hostname in names]
+        self.say(f"deploying {', '.join(limit)} (the node, and who shares SSH keys with it)")
+        result = deploy(self.loaded, limit=limit, say=self.say)
+        if result.status != "successful" or result.rc != 0:
+            from installer import ansible
+
+            ansible.raise_for_failure(result)
+        return {"limit": limit, "seconds": round(result.seconds, 1), "run_dir": str(result.run_dir)}
+
+    def enable(self) -> str:
+        if not self.kvm:
+            return "not a KVM host"
+        hosts.set_state(self.client, self.node.hostname, hosts.ENABLE)
+        hosts.wait_monitored(self.client, self.node.hostname, say=self.say)
+        return "MONITORED"
+
+    def undrain(self) -> str:
+        if not self.chunkserver:
+            return "not a chunkserver"
+        storage.set_marked(self.loaded, self.node, False)
+        return "chunk disks unmarked"
+
+    def healthy(self) -> dict:
+        deadline = time.monotonic() + self.healthy_timeout
+        last = None
+        while True:
+            found = status.gather(self.loaded, self.plan)
+            if found.exit_code == status.HEALTHY:
+                return {"verdict": found.verdict}
+            reasons = "; ".join(f"{c.component}: {c.reason}" for c in found.checks if c.colour != status.GREEN)
+            if reasons != last:
+                self.say(f"status {found.verdict}: {reasons}")
+                last = reasons
+            if time.monotonic() >= deadline:
+                raise OnehciError(f"the cloud is not healthy {self.healthy_timeout:.0f} s after the rebuild: "
+                                  f"{reasons}; `onehci status` shows it; run the same command again to keep waiting")
+            time.sleep(3)
+
+
+def rebuild(loaded, hostname: str, *, say: Say = print, confirm: Callable[[dict], bool] = lambda facts: True,
+            answers: dict[str, bool] | None = None, drain_timeout: float = 1800, install_timeout: float = 3600,
+            healthy_timeout: float = 600) -> dict:
+    """Run (or continue) the rebuild of HOSTNAME; the journal as `--json` shows it.
+
+    ANSWERS are the technician's word about an interrupted destructive step ({step: took effect})."""
+    work = Rebuild(loaded, hostname, say=say, confirm=confirm, drain_timeout=drain_timeout,
+                   install_timeout=install_timeout, healthy_timeout=healthy_timeout)
+    if work.node is None:
+        raise OnehciError(f"{hostname} is not a node of {loaded.path} (its nodes: "
+                          f"{', '.join(n.hostname for n in work.plan.nodes)})")
+    if work.node.has("mfs_master"):
+        raise OnehciError(
+            f"{hostname} is the MooseFS master: a reinstall erases its metadata, and a new empty master would "
+            f"orphan every chunk; move the master first (`onehci recover-master SITE --from METALOGGER_NODE` "
+            f"after stopping {hostname}), then rebuild {hostname}. Nothing was changed")
+    j = journal.Journal.open(loaded.path, "rebuild", hostname, STEPS,
+                             command=f"onehci rebuild {hostname} {loaded.path}")
+    with j:
+        for step, took_effect in (answers or {}).items():
+            j.confirm(step, took_effect)
+        if j.data["steps"][0]["status"] != journal.DONE:
+            try:
+                j.run("preflight", work.preflight)
+            except OnehciError:
+                j.close()  # refused or declined before anything changed: free the site
+                journal.abandon(loaded.path, "refused by the preflight or not confirmed: nothing was changed")
+                raise
+        else:
+            say(f"continuing the rebuild of {hostname} at {j.status()['where']}")
+        alive = work._alive(j)
+        for name, fn in (("disable", work.disable), ("flush", lambda: work.flush(alive)), ("offline", work.offline),
+                         ("drain", lambda: work.drain(alive)), ("arm", work.arm)):
+            _announce(j, name, say)
+            j.run(name, fn)
+        _announce(j, "reinstall", say)
+        j.run("reinstall", work.reinstall, check_done=work.installed)
+        for name, fn in (("reconnect", work.reconnect), ("deploy", work.deploy), ("enable", work.enable),
+                         ("undrain", work.undrain), ("healthy", work.healthy)):
+            _announce(j, name, say)
+            j.run(name, fn)
+        say(f"{hostname} rebuilt: back in MooseFS and OpenNebula, status green")
+        return j.finish()
+
+
+def _announce(j: journal.Journal, name: str, say: Say) -> None:
+    number = [s["name"] for s in j.data["steps"]].index(name) + 1
+    step = j.data["steps"][number - 1]
+    if step["status"] != journal.DONE:
+        say(f"[{number}/{len(j.data['steps'])}] {name}")

@@ -1,0 +1,133 @@
+"""`onehci rebuild`'s flow over its journal, with the steps' work replaced by recorders: the
+order, the refusals that change nothing, a failed step continued by the same command, and the
+destructive reinstall never run twice blindly. The steps themselves run on the lab
+(tests/lab/test_rebuild.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from installer import journal, sitefile
+from installer.errors import OnehciError
+from installer.operations import rebuild as rb
+from tests.conftest import BASE_SITE
+
+ORDER = [s.name for s in rb.STEPS]
+
+
+@pytest.fixture
+def loaded(tmp_path, monkeypatch):
+    monkeypatch.delenv("ONEHCI_STATE_DIR", raising=False)
+    path = tmp_path / "site.yml"
+    path.write_text(BASE_SITE)
+    return sitefile.load(path)
+
+
+@pytest.fixture
+def ran(monkeypatch):
+    """Every step's work replaced by a recorder; `fail` makes a step raise once."""
+    calls: list[str] = []
+    fail: dict[str, BaseException] = {}
+    installed = {"value": False}
+
+    def recorder(name, result=None):
+        def work(self, *args):
+            calls.append(name)
+            if name in fail:
+                raise fail.pop(name)
+            if name == "reinstall":
+                installed["value"] = True
+            return {"alive": True} if name == "preflight" else result
+        return work
+
+    for name in ORDER:
+        monkeypatch.setattr(rb.Rebuild, name, recorder(name, f"{name} ok"))
+    monkeypatch.setattr(rb.Rebuild, "installed", lambda self: installed["value"])
+    return calls, fail, installed
+
+
+def history(loaded) -> list[dict]:
+    folder = loaded.path.parent / "state" / "operations" / "history"
+    return [json.loads(p.read_text()) for p in sorted(folder.iterdir())] if folder.exists() else []
+
+
+def test_every_step_runs_once_in_order_and_the_journal_goes_to_history(loaded, ran):
+    calls, _, _ = ran
+    done = rb.rebuild(loaded, "n3", say=lambda _: None)
+    assert calls == ORDER
+    assert done["state"] == "finished" and [s["status"] for s in done["steps"]] == ["done"] * len(ORDER)
+    assert journal.current(loaded.path) is None and history(loaded)[0]["target"] == "n3"
+
+
+def test_a_refused_preflight_changes_nothing_and_leaves_no_operation_open(loaded, ran):
+    calls, fail, _ = ran
+    fail["preflight"] = OnehciError("n3 cannot be rebuilt now: reasons. Nothing was changed")
+    with pytest.raises(OnehciError, match="cannot be rebuilt"):
+        rb.rebuild(loaded, "n3", say=lambda _: None)
+    assert calls == ["preflight"]
+    assert journal.current(loaded.path) is None  # another operation may start
+    assert history(loaded)[0]["state"] == "abandoned"
+
+
+def test_a_failed_step_is_continued_by_the_same_command_without_repeating_earlier_ones(loaded, ran):
+    calls, fail, _ = ran
+    fail["drain"] = OnehciError("MooseFS still has 3 undergoal after 1800 s")
+    with pytest.raises(OnehciError, match="undergoal"):
+        rb.rebuild(loaded, "n3", say=lambda _: None)
+    assert calls == ORDER[:ORDER.index("drain") + 1]
+    assert journal.current(loaded.path)["where"].startswith("step 5/12 drain (failed)")
+    calls.clear()
+    said: list[str] = []
+    rb.rebuild(loaded, "n3", say=said.append)
+    assert calls == ORDER[ORDER.index("drain"):]
+    assert any("continuing the rebuild of n3 at step 5/12 drain" in line for line in said)
+
+
+@pytest.mark.parametrize("took_effect", [True, False])
+def test_an_interrupted_reinstall_runs_again_only_when_the_node_did_not_call_back(loaded, ran, took_effect):
+    calls, fail, installed = ran
+    fail["reinstall"] = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        rb.rebuild(loaded, "n3", say=lambda _: None)
+    installed["value"] = took_effect  # the callback came (or not) while onehci was away
+    calls.clear()
+    done = rb.rebuild(loaded, "n3", say=lambda _: None)
+    step = next(s for s in done["steps"] if s["name"] == "reinstall")
+    if took_effect:
+        assert "reinstall" not in calls and step["attempts"] == 1
+        assert step["message"] == "found done by its check after an interruption"
+    else:
+        assert calls[0] == "reinstall" and step["attempts"] == 2
+    assert calls[-1] == "healthy"
+
+
+def test_another_rebuild_cannot_start_while_one_is_unfinished(loaded, ran):
+    _, fail, _ = ran
+    fail["deploy"] = OnehciError("deploy failed")
+    with pytest.raises(OnehciError):
+        rb.rebuild(loaded, "n3", say=lambda _: None)
+    with pytest.raises(OnehciError, match=r"another operation is unfinished on this site: rebuild n3, stopped at "
+                                          r"step 9/12 deploy \(failed\)"):
+        rb.rebuild(loaded, "n2", say=lambda _: None)
+
+
+def test_the_moosefs_master_and_unknown_nodes_are_refused_before_anything(loaded):
+    with pytest.raises(OnehciError, match="n1 is the MooseFS master: a reinstall erases its metadata"):
+        rb.rebuild(loaded, "n1", say=lambda _: None)
+    assert journal.current(loaded.path) is None
+    with pytest.raises(OnehciError, match=r"n9 is not a node of .*\(its nodes: n1, n2, n3\)"):
+        rb.rebuild(loaded, "n9", say=lambda _: None)
+    assert not (loaded.path.parent / "state" / "operations").exists()
+
+
+def test_the_cli_wants_the_name_typed_or_yes_and_writes_nothing_without(loaded):
+    proc = subprocess.run([sys.executable, "-m", "installer", "rebuild", "n3", str(loaded.path)],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2, proc.stderr
+    assert "needs a confirmation" in proc.stderr and "--yes" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert journal.current(loaded.path) is None
