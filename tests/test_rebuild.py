@@ -131,3 +131,26 @@ def test_the_cli_wants_the_name_typed_or_yes_and_writes_nothing_without(loaded):
     assert "needs a confirmation" in proc.stderr and "--yes" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert journal.current(loaded.path) is None
+
+
+def test_operation_show_and_abandon_tell_what_is_unfinished_and_free_the_site(loaded, ran):
+    _, fail, _ = ran
+    fail["drain"] = OnehciError("MooseFS still has 3 undergoal after 1800 s")
+    with pytest.raises(OnehciError):
+        rb.rebuild(loaded, "n3", say=lambda _: None)
+
+    def onehci(*args):
+        return subprocess.run([sys.executable, "-m", "installer", "operation", *args, str(loaded.path)],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+    shown = onehci("show")
+    assert shown.returncode == 0
+    assert "rebuild n3: interrupted, at step 5/12 drain (failed)" in shown.stdout
+    assert " 5. drain        FAILED  (MooseFS still has 3 undergoal after 1800 s)" in shown.stdout
+    assert json.loads(onehci("show", "--json").stdout)["next"] == "drain"
+    assert onehci("abandon", "--yes", "--reason", "test").returncode == 0
+    assert journal.current(loaded.path) is None
+    assert json.loads(onehci("show", "--json").stdout) is None
+    again = onehci("abandon", "--yes")
+    assert again.returncode == 1 and again.stderr.strip() == (
+        "error: no operation is unfinished on this site: there is nothing to abandon")

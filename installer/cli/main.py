@@ -66,10 +66,10 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from installer.cli import (deploy, discover, hashpw, init, inventory, lab, plan, pxe, rebuild, status, upgrade,
+    from installer.cli import (deploy, discover, hashpw, init, inventory, lab, operation, plan, pxe, rebuild, status, upgrade,
                                validate)
 
-    for module in (init, validate, plan, hashpw, discover, pxe, deploy, inventory, lab, status, rebuild, upgrade):
+    for module in (init, validate, plan, hashpw, discover, pxe, deploy, inventory, lab, status, operation, rebuild, upgrade):
         for command in module.COMMANDS:
             cli.add_command(command)
 
