@@ -98,4 +98,20 @@ def deploy(loaded, *, limit: list[str] | None = None, check: bool = False, forma
 
         hosts = [h for h in plan.opennebula["hosts"] if h in limit] if limit else None
         result.registration = one.register_cloud(loaded, plan, hosts=hosts, say=say).as_dict()
+        record_deployed(loaded, [n for n in plan.nodes if not limit or n.hostname in limit])
     return result
+
+
+DEPLOYED = "deployed.json"
+
+
+def deployed(site_path) -> dict[str, dict]:
+    """{hostname: {ip, mac}} of every node a deploy finished on: what add-node must not move."""
+    return state.read_json(state.state_dir(site_path) / DEPLOYED, {})
+
+
+def record_deployed(loaded, nodes) -> None:
+    with state.locked(state.ensure(state.state_dir(loaded.path)), "deployed"):
+        found = deployed(loaded.path)
+        found.update({n.hostname: {"ip": n.ip, "mac": n.mac} for n in nodes})
+        state.write_json(state.state_dir(loaded.path) / DEPLOYED, found)

@@ -255,3 +255,17 @@ def build(loaded, out: Path | None = None, netboot: Path | None = None, *, diff:
         written, removed = write_tree(out, files)
         state.write_json(states_dir / "pxe.json", {"tree": str(out.resolve()), "netboot": str(netboot)})
     return BuildResult(out, len(files), written, removed)
+
+
+def arm(loaded, hostname: str) -> str:
+    """Put HOSTNAME back to `install` (a new one-shot token) and bring a built boot tree up to
+    date; what was done, for the technician."""
+    from installer import state
+    from installer.bootstate import BootStates
+
+    BootStates(state.state_dir(loaded.path)).arm(hostname)
+    tree = tree_of(loaded.path)
+    if (tree / "dnsmasq.conf").exists():
+        build(loaded, tree)
+        return f"{tree} updated"
+    return f"run `onehci pxe build {loaded.path}` before serving"

@@ -65,6 +65,15 @@ def write_site(tmp_path):
     return write
 
 
+@pytest.fixture
+def base_loaded(write_site, monkeypatch):
+    """BASE_SITE loaded, its state directory next to it (not $ONEHCI_STATE_DIR)."""
+    from installer import sitefile
+
+    monkeypatch.delenv("ONEHCI_STATE_DIR", raising=False)
+    return sitefile.load(write_site())
+
+
 def line_of(text: str, marker: str) -> int:
     """1-based number of the only line of `text` containing `marker`."""
     hits = [i + 1 for i, line in enumerate(text.splitlines()) if marker in line]

@@ -11,20 +11,16 @@ import sys
 
 import pytest
 
-from installer import journal, sitefile
+from installer import journal
 from installer.errors import OnehciError
 from installer.operations import rebuild as rb
-from tests.conftest import BASE_SITE
 
 ORDER = [s.name for s in rb.STEPS]
 
 
 @pytest.fixture
-def loaded(tmp_path, monkeypatch):
-    monkeypatch.delenv("ONEHCI_STATE_DIR", raising=False)
-    path = tmp_path / "site.yml"
-    path.write_text(BASE_SITE)
-    return sitefile.load(path)
+def loaded(base_loaded):
+    return base_loaded
 
 
 @pytest.fixture

@@ -66,10 +66,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from installer.cli import (deploy, discover, hashpw, init, inventory, lab, operation, plan, pxe, rebuild, status, upgrade,
-                               validate)
+    from installer.cli import (add_node, deploy, discover, hashpw, init, inventory, lab, operation, plan, pxe,
+                               rebuild, status, upgrade, validate)
 
-    for module in (init, validate, plan, hashpw, discover, pxe, deploy, inventory, lab, status, operation, rebuild, upgrade):
+    for module in (init, validate, plan, hashpw, discover, pxe, deploy, inventory, lab, status, operation, rebuild,
+                   add_node, upgrade):
         for command in module.COMMANDS:
             cli.add_command(command)
 

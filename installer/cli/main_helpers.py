@@ -56,3 +56,26 @@ def load_site_or_profile(site_path: str | None, profile: str | None):
 def site_or_profile_options(func):
     func = click.option("--profile", help="Use a shipped profile's site file (default: lab).")(func)
     return click.argument("site_path", metavar="[SITE]", required=False, type=click.Path(dir_okay=False))(func)
+
+
+# --- the day-2 verbs: the technician's word about an interrupted destructive step ---
+
+def step_answers(took_effect: tuple[str, ...], did_not: tuple[str, ...]) -> dict[str, bool]:
+    both = set(took_effect) & set(did_not)
+    if both:
+        raise click.UsageError(f"--took-effect and --did-not-take-effect both name {', '.join(sorted(both))}")
+    return {**{s: True for s in took_effect}, **{s: False for s in did_not}}
+
+
+answer_options = [
+    click.option("--took-effect", "took_effect", multiple=True, metavar="STEP",
+                 help="An interrupted destructive STEP did take effect (after you checked): record it done."),
+    click.option("--did-not-take-effect", "did_not", multiple=True, metavar="STEP",
+                 help="An interrupted destructive STEP did not take effect: run it again."),
+]
+
+
+def with_answer_options(func):
+    for option in reversed(answer_options):
+        func = option(func)
+    return func

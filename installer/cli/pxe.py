@@ -75,22 +75,14 @@ def state_cmd(site_path: str, as_json: bool) -> None:
 def arm(node: str, site_path: str) -> None:
     """Put NODE back to `install`: its next network boot reinstalls its os_disk."""
     from installer import pxe as pxe_mod
-    from installer import state
-    from installer.bootstate import BootStates
     from installer.errors import OnehciError
 
     loaded = _load(site_path)
     if loaded.site.node(node) is None:
         names = ", ".join(n.hostname for n in loaded.site.nodes)
         raise OnehciError(f"no node named {node} in {site_path} (nodes: {names})")
-    BootStates(state.state_dir(loaded.path)).arm(node)
-    tree = pxe_mod.tree_of(loaded.path)
-    if (tree / "dnsmasq.conf").exists():
-        pxe_mod.build(loaded, tree)
-        where = f"; {tree} updated"
-    else:
-        where = f"; run `onehci pxe build {site_path}` before serving"
-    click.echo(f"{node} armed: its next network boot installs Debian on its os_disk{where}")
+    where = pxe_mod.arm(loaded, node)
+    click.echo(f"{node} armed: its next network boot installs Debian on its os_disk; {where}")
 
 
 @pxe.command()

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from installer.cli.main_helpers import load_site_or_profile, site_or_profile_options
+from installer.cli.main_helpers import load_site_or_profile, site_or_profile_options, step_answers, with_answer_options
 
 
 def ask_name(node: str, yes: bool):
@@ -24,27 +24,6 @@ def ask_name(node: str, yes: bool):
                              err=True)
         return typed.strip() == node
     return confirm
-
-
-def step_answers(took_effect: tuple[str, ...], did_not: tuple[str, ...]) -> dict[str, bool]:
-    both = set(took_effect) & set(did_not)
-    if both:
-        raise click.UsageError(f"--took-effect and --did-not-take-effect both name {', '.join(sorted(both))}")
-    return {**{s: True for s in took_effect}, **{s: False for s in did_not}}
-
-
-answer_options = [
-    click.option("--took-effect", "took_effect", multiple=True, metavar="STEP",
-                 help="An interrupted destructive STEP did take effect (after you checked): record it done."),
-    click.option("--did-not-take-effect", "did_not", multiple=True, metavar="STEP",
-                 help="An interrupted destructive STEP did not take effect: run it again."),
-]
-
-
-def with_answer_options(func):
-    for option in reversed(answer_options):
-        func = option(func)
-    return func
 
 
 @click.command()

@@ -18,14 +18,16 @@ from installer.errors import OnehciError
 from installer.lab import core, rootfs
 
 
-def reinstall(loaded, hostname: str, say: Callable[[str], None] = core._quiet, standin: bool = False) -> dict:
-    """Reinstall one node of a running lab; returns {"node", "host_key", "callback"}."""
+def reinstall(loaded, hostname: str, say: Callable[[str], None] = core._quiet, standin: bool = False,
+              new: bool = False) -> dict:
+    """Reinstall one node of a running lab; returns {"node", "host_key", "callback"}. NEW: the
+    node may never have been built (a node just added to the site: its first install)."""
     if loaded.site.node(hostname) is None:
         names = ", ".join(n.hostname for n in loaded.site.nodes)
         raise OnehciError(f"no node named {hostname} in {loaded.path} (nodes: {names})")
     core.check_host()
     node_dir = core.lab_dir(loaded) / hostname
-    if not (node_dir / "upper").exists():
+    if not (node_dir / "upper").exists() and not new:
         raise OnehciError(f"{hostname} was never built: start the lab with `onehci lab up` first")
     old_key = rootfs.host_key(node_dir / "upper") if (node_dir / "upper/etc/ssh/ssh_host_ed25519_key.pub").exists() else ""
     try:

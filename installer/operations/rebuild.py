@@ -23,15 +23,13 @@ chunk disks never are).
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 
-from installer import journal, mfs, preflight, remote, state, status
-from installer.bootstate import INSTALLED, BootStates
+from installer import journal, mfs, preflight, remote
 from installer.errors import OnehciError
 from installer.journal import Step
-from installer.operations import hosts, storage
+from installer.operations import hosts, install, storage
 from installer.plan import make_plan
 
 Say = Callable[[str], None]
@@ -46,14 +44,6 @@ STEPS = [
 
 class Declined(OnehciError):
     """The technician did not confirm: nothing was changed."""
-
-
-def in_lab(loaded, hostname: str) -> bool:
-    """Is NODE a node of this site's lab (`onehci lab up`), so that `lab reinstall` stands for
-    its network install?"""
-    from installer.lab import core
-
-    return hostname in state.read_json(core.lab_dir(loaded) / "lab.json", {}).get("nodes", {})
 
 
 class Rebuild:
@@ -141,49 +131,20 @@ class Rebuild:
         return {"drained": True, "seconds": round(time.monotonic() - started, 1)}
 
     def arm(self) -> str:
-        boot = BootStates(state.state_dir(self.loaded.path)).arm(self.node.hostname)
-        self.say(f"{self.node.hostname} armed: its next network boot installs Debian")
-        return boot.changed
+        from installer import pxe
+
+        where = pxe.arm(self.loaded, self.node.hostname)
+        self.say(f"{self.node.hostname} armed: its next network boot installs Debian; {where}")
+        return where
 
     def reinstall(self) -> dict:
-        name = self.node.hostname
-        if in_lab(self.loaded, name):
-            from installer.lab import reinstall
-
-            self.say(f"{name} is a lab node: `onehci lab reinstall {name}` stands for its network install")
-            return reinstall.reinstall(self.loaded, name, say=self.say)
-        self.say(f"now boot {name} from the network (power it on, or reboot it into PXE): `onehci pxe serve` must "
-                 f"be running; waiting up to {self.install_timeout / 60:.0f} min for its install-complete callback")
-        boots = BootStates(state.state_dir(self.loaded.path))
-        deadline = time.monotonic() + self.install_timeout
-        while (boots.get(name) or None) is None or boots.get(name).state != INSTALLED:
-            if time.monotonic() >= deadline:
-                raise OnehciError(f"{name} did not call back within {self.install_timeout / 60:.0f} min: check "
-                                  "its console and `onehci pxe serve`'s log; run the same command again to keep "
-                                  "waiting")
-            time.sleep(5)
-        return {"node": name, "callback": "install-complete callback received"}
+        return install.network_install(self.loaded, self.node.hostname, timeout=self.install_timeout, say=self.say)
 
     def installed(self) -> bool:
-        found = BootStates(state.state_dir(self.loaded.path)).get(self.node.hostname)
-        return found is not None and found.state == INSTALLED
+        return install.installed(self.loaded, self.node.hostname)
 
     def reconnect(self) -> str:
-        """The reinstalled node has a new SSH host key: forget the old one (the reinstall was
-        ours, the callback proved it) and learn the new one once it answers."""
-        from installer.deploy import learn_host_keys, ssh_identity
-
-        ssh_key, known_hosts = ssh_identity(self.loaded)
-        if known_hosts.exists():
-            subprocess.run(["ssh-keygen", "-R", self.node.ip, "-f", str(known_hosts)], capture_output=True)
-        deadline = time.monotonic() + 600
-        while True:
-            learn_host_keys([self.node], known_hosts, ssh_key)
-            if remote.alive(self.loaded, self.node.ip):
-                return "SSH answers with the new host key"
-            if time.monotonic() >= deadline:
-                raise OnehciError(f"{self.node.hostname} does not answer over SSH 10 min after its install")
-            time.sleep(3)
+        return install.reconnect(self.loaded, self.node)
 
     def deploy(self) -> dict:
         from installer.deploy import deploy
@@ -212,20 +173,8 @@ class Rebuild:
         return "chunk disks unmarked"
 
     def healthy(self) -> dict:
-        deadline = time.monotonic() + self.healthy_timeout
-        last = None
-        while True:
-            found = status.gather(self.loaded, self.plan)
-            if found.exit_code == status.HEALTHY:
-                return {"verdict": found.verdict}
-            reasons = "; ".join(f"{c.component}: {c.reason}" for c in found.checks if c.colour != status.GREEN)
-            if reasons != last:
-                self.say(f"status {found.verdict}: {reasons}")
-                last = reasons
-            if time.monotonic() >= deadline:
-                raise OnehciError(f"the cloud is not healthy {self.healthy_timeout:.0f} s after the rebuild: "
-                                  f"{reasons}; `onehci status` shows it; run the same command again to keep waiting")
-            time.sleep(3)
+        return install.wait_healthy(self.loaded, self.plan, timeout=self.healthy_timeout, say=self.say,
+                                    after="the rebuild")
 
 
 def rebuild(loaded, hostname: str, *, say: Say = print, confirm: Callable[[dict], bool] = lambda facts: True,

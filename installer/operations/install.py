@@ -1,0 +1,83 @@
+"""A node's (re)install during day-2 work: wait for the installer's callback (the lab stands in
+with `lab reinstall`), learn the new SSH host key, wait for the cloud to be healthy."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+
+from installer import remote, state, status
+from installer.bootstate import INSTALLED, BootStates
+from installer.errors import OnehciError
+
+Say = Callable[[str], None]
+
+
+def in_lab(loaded) -> bool:
+    """Is this site running as a lab (`onehci lab up`), so that `lab reinstall` stands for the
+    network install of its nodes?"""
+    from installer.lab import core
+
+    return bool(state.read_json(core.lab_dir(loaded) / "lab.json", {}).get("nodes"))
+
+
+def installed(loaded, hostname: str) -> bool:
+    """Did the node's installer call back since it was last armed?"""
+    found = BootStates(state.state_dir(loaded.path)).get(hostname)
+    return found is not None and found.state == INSTALLED
+
+
+def network_install(loaded, hostname: str, *, timeout: float, say: Say, new: bool = False) -> dict:
+    """The node installs itself from the network; returns when its install-complete callback came."""
+    if in_lab(loaded):
+        from installer.lab import reinstall
+
+        say(f"{hostname} is a lab node: `onehci lab reinstall {hostname}` stands for its network install")
+        return reinstall.reinstall(loaded, hostname, say=say, new=new)
+    say(f"now boot {hostname} from the network (power it on, or reboot it into PXE): `onehci pxe serve` must be "
+        f"running{' (restart it: it learns a new MAC at start)' if new else ''}; waiting up to {timeout / 60:.0f} "
+        "min for its install-complete callback")
+    deadline = time.monotonic() + timeout
+    while not installed(loaded, hostname):
+        if time.monotonic() >= deadline:
+            raise OnehciError(f"{hostname} did not call back within {timeout / 60:.0f} min: check its console and "
+                              "`onehci pxe serve`'s log; run the same command again to keep waiting")
+        time.sleep(5)
+    return {"node": hostname, "callback": "install-complete callback received"}
+
+
+def reconnect(loaded, node, timeout: float = 600) -> str:
+    """The installed node has a new SSH host key: forget any old one for its address (the install
+    was ours: its callback proved it) and learn the new one once it answers."""
+    from installer.deploy import learn_host_keys, ssh_identity
+
+    ssh_key, known_hosts = ssh_identity(loaded)
+    if known_hosts.exists():
+        subprocess.run(["ssh-keygen", "-R", node.ip, "-f", str(known_hosts)], capture_output=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        learn_host_keys([node], known_hosts, ssh_key)
+        if remote.alive(loaded, node.ip):
+            return "SSH answers with the new host key"
+        if time.monotonic() >= deadline:
+            raise OnehciError(f"{node.hostname} does not answer over SSH {timeout / 60:.0f} min after its install")
+        time.sleep(3)
+
+
+def wait_healthy(loaded, plan, *, timeout: float, say: Say, after: str) -> dict:
+    """Until `onehci status` is green; the lines that are not, once per change."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        found = status.gather(loaded, plan)
+        if found.exit_code == status.HEALTHY:
+            return {"verdict": found.verdict}
+        reasons = "; ".join(f"{c.component}: {c.reason}" for c in found.checks if c.colour != status.GREEN)
+        if reasons != last:
+            say(f"status {found.verdict}: {reasons}")
+            last = reasons
+        if time.monotonic() >= deadline:
+            raise OnehciError(f"the cloud is not healthy {timeout:.0f} s after {after}: {reasons}; `onehci status` "
+                              "shows it; run the same command again to keep waiting")
+        time.sleep(3)
