@@ -11,6 +11,7 @@ says "onehci stand-in" in its version and description.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -40,11 +41,12 @@ class Package:
     conffiles: list[str] = field(default_factory=list)
     postinst: str = ""
     prerm: str = ""
+    version: str = VERSION  # another only for publish(): a newer build to rehearse an upgrade
 
     def control(self) -> str:
         size_kib = sum(len(content) for content, _ in self.files.values()) // 1024 + 1
         body = "\n".join(" " + (line or ".") for line in self.body.strip().splitlines())
-        lines = [f"Package: {self.name}", f"Version: {VERSION}", "Architecture: all",
+        lines = [f"Package: {self.name}", f"Version: {self.version}", "Architecture: all",
                  "Maintainer: onehci <onehci@localhost>", f"Installed-Size: {size_kib}",
                  "Section: admin", "Priority: optional"]
         if self.depends:
@@ -225,7 +227,7 @@ def _inputs_digest(pkgs: list[Package]) -> str:
 
 
 def deb_name(pkg: Package) -> str:
-    return f"{pkg.name}_{VERSION}_all.deb"
+    return f"{pkg.name}_{pkg.version}_all.deb"
 
 
 def _build_deb(pkg: Package, out: Path, work: Path) -> None:
@@ -280,14 +282,41 @@ def build_repo(dest: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="onehci-standin-") as work:
         for pkg in pkgs:
             _build_deb(pkg, dest / deb_name(pkg), Path(work))
+    _index(dest)
+    stamp.write_text(digest + "\n")
+    return dest
+
+
+def _index(dest: Path) -> None:
+    """Packages, Packages.gz and Release for every .deb in DEST (every version of a package)."""
     scan = subprocess.run(["dpkg-scanpackages", "--multiversion", ".", "/dev/null"], cwd=dest,
                           check=True, capture_output=True, text=True)
     (dest / "Packages").write_text(scan.stdout)
     with open(dest / "Packages.gz", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
         gz.write(scan.stdout.encode())
     (dest / "Release").write_text(_release(dest))
-    stamp.write_text(digest + "\n")
-    return dest
+
+
+def publish(dest: Path, names: list[str], version: str) -> list[Path]:
+    """Add to the repository in DEST (made by build_repo) the packages NAMES built again under
+    VERSION, beside the versions already there, and index them all: a newer version published
+    in the lab's repository, for rehearsing `onehci upgrade`. The stand-in's dependencies pin
+    opennebula-common to its own version, so publish packages that nothing else pins
+    (opennebula-node-kvm, say) or publish them together. Returns the new .deb files."""
+    found = {pkg.name: pkg for pkg in packages()}
+    unknown = sorted(set(names) - set(found))
+    if unknown:
+        raise ValueError(f"no stand-in package named {', '.join(unknown)}")
+    if not (dest / "Packages").exists():
+        raise ValueError(f"{dest} holds no repository: build it with build_repo first")
+    made = []
+    with tempfile.TemporaryDirectory(prefix="onehci-standin-") as work:
+        for name in names:
+            pkg = dataclasses.replace(found[name], version=version)
+            _build_deb(pkg, dest / deb_name(pkg), Path(work))
+            made.append(dest / deb_name(pkg))
+    _index(dest)
+    return made
 
 
 def apt_source(uri: str) -> str:

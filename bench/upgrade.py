@@ -1,0 +1,61 @@
+"""Rolling upgrade time per node on the 2-node upgrade lab (tests/lab/upgrade-site.yml) with the
+OpenNebula stand-in: a newer opennebula-node-kvm is published in the lab's repository, then
+`onehci upgrade --json` runs and each node's time (simulate, disable and flush, apt-get upgrade,
+restarts, MooseFS copies, host monitored, status green) is read from its journal step.
+Also times `onehci upgrade --check` and a second `onehci upgrade` with nothing left to upgrade.
+
+Run as root: .venv/bin/python bench/upgrade.py (about 6 minutes: lab up, deploy, then the
+upgrades; its own lab, so it can run beside the "lab" profile but not beside
+tests/lab/test_upgrade.py, which uses the same site)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from installer import lab, sitefile  # noqa: E402
+from installer.lab.standin import packages  # noqa: E402
+
+SOURCE = Path(__file__).resolve().parent.parent / "tests" / "lab" / "upgrade-site.yml"
+
+
+def timed(site: Path, *args: str) -> tuple[float, str]:
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "installer", *args, str(site)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"onehci {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+    return time.monotonic() - start, proc.stdout
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="onehci-bench-upgrade-") as work:
+        site = Path(work) / "site.yml"
+        shutil.copy(SOURCE, site)
+        loaded = sitefile.load(site)
+        lab.down(loaded)
+        try:
+            timed(site, "lab", "up", "--standin")
+            timed(site, "deploy")
+            packages.publish(lab.lab_dir(loaded) / "standin-repo", ["opennebula-node-kvm"],
+                             f"{packages.ONE_VERSION}-2~onehci.standin")
+            check, _ = timed(site, "upgrade", "--check")
+            total, out = timed(site, "upgrade", "--json")
+            again, out2 = timed(site, "upgrade", "--json")
+        finally:
+            lab.down(loaded)
+    nodes = json.loads(out)["nodes"]
+    per_node = "; ".join(f"{n['node']} {n['seconds']:.0f} s ({len(n['packages'])} package(s))" for n in nodes)
+    idle = "; ".join(f"{n['node']} {n['seconds']:.0f} s" for n in json.loads(out2)["nodes"])
+    print(f"upgrade --check: {check:.1f} s; upgrade: {total:.0f} s in all, per node: {per_node}; "
+          f"second upgrade, nothing to upgrade: {again:.0f} s ({idle})")
+
+
+if __name__ == "__main__":
+    main()

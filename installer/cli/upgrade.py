@@ -1,0 +1,79 @@
+"""`onehci upgrade SITE [--check] [--json] [--timeout SECONDS]`"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from installer.cli.main_helpers import site_argument
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _show_check(nodes: list[dict]) -> None:
+    for entry in nodes:
+        packages, kept = entry["packages"], entry["kept_back"]
+        note = f" ({len(kept)} kept back: {', '.join(kept)})" if kept else ""
+        if not packages:
+            click.echo(f"{entry['node']}: up to date{note}")
+            continue
+        click.echo(f"{entry['node']}: {len(packages)} package(s) to upgrade{note}")
+        for p in packages:
+            click.echo(f"  {p['package']} {p['installed'] or '(new)'} -> {p['candidate']}")
+
+
+def _show_run(report: dict) -> None:
+    for entry in report["nodes"]:
+        packages = entry.get("packages") or []
+        what = ", ".join(f"{p['package']} {p['candidate']}" for p in packages) or "nothing to upgrade"
+        click.echo(f"{entry['node']}: {what}; status {entry.get('status', '?')} "
+                   f"({entry.get('seconds', 0):.0f} s)")
+
+
+@click.command()
+@site_argument
+@click.option("--check", "check_only", is_flag=True,
+              help="Only list what would be upgraded on each node (refreshes apt's lists, installs nothing).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.option("--timeout", default=600.0, show_default=True, metavar="SECONDS",
+              help="Longest wait for a node to come back healthy after its upgrade (each wait).")
+def upgrade(site_path: str, check_only: bool, as_json: bool, timeout: float) -> None:
+    """Rolling package upgrade of every node, one at a time.
+
+    Each node: its OpenNebula host disabled and its VMs moved away, `apt-get upgrade` (keeping
+    changed configuration files), the upgraded services restarted, then it must come back
+    healthy (MooseFS copies at their goal, host monitored, status green) before the next. The
+    MooseFS master and the frontend go last. Stops at the first node that does not come back;
+    running the same command again continues there (docs/operations/upgrade.md)."""
+    from installer.cli.main_helpers import load_site_or_report
+    from installer.operations import upgrade as op
+    from installer.plan import make_plan
+
+    loaded, _ = load_site_or_report(site_path)
+    if loaded is None:
+        sys.exit(1)
+    plan = make_plan(loaded.site)
+    if check_only:
+        nodes = op.check(loaded, plan, say=_say)
+        if as_json:
+            click.echo(json.dumps({"order": op.order(plan), "nodes": nodes}, indent=2))
+        else:
+            _show_check(nodes)
+        return
+    try:
+        report = op.run(loaded, plan, site_arg=site_path, timeout=timeout, say=_say)
+    except op.UpgradeStopped as exc:
+        if as_json:
+            click.echo(json.dumps(exc.report, indent=2))
+        raise
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        _show_run(report)
+
+
+COMMANDS = [upgrade]

@@ -1,0 +1,343 @@
+"""`onehci upgrade SITE`: a rolling package upgrade, one node at a time (docs/operations/upgrade.md).
+
+Before anything, and again at every resumption, the cloud must be healthy: MooseFS with every
+chunk at its goal and every server connected, OpenNebula answering with every host monitored,
+the MooseFS mount on every host (the blocking lines of `onehci status`; only free space is
+not blocking). Then, node after node (the MooseFS master and the OpenNebula frontend last,
+so that they are upgraded once the others are known to come back):
+
+1. `apt-get update` and a simulated `apt-get upgrade`: what would change;
+2. when something would: the OpenNebula host (kvm nodes) is disabled and its VMs moved away,
+   then `apt-get upgrade` runs without questions, keeping changed configuration files
+   (--force-confdef --force-confold), and the services of the upgraded packages that were
+   running are restarted (`systemctl try-restart` of the units the packages ship; needrestart
+   as well when the node has it, for services using upgraded libraries);
+3. the node must come back healthy: its MooseFS services active, no chunk missing,
+   endangered or undergoal, the host enabled again and monitored by a monitoring round that
+   ran after the upgrade (not the state it had before), `status` green.
+
+Each node is one journal step (kind "upgrade", target the cluster): interrupted, the same
+command continues at the node it stopped at. A node that does not come back healthy stops the
+upgrade there and the nodes after it are not touched. Every step is safe to run again: a
+node with nothing left to upgrade only has its health checked (and its host enabled).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+from installer import journal, one, remote, status
+from installer.errors import OnehciError
+from installer.operations import hosts, storage
+
+KIND = "upgrade"
+TIMEOUT = 600.0  # seconds for each wait after a node's upgrade (chunks, host monitored, status)
+APT_TIMEOUT = 1800.0  # seconds for apt on one node
+# the units the roles run for each role: they must be active after a node's upgrade
+ROLE_UNITS = {"mfs_master": "moosefs-master", "mfs_chunkserver": "moosefs-chunkserver",
+              "mfs_metalogger": "moosefs-metalogger"}
+# status lines that do not stop an upgrade: free space is not something an upgrade changes
+NOT_BLOCKING = ("moosefs space", "datastore ")
+_ENV = "export LANG=C LC_ALL=C DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1; "
+_INST = re.compile(r"^Inst (\S+)(?: \[([^\]]*)\])? \((\S+)(?: (.*?))?(?: \[[^\]]*\])?\)")
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One package a simulated `apt-get upgrade` would change."""
+
+    package: str
+    installed: str  # "" for a package the upgrade would newly install
+    candidate: str
+    origin: str = ""
+
+    def line(self) -> str:
+        return f"{self.package} {self.installed or '(new)'} -> {self.candidate}"
+
+
+@dataclass
+class Simulation:
+    packages: list[Pending] = field(default_factory=list)
+    kept_back: list[str] = field(default_factory=list)  # need new packages or removals: `apt-get upgrade` leaves them
+
+    def as_dict(self) -> dict:
+        return {"packages": [asdict(p) for p in self.packages], "kept_back": self.kept_back}
+
+
+# --- pure parts -------------------------------------------------------------------------
+
+
+def order(plan) -> list[str]:
+    """The nodes in the order they are upgraded: the plain ones (by name), then the MooseFS
+    master, then the OpenNebula frontend (one node once when it holds both)."""
+    last = [plan.moosefs["master"], plan.opennebula["frontend"]]
+    first = sorted(n.hostname for n in plan.nodes if n.hostname not in last)
+    return first + list(dict.fromkeys(last))
+
+
+def step_name(node: str) -> str:
+    return f"upgrade {node}"
+
+
+def parse_simulation(text: str) -> Simulation:
+    """What `LANG=C apt-get -s upgrade` prints -> the packages it would change (its `Inst`
+    lines) and those it keeps back."""
+    sim = Simulation()
+    in_kept = False
+    for line in text.splitlines():
+        if line.startswith("The following packages have been kept back"):
+            in_kept = True
+            continue
+        if in_kept:
+            if line.startswith(" "):
+                sim.kept_back += line.split()
+                continue
+            in_kept = False
+        found = _INST.match(line)
+        if found:
+            name, installed, candidate, origin = found.groups()
+            sim.packages.append(Pending(name, installed or "", candidate, (origin or "").strip()))
+    return sim
+
+
+def blocking(result: status.Status, allow_host: str | None = None) -> list[status.Check]:
+    """The lines of a status that stop an upgrade: any not green, except free space, and
+    (ALLOW_HOST, the node an interrupted upgrade stopped at) that node's host and the count of
+    monitored hosts, which the upgrade itself set right again."""
+    allowed = {f"host {allow_host}", "opennebula hosts"} if allow_host else set()
+    return [c for c in result.checks if c.colour != status.GREEN
+            and not c.component.startswith(NOT_BLOCKING) and c.component not in allowed]
+
+
+def _lines(checks: list[status.Check]) -> str:
+    return "; ".join(f"{c.component}: {c.reason}" for c in checks)
+
+
+def unit_script(packages: list[str]) -> str:
+    """sh: restart the running services shipped by PACKAGES; prints `restarted UNIT` lines."""
+    names = " ".join(shlex.quote(p) for p in packages)
+    return (f"for p in {names}; do dpkg -L \"$p\" 2>/dev/null; done"
+            r" | sed -n 's#^/\(usr/\)\{0,1\}lib/systemd/system/\([^/@]*\.service\)$#\2#p' | sort -u"
+            " | while read -r unit; do if systemctl is-active --quiet \"$unit\"; then "
+            "systemctl try-restart \"$unit\" && echo \"restarted $unit\"; fi; done; "
+            "if command -v needrestart >/dev/null 2>&1; then "
+            "needrestart -r a -b 2>/dev/null | sed -n 's/^NEEDRESTART-SVC: *\\(.*\\)/restarted \\1 (needrestart)/p'; fi")
+
+
+# --- on a node ----------------------------------------------------------------------------
+
+
+def simulate(loaded, node, *, timeout: float = 300) -> Simulation:
+    """`apt-get update` (the package lists only) and a simulated upgrade on NODE."""
+    out = remote.check(loaded, node.ip, _ENV + "apt-get -q update >/dev/null && apt-get -s upgrade",
+                       f"apt-get update and a simulated upgrade of {node.hostname}", timeout=timeout)
+    return parse_simulation(out)
+
+
+def _apply(loaded, node, sim: Simulation, say: Say) -> list[str]:
+    """apt-get upgrade on NODE and the restart of what it upgraded; the units restarted."""
+    say(f"{node.hostname}: apt-get upgrade ({len(sim.packages)} package(s))")
+    remote.check(loaded, node.ip,
+                 _ENV + "apt-get -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold upgrade",
+                 f"apt-get upgrade of {node.hostname}", timeout=APT_TIMEOUT)
+    out = remote.check(loaded, node.ip, unit_script([p.package for p in sim.packages]),
+                       f"restarting the upgraded services of {node.hostname}", timeout=300)
+    restarted = [line.removeprefix("restarted ") for line in out.splitlines() if line.startswith("restarted ")]
+    say(f"{node.hostname}: restarted {', '.join(restarted)}" if restarted
+        else f"{node.hostname}: no running service to restart")
+    return restarted
+
+
+def _wait_units(loaded, node, timeout: float) -> None:
+    units = [ROLE_UNITS[r] for r in node.roles if r in ROLE_UNITS]
+    if not units:
+        return
+    deadline = time.monotonic() + min(timeout, 60)
+    while True:
+        done = remote.run(loaded, node.ip, "for u in " + " ".join(units) +
+                          "; do systemctl is-active --quiet $u || echo $u; done", timeout=30)
+        down = done.stdout.split() if done.returncode == 0 else None
+        if down == []:
+            return
+        if time.monotonic() >= deadline:
+            what = (f"{', '.join(down)} not running" if down else
+                    f"does not answer over SSH ({(done.stderr.strip().splitlines() or ['?'])[-1]})")
+            raise OnehciError(f"{node.hostname} {what} after its upgrade (see `journalctl -u UNIT` there)")
+        time.sleep(2)
+
+
+def _client(loaded, plan, timeout: float, say: Say):
+    """A client for the frontend, waiting for its API (the frontend's own upgrade restarts it)."""
+    deadline = time.monotonic() + timeout
+    told = False
+    while True:
+        try:
+            return one.client_for(loaded, plan)
+        except OnehciError as exc:
+            if time.monotonic() >= deadline:
+                raise OnehciError(f"OpenNebula's API does not answer after {timeout:.0f} s: {exc}") from None
+            if not told:
+                say(f"OpenNebula: waiting for the API: {exc}")
+                told = True
+            time.sleep(2)
+
+
+def _host(client, name: str):
+    with one.api_errors():
+        found = next((h for h in client.hostpool.info().HOST or [] if h.NAME == name), None)
+    if found is None:
+        raise OnehciError(f"host {name} is not registered in OpenNebula")
+    return found
+
+
+def last_monitored(host) -> int:
+    """The time of the host's last successful monitoring round (MONITORING/TIMESTAMP), 0 if none."""
+    try:
+        return int(getattr(getattr(host, "MONITORING", None), "TIMESTAMP", 0) or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _wait_fresh_round(client, name: str, since: int, timeout: float, say: Say) -> None:
+    """Until a monitoring round of host NAME newer than SINCE has ended (MONITORED with a later
+    timestamp) or one has failed (ERROR). Enabling a host gives it back its last state at once,
+    MONITORED from a round that may have run before the upgrade: that proves nothing."""
+    say(f"OpenNebula: waiting for a monitoring round of {name} that ran after its upgrade")
+    deadline = time.monotonic() + timeout
+    while True:
+        host = _host(client, name)
+        if host.STATE == one.ERROR or (host.STATE == one.MONITORED and last_monitored(host) > since):
+            return
+        if time.monotonic() >= deadline:
+            raise OnehciError(f"host {name} was not monitored again within {timeout:.0f} s of its upgrade "
+                              f"(state {one.STATE_NAMES.get(host.STATE, host.STATE)})")
+        time.sleep(1)
+
+
+def _wait_status(loaded, plan, timeout: float, say: Say) -> status.Status:
+    deadline = time.monotonic() + timeout
+    shown = None
+    while True:
+        result = status.gather(loaded, plan)
+        left = blocking(result)
+        if not left:
+            return result
+        text = _lines(left)
+        if time.monotonic() >= deadline:
+            raise OnehciError(f"status is not green after {timeout:.0f} s: {text}")
+        if text != shown:
+            say(f"status: waiting for {text}")
+            shown = text
+        time.sleep(3)
+
+
+def upgrade_node(loaded, plan, name: str, *, timeout: float = TIMEOUT, say: Say = print) -> dict:
+    """One node: disable and empty its host, upgrade, restart, and wait for it to be healthy
+    again (raises OnehciError naming what is not). The journal records the returned dict."""
+    started = time.monotonic()
+    node = plan.node(name)
+    kvm = name in plan.opennebula["hosts"]
+    sim = simulate(loaded, node)
+    record: dict = {"node": name, "packages": [asdict(p) for p in sim.packages], "kept_back": sim.kept_back,
+                    "moved_vms": [], "restarted": []}
+    if sim.packages:
+        say(f"{name}: {len(sim.packages)} package(s) to upgrade: " + ", ".join(p.line() for p in sim.packages))
+        if kvm:
+            client = _client(loaded, plan, timeout, say)
+            say(f"OpenNebula: host {name} {hosts.set_state(client, name, hosts.DISABLE).lower()}")
+            record["moved_vms"] = hosts.flush(client, name, timeout=timeout, say=say)
+        record["restarted"] = _apply(loaded, node, sim, say)
+    else:
+        say(f"{name}: nothing to upgrade" + (f" ({len(sim.kept_back)} kept back)" if sim.kept_back else "")
+            + "; checking it is healthy")
+    fresh = kvm and bool(sim.packages)  # the host's state must come from a round after the upgrade
+    since = last_monitored(_host(_client(loaded, plan, timeout, say), name)) if fresh else 0
+    _wait_units(loaded, node, timeout)
+    storage.wait_safe(plan.moosefs["master_ip"], timeout=timeout, say=say,
+                      what=f"every chunk to have its copies after {name}'s upgrade")
+    if kvm:
+        client = _client(loaded, plan, timeout, say)
+        hosts.set_state(client, name, hosts.ENABLE)
+        if fresh:
+            _wait_fresh_round(client, name, since, timeout, say)
+        hosts.wait_monitored(client, name, timeout=timeout, say=say)  # ERROR: failed unless it recovers
+    result = _wait_status(loaded, plan, timeout, say)
+    record["status"] = result.verdict
+    record["not_green"] = [c.component for c in result.checks if c.colour != status.GREEN]
+    record["seconds"] = round(time.monotonic() - started, 1)
+    say(f"{name}: upgraded and healthy in {record['seconds']:.0f} s")
+    return record
+
+
+# --- the verb ------------------------------------------------------------------------------
+
+
+def check(loaded, plan, *, say: Say = print) -> list[dict]:
+    """--check: what `apt-get upgrade` would change on each node, in upgrade order. Refreshes
+    the package lists (apt-get update) and installs nothing."""
+    names = order(plan)
+    say(f"asking apt on {len(names)} node(s): {', '.join(names)}")
+    with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
+        sims = {n: pool.submit(simulate, loaded, plan.node(n)) for n in names}
+        return [{"node": n, **sims[n].result().as_dict()} for n in names]
+
+
+class UpgradeStopped(OnehciError):
+    """A node did not come back healthy; the nodes after it were not touched."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+
+def _resumed_node(data: dict) -> str | None:
+    """The node whose step an earlier run started and did not finish (its host may be disabled)."""
+    step = next((s for s in data["steps"] if s["status"] != journal.DONE), None)
+    if step and step["status"] in (journal.STARTED, journal.FAILED):
+        return step["name"].removeprefix("upgrade ")
+    return None
+
+
+def preflight(loaded, plan, allow_host: str | None = None) -> status.Status:
+    result = status.gather(loaded, plan)
+    left = blocking(result, allow_host)
+    if left:
+        raise OnehciError(f"the cloud is not healthy, so no node is upgraded: {_lines(left)} "
+                          "(`onehci status` shows it all; set it right, then run the upgrade again)")
+    return result
+
+
+def run(loaded, plan, *, site_arg: str, timeout: float = TIMEOUT, say: Say = print) -> dict:
+    """The rolling upgrade. Returns the report ({order, nodes, journal}); raises UpgradeStopped
+    (with the same report) at the first node that does not come back healthy."""
+    names = order(plan)
+    command = f"onehci upgrade {site_arg}"
+    steps = [journal.Step(step_name(n)) for n in names]
+    with journal.Journal.open(loaded.path, KIND, plan.cluster, steps, params={"order": names},
+                              command=command) as jr:
+        resumed = _resumed_node(jr.data)
+        if resumed:
+            say(f"continuing the upgrade at {resumed} (its earlier attempt did not finish)")
+        say("preflight: the cloud must be healthy before a node is taken out")
+        preflight(loaded, plan, allow_host=resumed)
+        say(f"upgrading {len(names)} node(s) one at a time: {' -> '.join(names)}")
+        results = []
+        for index, name in enumerate(names):
+            try:
+                results.append(jr.run(step_name(name), lambda n=name: upgrade_node(
+                    loaded, plan, n, timeout=timeout, say=say)))
+            except OnehciError as exc:
+                untouched = names[index + 1:]
+                report = {"ok": False, "order": names, "stopped_at": name, "error": str(exc),
+                          "untouched": untouched, "nodes": results, "journal": jr.status()}
+                rest = (f"; {', '.join(untouched)} not touched" if untouched else "")
+                raise UpgradeStopped(f"upgrade stopped at {name}: {exc}{rest}. Set {name} right, then run "
+                                     f"`{command}` again: it continues at {name}", report) from None
+        final = jr.finish()
+    return {"ok": True, "order": names, "nodes": results, "journal": final}

@@ -1,0 +1,176 @@
+"""The pure parts of `onehci upgrade`: the order of the nodes, apt's simulated upgrade read back,
+which status lines stop an upgrade, and publishing a newer stand-in package (for the lab test)."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from installer import sitefile, status
+from installer.cli.main import cli
+from installer.operations import upgrade
+from installer.plan import make_plan
+from tests.conftest import BASE_SITE
+
+APT_OUTPUT = """\
+Reading package lists...
+Building dependency tree...
+Reading state information...
+Calculating upgrade...
+The following packages have been kept back:
+  linux-image-amd64 qemu-system-x86
+The following packages will be upgraded:
+  bash libgcrypt20 opennebula-node-kvm python3-jwt
+4 upgraded, 0 newly installed, 0 to remove and 2 not upgraded.
+Inst bash [5.2.15-2+b8] (5.2.15-2+b13 Debian:12.15/oldstable [amd64])
+Inst libgcrypt20 [1.10.1-3] (1.10.1-3+deb12u1 Debian:12.15/oldstable, Debian-Security:12/oldstable-security [amd64]) []
+Inst opennebula-node-kvm [7.0.0-1~onehci.standin] (7.0.0-2~onehci.standin 10.79.0.1:8633 [all])
+Inst python3-jwt [2.6.0-1] (2.6.0-1+deb12u1 Debian:12.15/oldstable, Debian-Security:12/oldstable-security [all])
+Conf bash (5.2.15-2+b13 Debian:12.15/oldstable [amd64])
+Conf libgcrypt20 (1.10.1-3+deb12u1 Debian:12.15/oldstable, Debian-Security:12/oldstable-security [amd64])
+Conf opennebula-node-kvm (7.0.0-2~onehci.standin 10.79.0.1:8633 [all])
+Conf python3-jwt (2.6.0-1+deb12u1 Debian:12.15/oldstable, Debian-Security:12/oldstable-security [all])
+"""
+
+
+def test_simulation_lists_every_package_with_both_versions_and_what_is_kept_back():
+    sim = upgrade.parse_simulation(APT_OUTPUT)
+    assert [(p.package, p.installed, p.candidate) for p in sim.packages] == [
+        ("bash", "5.2.15-2+b8", "5.2.15-2+b13"),
+        ("libgcrypt20", "1.10.1-3", "1.10.1-3+deb12u1"),
+        ("opennebula-node-kvm", "7.0.0-1~onehci.standin", "7.0.0-2~onehci.standin"),
+        ("python3-jwt", "2.6.0-1", "2.6.0-1+deb12u1"),
+    ]
+    assert sim.packages[1].origin == "Debian:12.15/oldstable, Debian-Security:12/oldstable-security"
+    assert sim.packages[2].origin == "10.79.0.1:8633"
+    assert sim.kept_back == ["linux-image-amd64", "qemu-system-x86"]
+    assert sim.packages[2].line() == "opennebula-node-kvm 7.0.0-1~onehci.standin -> 7.0.0-2~onehci.standin"
+
+
+def test_simulation_of_an_up_to_date_node_is_empty():
+    text = "Reading package lists...\nCalculating upgrade...\n0 upgraded, 0 newly installed, 0 to remove and 0 not upgraded.\n"
+    assert upgrade.parse_simulation(text).as_dict() == {"packages": [], "kept_back": []}
+
+
+def test_a_package_new_to_the_node_has_no_installed_version():
+    sim = upgrade.parse_simulation("Inst libfoo1 (1.2-1 Debian:12.15/oldstable [amd64])\n")
+    assert [(p.package, p.installed, p.candidate) for p in sim.packages] == [("libfoo1", "", "1.2-1")]
+    assert sim.packages[0].line() == "libfoo1 (new) -> 1.2-1"
+
+
+def _plan(write_site, text: str):
+    return make_plan(sitefile.load(write_site(text)).site)
+
+
+def test_order_master_and_frontend_last(write_site):
+    plan = _plan(write_site, BASE_SITE)
+    names = [n.hostname for n in plan.nodes]
+    assert upgrade.order(plan)[-1] == plan.opennebula["frontend"] == plan.moosefs["master"]
+    assert sorted(upgrade.order(plan)) == sorted(names) and len(set(upgrade.order(plan))) == len(names)
+
+
+def test_order_master_before_frontend_when_they_are_two_nodes():
+    """The plain nodes by name whatever their order in the file, then the master, then the frontend."""
+
+    class Node:
+        def __init__(self, hostname):
+            self.hostname = hostname
+
+    class Plan:
+        nodes = [Node(h) for h in ("zeta", "master", "alpha", "front", "mid")]
+        moosefs = {"master": "master"}
+        opennebula = {"frontend": "front"}
+
+    assert upgrade.order(Plan) == ["alpha", "mid", "zeta", "master", "front"]
+    assert [upgrade.step_name(n) for n in upgrade.order(Plan)][-1] == "upgrade front"
+
+
+def _status(*checks):
+    return status.Status([status.Check(c, colour, "why") for c, colour in checks])
+
+
+def test_free_space_does_not_block_an_upgrade_but_anything_else_does():
+    result = _status(("moosefs master", "green"), ("moosefs space", "amber"), ("datastore upg-system", "red"),
+                     ("host upg2", "red"), ("opennebula hosts", "amber"), ("mount upg1", "green"))
+    assert [c.component for c in upgrade.blocking(result)] == ["host upg2", "opennebula hosts"]
+    # the node an interrupted upgrade stopped at may be the one in error or disabled
+    assert upgrade.blocking(result, allow_host="upg2") == []
+    assert [c.component for c in upgrade.blocking(result, allow_host="upg1")] == ["host upg2"]
+
+
+def test_restart_script_restarts_only_running_units_of_the_upgraded_packages():
+    script = upgrade.unit_script(["opennebula", "moosefs-chunkserver"])
+    assert "dpkg -L \"$p\"" in script and "opennebula moosefs-chunkserver" in script
+    assert "systemctl is-active --quiet" in script and "try-restart" in script
+    # the sed expression picks service units shipped in /lib or /usr/lib, not templates
+    listing = "/lib/systemd/system/opennebula.service\n/usr/lib/systemd/system/x@.service\n" \
+              "/usr/lib/systemd/system/moosefs-chunkserver.service\n/etc/one/oned.conf\n"
+    sed = script.split("| sed -n ")[1].split(" | sort")[0]
+    found = subprocess.run(f"sed -n {sed}", shell=True, input=listing, capture_output=True, text=True)
+    assert found.stdout.split() == ["opennebula.service", "moosefs-chunkserver.service"]
+
+
+def test_cli_help_and_a_missing_site(tmp_path):
+    from click.testing import CliRunner
+
+    runner = CliRunner()
+    assert "--check" in runner.invoke(cli, ["upgrade", "--help"]).output
+    result = runner.invoke(cli, ["upgrade", str(tmp_path / "nope.yml")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+def test_publish_adds_a_newer_version_beside_the_old_one(tmp_path):
+    from installer.lab.standin import packages
+
+    repo = packages.build_repo(tmp_path / "repo")
+    newer = f"{packages.ONE_VERSION}-2~onehci.standin"
+    made = packages.publish(repo, ["opennebula-node-kvm"], newer)
+    assert [p.name for p in made] == [f"opennebula-node-kvm_{newer}_all.deb"] and made[0].exists()
+    index = gzip.decompress((repo / "Packages.gz").read_bytes()).decode()
+    versions = [b.split("Version: ")[1].split("\n")[0] for b in index.split("\n\n")
+                if "Package: opennebula-node-kvm\n" in b]
+    assert sorted(versions) == sorted([packages.VERSION, newer])
+    assert (repo / "opennebula_" f"{packages.VERSION}_all.deb").exists()
+    assert packages.build_repo(repo) == repo and (repo / made[0].name).exists()  # a later lab up keeps it
+    with pytest.raises(ValueError):
+        packages.publish(repo, ["no-such-package"], newer)
+    with pytest.raises(ValueError):
+        packages.publish(Path(tmp_path / "empty"), ["opennebula"], newer)
+
+
+class _Host:
+    def __init__(self, state, stamp):
+        self.NAME, self.STATE = "upg2", state
+        self.MONITORING = type("M", (), {"TIMESTAMP": stamp})() if stamp is not None else None
+
+
+class _Client:
+    """hostpool.info() answering one state after the other (the last one repeated)."""
+
+    def __init__(self, *answers):
+        self.answers, self.calls = list(answers), 0
+        self.hostpool = self
+
+    def info(self):
+        self.calls += 1
+        host = self.answers[min(self.calls, len(self.answers)) - 1]
+        return type("Pool", (), {"HOST": [host]})()
+
+
+def test_a_host_counts_as_back_only_after_a_monitoring_round_newer_than_its_upgrade(monkeypatch):
+    from installer import one
+
+    monkeypatch.setattr(upgrade.time, "sleep", lambda _s: None)
+    assert upgrade.last_monitored(_Host(one.MONITORED, None)) == 0
+    stale, fresh = _Host(one.MONITORED, 100), _Host(one.MONITORED, 130)
+    client = _Client(stale, stale, fresh)
+    upgrade._wait_fresh_round(client, "upg2", 100, 60, lambda _m: None)
+    assert client.calls == 3  # the MONITORED state from before the upgrade was not taken
+    failed = _Client(stale, _Host(one.ERROR, 100))
+    upgrade._wait_fresh_round(failed, "upg2", 100, 60, lambda _m: None)  # ERROR: hosts.wait_monitored judges
+    assert failed.calls == 2
+    with pytest.raises(upgrade.OnehciError, match="not monitored again within 0 s"):
+        upgrade._wait_fresh_round(_Client(stale), "upg2", 100, 0, lambda _m: None)
