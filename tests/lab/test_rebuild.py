@@ -1,10 +1,13 @@
-"""`onehci rebuild` on the 3-node lab with the OpenNebula stand-in: data written through the
-MooseFS mount before every fault is checked after with a tree hash (paths, sizes, sha256).
+"""`onehci rebuild` and `onehci add-node` on the 3-node lab with the OpenNebula stand-in, on a
+private copy of the lab profile: data written through the MooseFS mount before every fault is
+checked after with a tree hash (paths, sizes, sha256).
 
 - refused for a node whose loss would break the goal: nothing changed;
 - a live node (lab3), interrupted twice (SIGKILL after its drain, Ctrl-C after its reinstall) and
   run again each time: completes, no done step runs again, the reinstall happened once;
-- a node killed first (lab2, container stopped hard): rebuilt, nothing lost.
+- a node killed first (lab2, container stopped hard): rebuilt, nothing lost;
+- a fourth node written in the site joins as chunkserver and monitored host, the others keep
+  their addresses.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +28,16 @@ from installer.plan import make_plan
 from installer.siteinit import profile_site
 from tests.lab.helpers import sh, tree_hash, wait_for, write_data
 
-SITE = profile_site("lab")
+PROFILE = profile_site("lab")
+LAB4 = """  - hostname: lab4
+    mac: 52:54:00:71:00:14
+    ip: 10.71.0.14
+    boot: bios
+    roles: [kvm, mfs_chunkserver]
+    os_disk: {serial: lab4-os}
+    chunk_disks: [{serial: lab4-chunk1}]
+"""
+SITE = ""  # the private copy, set by the fixture
 DATA = "/var/lib/one/datastores/rebuild-test"
 
 
@@ -56,20 +69,22 @@ def host_key(loaded, node: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def cloud():
-    loaded = sitefile.load(SITE)
+def cloud(tmp_path_factory):
+    global SITE
+    site = tmp_path_factory.mktemp("rebuild") / "site.yml"
+    site.write_text(PROFILE.read_text())
+    SITE = str(site)
+    loaded = sitefile.load(site)
     lab.down(loaded)
-    for path in (state.state_dir(loaded.path) / "operations", state.state_dir(loaded.path) / "chunk_marks.json"):
-        subprocess.run(["rm", "-rf", str(path)], check=True)  # a journal left by an earlier run
-    up = onehci("lab", "up", "--standin", str(SITE))
+    up = onehci("lab", "up", "--standin", SITE)
     assert up.returncode == 0, up.stderr[-3000:]
-    first = onehci("deploy", str(SITE))
+    first = onehci("deploy", SITE)
     assert first.returncode == 0, first.stderr[-3000:]
     write_data(loaded, "lab1", DATA)
     try:
         yield loaded
     finally:
-        assert lab.down(loaded) is not None
+        assert lab.down(sitefile.load(site)) is not None  # lab4 too, once added
 
 
 @pytest.fixture
@@ -85,7 +100,7 @@ def test_a_rebuild_that_would_break_the_goal_is_refused_and_changes_nothing(clou
                  lambda: "10.71.0.12" not in subprocess.run(["mfscli", "-p", "-n", "-H", "10.71.0.11", "-SCS"],
                                                           capture_output=True, text=True).stdout, 60)
         before = (host_states(cloud), state.read_json(state.state_dir(cloud.path) / "boot.json", {}))
-        proc = onehci("rebuild", "lab3", "--yes", str(SITE))
+        proc = onehci("rebuild", "lab3", "--yes", SITE)
         assert proc.returncode == 1
         message = proc.stderr.strip().splitlines()[-1]
         assert message.startswith("error: lab3 cannot be rebuilt now: lab3 is a chunkserver, and without it 1 "
@@ -96,13 +111,13 @@ def test_a_rebuild_that_would_break_the_goal_is_refused_and_changes_nothing(clou
         assert journal.current(cloud.path) is None
     finally:
         sh(cloud, "lab2", "systemctl start moosefs-chunkserver")
-    wait_for("status green again", lambda: onehci("status", str(SITE)).returncode == 0, 180, every=3)
+    wait_for("status green again", lambda: onehci("status", SITE).returncode == 0, 180, every=3)
     assert tree_hash(cloud, "lab1", DATA) == data
 
 
 def _run_until(loaded, stop_after: str, sig: int) -> None:
     """Start the rebuild of lab3 and kill it with SIG as soon as its journal records STOP_AFTER done."""
-    proc = subprocess.Popen([sys.executable, "-m", "installer", "rebuild", "lab3", "--yes", str(SITE)],
+    proc = subprocess.Popen([sys.executable, "-m", "installer", "rebuild", "lab3", "--yes", SITE],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     path = state.state_dir(loaded.path) / "operations" / "current.json"
@@ -138,7 +153,7 @@ def test_a_live_node_rebuilt_through_two_interruptions_loses_nothing_and_repeats
     assert reinstalled_key != old_key
 
     started = time.monotonic()
-    proc = onehci("rebuild", "lab3", "--yes", "--json", str(SITE))
+    proc = onehci("rebuild", "lab3", "--yes", "--json", SITE)
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(f"rebuild of lab3 after its reinstall: {time.monotonic() - started:.0f} s")
     assert "continuing the rebuild of lab3" in proc.stderr
@@ -159,14 +174,14 @@ def test_a_live_node_rebuilt_through_two_interruptions_loses_nothing_and_repeats
     assert host_states(cloud)["lab3"] == one.MONITORED
     assert not marked(cloud, "lab3")
     assert state.read_json(state.state_dir(cloud.path) / "chunk_marks.json", {}) == {}
-    assert onehci("status", str(SITE)).returncode == 0
+    assert onehci("status", SITE).returncode == 0
     assert tree_hash(cloud, "lab3", DATA) == data == tree_hash(cloud, "lab1", DATA)
 
 
 def test_a_dead_node_is_rebuilt_and_nothing_is_lost(cloud, data):
     lab.kill_node(cloud, "lab2")
     started = time.monotonic()
-    proc = onehci("rebuild", "lab2", "--yes", "--json", str(SITE))
+    proc = onehci("rebuild", "lab2", "--yes", "--json", SITE)
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(f"rebuild of a dead lab2: {time.monotonic() - started:.0f} s")
     record = json.loads(proc.stdout)
@@ -175,7 +190,32 @@ def test_a_dead_node_is_rebuilt_and_nothing_is_lost(cloud, data):
     assert step(record, "drain")["result"]["drained"] is False
     assert all(s["attempts"] == 1 for s in record["steps"])
     assert host_states(cloud)["lab2"] == one.MONITORED
-    assert onehci("status", str(SITE)).returncode == 0
+    assert onehci("status", SITE).returncode == 0
     assert tree_hash(cloud, "lab2", DATA) == data
     assert len(history(cloud)) >= 2 and all(h["state"] == "finished" for h in history(cloud)[-2:])
 
+
+
+def test_a_fourth_node_joins_as_chunkserver_and_monitored_host_and_the_others_keep_their_addresses(cloud, data):
+    def addresses():
+        plan = json.loads(onehci("plan", "--json", SITE).stdout)
+        return {n["hostname"]: (n["ip"], n["mac"]) for n in plan["nodes"]}
+
+    before = addresses()
+    Path(SITE).write_text(Path(SITE).read_text() + LAB4)
+    refused = onehci("add-node", "lab3", SITE)
+    assert refused.returncode == 1 and "lab3 was already deployed (at 10.71.0.13)" in refused.stderr
+    started = time.monotonic()
+    proc = onehci("add-node", "lab4", "--json", SITE)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(f"add-node lab4: {time.monotonic() - started:.0f} s")
+    record = json.loads(proc.stdout)
+    assert record["state"] == "finished" and all(s["attempts"] == 1 for s in record["steps"])
+    after = addresses()
+    assert {n: after[n] for n in before} == before and after["lab4"] == ("10.71.0.14", "52:54:00:71:00:14")
+    loaded = sitefile.load(SITE)
+    assert host_states(loaded)["lab4"] == one.MONITORED
+    servers = subprocess.run(["mfscli", "-p", "-n", "-H", "10.71.0.11", "-SCS"], capture_output=True, text=True).stdout
+    assert "10.71.0.14" in servers
+    assert onehci("status", SITE).returncode == 0
+    assert tree_hash(loaded, "lab4", DATA) == data
