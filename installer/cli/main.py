@@ -67,10 +67,10 @@ def cli() -> None:
 
 def _register() -> None:
     from installer.cli import (add_node, deploy, discover, hashpw, init, inventory, lab, operation, plan, pxe,
-                               rebuild, status, upgrade, validate)
+                               rebuild, recover_master, status, upgrade, validate)
 
     for module in (init, validate, plan, hashpw, discover, pxe, deploy, inventory, lab, status, operation, rebuild,
-                   add_node, upgrade):
+                   add_node, upgrade, recover_master):
         for command in module.COMMANDS:
             cli.add_command(command)
 

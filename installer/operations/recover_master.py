@@ -1,0 +1,542 @@
+"""`onehci recover-master SITE [--from NODE]`: bring the MooseFS master back, as one journaled
+operation (installer/journal.py, kind "recover-master", target the node that is master at the end).
+
+In place (no --from): the master process died (crash, kill -9, power cut) and its host is fine.
+moosefs-master.service has Restart=no and a plain start refuses after a crash ("can't find
+metadata.mfs - try using option '-a'"), so:
+
+    preflight   the master does not answer, its host does; its data directory holds metadata;
+                the metadata version on disk (image header + last changelog entry) is recorded
+    restart     DESTRUCTIVE: `mfsmaster -a` (recovery from the changelogs), its clean stop (a full
+                metadata.mfs stored), then `systemctl start moosefs-master`: the service runs under
+                systemd again, and a later plain start works
+    verify      the master answers, its metadata version is not lower than the one on disk,
+                no chunk is missing once the chunkservers are back
+    healthy     `onehci status`, reported
+
+Promotion (--from NODE, a metalogger node): the master host is lost for good.
+
+    preflight   the old master does not answer (port 9421) and its host does not answer SSH
+                (no split brain); NODE answers and holds metalogger data (metadata_ml.mfs.back);
+                the version the metalogger holds is recorded; the technician confirms
+    install     moosefs-master and moosefs-cli on NODE (apt, through the site's proxy)
+    promote     DESTRUCTIVE: the metalogger stopped, its files copied as master files
+                (metadata_ml.mfs.back -> metadata.mfs.back, changelog_ml*.mfs -> changelog.N.mfs),
+                the originals kept in /var/lib/mfs/metalogger.before-promotion/, `mfsmaster -a`
+                and the hand-over to systemd as above
+    repoint     `mfsmaster` in /etc/hosts of every node that answers points at NODE: chunkservers,
+                metaloggers and mounts reconnect by themselves (they resolve the name again)
+    forget      the chunkservers that do not come back (the lost host's) removed from the master's
+                list (`mfscli -CRC`)
+    site        site.yml: mfs_master moved from the old master to NODE (in place, comments kept;
+                otherwise the exact change is printed and the operation stops until it is made)
+    deploy      `onehci deploy` limited to the nodes that answer: every node follows the new layout
+    verify      as above
+    healthy     `onehci status`, reported (a lost node that is still in site.yml shows there)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from installer import journal, mfs, remote, sitefile, status, yamlpos
+from installer.errors import OnehciError
+from installer.journal import Step
+from installer.plan import make_plan
+
+Say = Callable[[str], None]
+DATA = "/var/lib/mfs"
+KEPT = "metalogger.before-promotion"  # where the metalogger's own files go, in DATA
+
+IN_PLACE = [
+    Step("preflight"),
+    Step("restart", destructive=True, verify="whether moosefs-master runs on the master node "
+         "(`systemctl status moosefs-master`, `mfscli -SIM`)"),
+    Step("verify"), Step("healthy"),
+]
+PROMOTION = [
+    Step("preflight"), Step("install"),
+    Step("promote", destructive=True, verify=f"whether moosefs-master runs on the new master node and "
+         f"{DATA}/{KEPT}/ holds the metalogger's files (`systemctl status moosefs-master`)"),
+    Step("repoint"), Step("forget"), Step("site"), Step("deploy"), Step("verify"), Step("healthy"),
+]
+
+
+class Declined(OnehciError):
+    """The technician did not confirm the promotion: nothing was changed."""
+
+
+# --- pure parts (tests/test_recover_master.py) ---------------------------------------
+
+
+def image_version(header_hex: str) -> int | None:
+    """The metadata version in a metadata image's first 16 bytes (hex): `MFSM 2.0` then the
+    version as a big-endian 64-bit number. A brand-new `MFSM NEW` image is version 0; None for
+    anything else."""
+    raw = bytes.fromhex(header_hex.strip())
+    if raw[:8] == b"MFSM NEW":
+        return 0
+    if raw[:5] == b"MFSM " and len(raw) >= 16:
+        return int.from_bytes(raw[8:16], "big")
+    return None
+
+
+_FILE_LINE = re.compile(r"^(image|log) (\S+) ?(.*)$")
+
+
+def disk_version(listing: str) -> tuple[int, dict]:
+    """From `_inspect`'s output (`image NAME HEX` and `log NAME LAST_ENTRY` lines): the version
+    the metadata on disk reaches (the next change's number: the highest of the images' versions
+    and the last changelog entry + 1), and what it was read from."""
+    best, found = 0, {}
+    for line in listing.splitlines():
+        m = _FILE_LINE.match(line.strip())
+        if not m:
+            continue
+        kind, name, value = m.groups()
+        if kind == "image":
+            version = image_version(value) if value else None
+        else:
+            version = int(value) + 1 if value.isdigit() else None
+        if version is not None:
+            found[name] = version
+            best = max(best, version)
+    return best, found
+
+
+def master_version(sim: str) -> int | None:
+    """The metadata version from `mfscli -SIM` (plain, `|`-separated): the 5th field of the
+    `metadata servers` row. (Debian's mfscli 3.0.117 shows no version in -SIG.)"""
+    for row in mfs.rows(sim):
+        if len(row) >= 5 and row[4].isdigit():
+            return int(row[4])
+    return None
+
+
+def disconnected(cs: str) -> list[tuple[str, int]]:
+    """The `Disconnected chunk servers` rows of `mfscli -SCS`: (ip, port)."""
+    out = []
+    for line in cs.splitlines():
+        if line.startswith("Disconnected chunk servers") and mfs.SEP in line:
+            row = line.split(mfs.SEP)[1:]
+            if len(row) >= 2 and row[1].isdigit():
+                out.append((row[0], int(row[1])))
+    return out
+
+
+def promotion_copies(names: list[str]) -> list[tuple[str, str]]:
+    """(source, destination) in the data directory: the metalogger's image and changelogs as the
+    master's own. changelog_ml.N.mfs keeps its number; changelog_ml_back.N.mfs (the changes the
+    metalogger fetched when it connected, older than its image or overlapping it) follow after the
+    highest N. `mfsmaster -a` merges the changelogs by entry number, skipping what the image has."""
+    if "metadata_ml.mfs.back" not in names:
+        return []
+    copies = [("metadata_ml.mfs.back", "metadata.mfs.back")]
+    logs = sorted((int(m.group(1)), n) for n in names if (m := re.fullmatch(r"changelog_ml\.(\d+)\.mfs", n)))
+    backs = sorted((int(m.group(1)), n) for n in names if (m := re.fullmatch(r"changelog_ml_back\.(\d+)\.mfs", n)))
+    copies += [(n, f"changelog.{i}.mfs") for i, n in logs]
+    first = (logs[-1][0] + 1) if logs else 0
+    copies += [(n, f"changelog.{first + i}.mfs") for i, n in backs]
+    return copies
+
+
+def move_role_text(text: str, role: str, old: str, new: str) -> str:
+    """SITE text with ROLE taken from node OLD's `roles` and given to node NEW's, everything else
+    byte for byte. Flow lists on one line (`roles: [a, b]`) are rewritten in place; block lists
+    lose or gain one `- role` line. Raises OnehciError when the file is written otherwise."""
+    parsed = yamlpos.parse(text)
+    lines = text.splitlines(keepends=True)
+    index = {n.get("hostname"): i for i, n in enumerate(parsed.data.get("nodes") or []) if isinstance(n, dict)}
+    for name in (old, new):
+        if name not in index:
+            raise OnehciError(f"{name} is not a node of the site")
+    edits: dict[int, str] = {}  # 0-based line -> its new text ("" drops the line)
+    for name, add in ((old, False), (new, True)):
+        i = index[name]
+        seq = parsed.nodes.get(("nodes", i, "roles"))
+        roles = parsed.data["nodes"][i].get("roles") or []
+        if seq is None or not isinstance(roles, list):
+            raise OnehciError(f"node {name} has no roles list")
+        if (role in roles) == add:
+            continue
+        wanted = [r for r in roles if r != role] + ([role] if add else [])
+        if seq.flow_style:
+            row = seq.start_mark.line
+            if seq.end_mark.line != row or row in edits:
+                raise OnehciError(f"the roles of {name} span several lines")
+            line = lines[row]
+            edits[row] = line[:seq.start_mark.column] + "[" + ", ".join(wanted) + "]" + line[seq.end_mark.column:]
+        elif add:
+            last = seq.value[-1]
+            row = last.start_mark.line
+            indent = lines[row][:lines[row].index("-")]
+            edits[row] = lines[row] + ("" if lines[row].endswith("\n") else "\n") + f"{indent}- {role}\n"
+        else:
+            item = next(v for v in seq.value if v.value == role)
+            row = item.start_mark.line
+            if len(seq.value) == 1 or lines[row].strip().split("#")[0].strip() != f"- {role}":
+                raise OnehciError(f"the roles of {name} are written in a way onehci does not edit")
+            edits[row] = ""
+    return "".join(edits.get(i, line) for i, line in enumerate(lines))
+
+
+def site_change(path: str, role: str, old: str, new: str, lines: dict[str, int]) -> str:
+    """The change to make by hand, in words."""
+    return (f"in {path}, remove {role} from the roles of {old} (line {lines.get(old, '?')}) and add it to the roles "
+            f"of {new} (line {lines.get(new, '?')})")
+
+
+# --- on the nodes ---------------------------------------------------------------------
+
+
+def _inspect_script(patterns: str) -> str:
+    return (f"cd {DATA} 2>/dev/null || exit 0; for f in {patterns}; do [ -f \"$f\" ] || continue; case $f in "
+            "metadata*) printf 'image %s %s\\n' \"$f\" \"$(head -c 16 \"$f\" | od -An -tx1 | tr -d ' \\n')\";; "
+            "changelog*) printf 'log %s %s\\n' \"$f\" \"$(grep -a -o '^[0-9]*:' \"$f\" | tail -n 1 | tr -d :)\";; "
+            "esac; done")
+
+
+MASTER_FILES = "metadata.mfs metadata.mfs.back changelog.*.mfs"
+LOGGER_FILES = "metadata_ml.mfs.back changelog_ml.*.mfs changelog_ml_back.*.mfs"
+
+# `mfsmaster -a` recovers (last image + changelogs) and runs as a daemon; its clean stop stores a
+# full metadata.mfs, which a plain start accepts: systemd then runs the master as usual. (A runtime
+# drop-in adding -a to the unit needs two `systemctl daemon-reload`s, which took 90 s each in lab
+# containers on a busy machine.) Enabling is the unit's symlink, for the same reason.
+START_WITH_RECOVERY = f"""set -e
+systemctl reset-failed moosefs-master.service 2>/dev/null || true
+/usr/sbin/mfsmaster -c /etc/mfs/mfsmaster.cfg -a start
+/usr/sbin/mfsmaster -c /etc/mfs/mfsmaster.cfg stop
+test -s {DATA}/metadata.mfs
+systemctl start moosefs-master.service
+wants=/etc/systemd/system/multi-user.target.wants
+[ -e $wants/moosefs-master.service ] || {{ mkdir -p $wants && ln -s /lib/systemd/system/moosefs-master.service $wants/; }}
+"""
+
+
+class Recovery:
+    """The steps' work; each method returns what the journal records."""
+
+    def __init__(self, loaded, source: str | None, *, say: Say, confirm: Callable[[dict], bool],
+                 timeout: float = 300):
+        self.loaded, self.source, self.say, self.confirm, self.timeout = loaded, source, say, confirm, timeout
+        self.plan = make_plan(loaded.site)
+        self.old = self.plan.node(self.plan.moosefs["master"])
+        self.new = self.plan.node(source) if source else self.old
+
+    def sh(self, node, script: str, what: str, timeout: float = 120) -> str:
+        return remote.check(self.loaded, node.ip, script, f"{what} on {node.hostname}", timeout=timeout)
+
+    def master_answers(self, ip: str) -> bool:
+        return mfs.health(ip, timeout=5).reachable
+
+    def version_now(self, ip: str) -> int | None:
+        try:
+            return master_version(mfs.mfscli(ip, "IM", timeout=10))
+        except (OnehciError, subprocess.TimeoutExpired):
+            return None
+
+    def wait_master(self, ip: str, node) -> None:
+        deadline = time.monotonic() + self.timeout
+        while not self.master_answers(ip):
+            if time.monotonic() >= deadline:
+                log = remote.run(self.loaded, node.ip, "systemctl is-active moosefs-master; journalctl -u "
+                                 "moosefs-master --no-pager -n 5 -o cat", timeout=30).stdout.strip().splitlines()
+                raise OnehciError(f"the MooseFS master on {node.hostname} does not answer {self.timeout:.0f} s after "
+                                  f"its start ({' / '.join(log[-3:]) or 'no log'}); see `journalctl -u moosefs-master` "
+                                  "there, then run the same command again")
+            time.sleep(2)
+
+    # --- in place ---------------------------------------------------------------
+
+    def preflight_in_place(self) -> dict:
+        node = self.old
+        if self.master_answers(node.ip):
+            version = self.version_now(node.ip)
+            self.say(f"the MooseFS master on {node.hostname} answers (metadata version {version}): nothing to recover")
+            return {"running": True, "before": version}
+        if not remote.alive(self.loaded, node.ip):
+            raise OnehciError(f"the MooseFS master {node.hostname} ({node.ip}) does not answer, and neither does its "
+                              "host over SSH: if it is lost, promote a metalogger with `onehci recover-master SITE "
+                              "--from NODE`; if it is only down, power it on and run this again")
+        listing = self.sh(node, _inspect_script(MASTER_FILES), "reading the master's data directory")
+        before, files = disk_version(listing)
+        if not files:
+            raise OnehciError(f"{node.hostname} holds no MooseFS metadata in {DATA} (no metadata.mfs* nor changelog): "
+                              "nothing to recover there; promote a metalogger with `onehci recover-master SITE "
+                              "--from NODE`")
+        self.say(f"{node.hostname}: the master is down; its metadata on disk reaches version {before} "
+                 f"({', '.join(sorted(files))})")
+        return {"running": False, "before": before, "files": files}
+
+    def restart(self) -> dict:
+        self.say(f"{self.old.hostname}: starting moosefs-master with `mfsmaster -a` (recovery from its changelogs)")
+        self.sh(self.old, START_WITH_RECOVERY, "starting moosefs-master with -a", timeout=self.timeout)
+        self.wait_master(self.old.ip, self.old)
+        return {"started": True}
+
+    # --- promotion --------------------------------------------------------------
+
+    def preflight_promotion(self) -> dict:
+        old, new = self.old, self.new
+        if new is None:
+            raise OnehciError(f"--from {self.source}: not a node of the site (its nodes: "
+                              f"{', '.join(n.hostname for n in self.plan.nodes)})")
+        if new.hostname == old.hostname:
+            raise OnehciError(f"{new.hostname} is already the master in the site: recover it in place with "
+                              "`onehci recover-master SITE` (without --from)")
+        if self.master_answers(old.ip):
+            raise OnehciError(f"the MooseFS master {old.hostname} ({old.ip}) still answers: promoting {new.hostname} "
+                              "now would make two masters (split brain); nothing was changed")
+        if remote.alive(self.loaded, old.ip, timeout=10):
+            raise OnehciError(f"the host of the master, {old.hostname} ({old.ip}), still answers over SSH: recover the "
+                              "master there with `onehci recover-master SITE` (without --from); to promote anyway, "
+                              f"power {old.hostname} off first (a master started there again would split the "
+                              "filesystem). Nothing was changed")
+        if not remote.alive(self.loaded, new.ip):
+            raise OnehciError(f"{new.hostname} ({new.ip}) does not answer over SSH; nothing was changed")
+        listing = self.sh(new, _inspect_script(LOGGER_FILES), "reading the metalogger's data directory")
+        before, files = disk_version(listing)
+        if "metadata_ml.mfs.back" not in files:
+            raise OnehciError(f"{new.hostname} has no metalogger data in {DATA} (no metadata_ml.mfs.back"
+                              f"{'' if new.has('mfs_metalogger') else '; it is no mfs_metalogger in the site'}): "
+                              "it cannot become the master; choose a node that ran a metalogger. Nothing was changed")
+        facts = {"old": old.hostname, "new": new.hostname, "before": before, "files": files}
+        self.say(f"{new.hostname}: the metalogger's copy reaches metadata version {before} "
+                 f"({', '.join(sorted(files))})")
+        if not self.confirm(facts):
+            raise Declined(f"not confirmed: {new.hostname} was not promoted; nothing was changed")
+        return facts
+
+    def install(self) -> str:
+        script = ("dpkg-query -W -f='${db:Status-Status}\\n' moosefs-master moosefs-cli 2>/dev/null | "
+                  "grep -c '^installed$' || true")
+        if self.sh(self.new, script, "reading the installed packages").strip() == "2":
+            return "moosefs-master and moosefs-cli already installed"
+        self.say(f"{self.new.hostname}: installing moosefs-master and moosefs-cli")
+        self.sh(self.new, "DEBIAN_FRONTEND=noninteractive apt-get install -y -q moosefs-master moosefs-cli "
+                "|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q moosefs-master "
+                "moosefs-cli; }", "installing moosefs-master", timeout=900)
+        return "installed moosefs-master and moosefs-cli"
+
+    def _config(self) -> str:
+        networks = [str(self.loaded.site.networks.management.cidr.cidr)]
+        exports = "".join(f"{n}\t/\trw,alldirs,maproot=0\n{n}\t.\trw\n" for n in networks)
+        cfg = (f"# written by onehci recover-master; the next deploy writes it again\nWORKING_USER = mfs\n"
+               f"WORKING_GROUP = mfs\nDATA_PATH = {DATA}\nEXPORTS_FILENAME = /etc/mfs/mfsexports.cfg\n")
+        return (f"[ -s /etc/mfs/mfsmaster.cfg ] || printf %s {shlex.quote(cfg)} > /etc/mfs/mfsmaster.cfg\n"
+                f"[ -s /etc/mfs/mfsexports.cfg ] || printf %s {shlex.quote(exports)} > /etc/mfs/mfsexports.cfg\n"
+                "chown root:mfs /etc/mfs/mfsmaster.cfg /etc/mfs/mfsexports.cfg\n"
+                "chmod 0640 /etc/mfs/mfsmaster.cfg /etc/mfs/mfsexports.cfg\n")
+
+    def promote(self) -> dict:
+        new = self.new
+        names = self.sh(new, f"ls -1 {DATA}", "listing the data directory").split()
+        copies = promotion_copies(names)
+        if not copies:
+            if "metadata.mfs.back" in names and KEPT in names:  # copied by an earlier run
+                self.say(f"{new.hostname}: the metalogger's files were copied already")
+            else:
+                raise OnehciError(f"{new.hostname}: no metadata_ml.mfs.back in {DATA} any more")
+        clash = [dst for _, dst in copies if dst in names]
+        if clash:
+            raise OnehciError(f"{new.hostname}: {DATA} already holds master files ({', '.join(clash)}): onehci will not "
+                              "overwrite them; look at them (an earlier master there?) and move them away by hand")
+        ml = " ".join(shlex.quote(n) for n in names if "_ml" in n)
+        script = ("set -e\nsystemctl stop moosefs-metalogger.service 2>/dev/null || true\n" + self._config()
+                  + f"cd {DATA}\n"
+                  + "".join(f"cp -p {shlex.quote(s)} {shlex.quote(d)}\n" for s, d in copies)
+                  + (f"mkdir -p {KEPT}\nmv -f {ml} {KEPT}/\n" if ml else "")
+                  + f"chown mfs:mfs {DATA}/metadata.mfs.back {DATA}/changelog.*.mfs 2>/dev/null || true\n")
+        self.say(f"{new.hostname}: the metalogger's files become the master's "
+                 f"({', '.join(f'{s} -> {d}' for s, d in copies) or 'done before'}); originals in {DATA}/{KEPT}/")
+        self.sh(new, script, "copying the metalogger's files")
+        self.say(f"{new.hostname}: starting moosefs-master with `mfsmaster -a`")
+        self.sh(new, START_WITH_RECOVERY, "starting moosefs-master with -a", timeout=self.timeout)
+        self.wait_master(new.ip, new)
+        return {"copies": copies}
+
+    def promoted(self) -> bool:
+        """The check of an interrupted promote: the master on the new node answers."""
+        return self.master_answers(self.new.ip)
+
+    def answering(self) -> list:
+        nodes = [n for n in self.plan.nodes if n.hostname != self.old.hostname or self.new is self.old]
+        return [n for n in nodes if remote.alive(self.loaded, n.ip, timeout=10)]
+
+    def repoint(self) -> dict:
+        ip = self.new.ip
+        done, skipped = [], []
+        script = (f"grep -q '[[:space:]]mfsmaster$' /etc/hosts && sed -i 's/^[^#[:space:]]*\\([[:space:]]\\+mfsmaster\\)$/"
+                  f"{ip}\\1/' /etc/hosts || printf '{ip}\\tmfsmaster\\n' >> /etc/hosts; grep -q '^{re.escape(ip)}[[:space:]]\\+mfsmaster$' /etc/hosts")
+        for node in self.plan.nodes:
+            if node.hostname == self.old.hostname:
+                skipped.append(node.hostname)
+                continue
+            result = remote.run(self.loaded, node.ip, script, timeout=30)
+            (done if result.returncode == 0 else skipped).append(node.hostname)
+        self.say(f"`mfsmaster` now names {self.new.hostname} ({ip}) on {', '.join(done)}"
+                 + (f"; not on {', '.join(skipped)} (no answer)" if skipped else ""))
+        return {"repointed": done, "not": skipped}
+
+    def forget(self) -> dict:
+        """Wait for the chunkservers that answer to reconnect, then drop the rest from the list."""
+        ip = self.new.ip
+        alive = {n.ip for n in self.plan.nodes if n.has("mfs_chunkserver") and n.hostname != self.old.hostname
+                 and remote.alive(self.loaded, n.ip, timeout=10)}
+        deadline = time.monotonic() + self.timeout
+        while True:
+            health = mfs.health(ip)
+            connected = {c.ip for c in health.chunkservers}
+            if alive <= connected:
+                break
+            if time.monotonic() >= deadline:
+                raise OnehciError(f"chunkservers {', '.join(sorted(alive - connected))} did not reconnect to the new "
+                                  f"master within {self.timeout:.0f} s; check `mfsmaster` in their /etc/hosts")
+            time.sleep(2)
+        removed = []
+        for cs_ip, port in disconnected(mfs.mfscli(ip, "CS")):
+            subprocess.run(["mfscli", "-H", ip, f"-CRC/{cs_ip}/{port}"], capture_output=True, text=True, timeout=20)
+            removed.append(f"{cs_ip}:{port}")
+        if removed:
+            self.say(f"removed the chunkservers that are gone from the master's list: {', '.join(removed)}")
+        return {"removed": removed}
+
+    def site(self) -> dict:
+        path = Path(self.loaded.path)
+        current = sitefile.load(path)
+        master = make_plan(current.site).moosefs["master"]
+        if master == self.new.hostname:
+            self.loaded = current
+            return {"changed": False}
+        text = path.read_text(encoding="utf-8")
+        try:
+            new_text = move_role_text(text, "mfs_master", self.old.hostname, self.new.hostname)
+        except OnehciError as exc:
+            parsed = yamlpos.parse(text)
+            lines = {n.get("hostname"): parsed.lines.get(("nodes", i, "roles"))
+                     for i, n in enumerate(parsed.data.get("nodes") or []) if isinstance(n, dict)}
+            raise OnehciError(f"site.yml was not changed ({exc}): make this change by hand, then run the same command "
+                              f"again: {site_change(str(path), 'mfs_master', self.old.hostname, self.new.hostname, lines)}"
+                              ) from None
+        _replace(path, new_text)
+        self.loaded = sitefile.load(path)
+        self.say(f"{path}: mfs_master moved from {self.old.hostname} to {self.new.hostname}")
+        return {"changed": True}
+
+    def deploy(self) -> dict:
+        from installer.deploy import deploy
+
+        self.loaded = sitefile.load(self.loaded.path)
+        limit = [n.hostname for n in self.answering()]
+        self.say(f"deploying the new layout on {', '.join(limit)}")
+        result = deploy(self.loaded, limit=limit, say=self.say)
+        if result.status != "successful" or result.rc != 0:
+            raise OnehciError(f"the deploy failed ({result.status}); its output is above; run the same command again "
+                              "once the cause is fixed")
+        return {"limit": limit}
+
+    def verify(self, before: int | None) -> dict:
+        node = self.new
+        self.wait_master(node.ip, node)
+        after = self.version_now(node.ip)
+        if after is None:
+            raise OnehciError(f"the master on {node.hostname} answers but shows no metadata version (mfscli -SIM)")
+        if before is not None and after < before:
+            raise OnehciError(f"the recovered metadata is at version {after}, lower than the {before} found on disk: "
+                              f"changes were lost; stop the master on {node.hostname} and read "
+                              "docs/operations/recover-master.md")
+        deadline = time.monotonic() + self.timeout
+        while True:  # the chunkservers tell the master which chunks they hold
+            health = mfs.health(node.ip)
+            missing = health.chunks.get("missing", 0) if health.reachable else None
+            if missing == 0 and health.chunkservers:
+                break
+            if time.monotonic() >= deadline:
+                raise OnehciError(f"MooseFS still has {missing} missing chunks {self.timeout:.0f} s after the master "
+                                  "came back: `onehci status` shows which chunkservers are not connected")
+            time.sleep(2)
+        self.say(f"metadata version {after} (on disk before: {before}); no chunk missing")
+        return {"before": before, "after": after, "chunks": health.chunks}
+
+    def healthy(self) -> dict:
+        self.loaded = sitefile.load(self.loaded.path)
+        report = status.gather(self.loaded, make_plan(self.loaded.site))
+        bad = [f"{c.component}: {c.reason}" for c in report.checks if c.colour != status.GREEN]
+        self.say(f"status: {report.verdict}" + (f" ({'; '.join(bad)})" if bad else ""))
+        return report.as_dict()
+
+
+def recover_master(loaded, source: str | None = None, *, say: Say = print,
+                   confirm: Callable[[dict], bool] = lambda facts: True, answers: dict[str, bool] | None = None,
+                   timeout: float = 300) -> dict:
+    """Run (or continue) the recovery; returns the finished journal (journal.status() form) with
+    a `summary` of what was found and done."""
+    work = Recovery(loaded, source, say=say, confirm=confirm, timeout=timeout)
+    if source and work.new is None:
+        raise OnehciError(f"--from {source}: not a node of the site (its nodes: "
+                          f"{', '.join(n.hostname for n in work.plan.nodes)})")
+    steps = PROMOTION if source else IN_PLACE
+    target = work.new.hostname
+    command = f"onehci recover-master {loaded.path}" + (f" --from {source}" if source else "")
+    j = journal.Journal.open(loaded.path, "recover-master", target, steps, params={"from": source}, command=command)
+    with j:
+        for step, took_effect in (answers or {}).items():
+            j.confirm(step, took_effect)
+        first = j.data["steps"][0]
+        if first["status"] != journal.DONE:
+            try:
+                facts = j.run("preflight", work.preflight_promotion if source else work.preflight_in_place)
+            except OnehciError:
+                j.close()  # refused or declined before anything changed: free the site
+                journal.abandon(loaded.path, "refused by the preflight or not confirmed: nothing was changed")
+                raise
+        else:
+            facts = first["result"]
+            say(f"continuing recover-master at {j.status()['where']}")
+        before = facts.get("before")
+        if source:
+            _run(j, "install", work.install, say)
+            _run(j, "promote", work.promote, say, check_done=work.promoted)
+            for name, fn in (("repoint", work.repoint), ("forget", work.forget), ("site", work.site),
+                             ("deploy", work.deploy)):
+                _run(j, name, fn, say)
+        elif facts.get("running"):
+            for name in ("restart",):
+                _run(j, name, lambda: {"started": False, "note": "the master was running"}, say)
+        else:
+            _run(j, "restart", work.restart, say, check_done=lambda: work.master_answers(work.old.ip))
+        checked = _run(j, "verify", lambda: work.verify(before), say)
+        health = _run(j, "healthy", work.healthy, say)
+        result = j.finish()
+    result["summary"] = {"master": target, "promoted_from_metalogger": bool(source),
+                         "metadata_version_before": (checked or {}).get("before"),
+                         "metadata_version_after": (checked or {}).get("after"),
+                         "status": (health or {}).get("verdict")}
+    say(f"recover-master: the MooseFS master runs on {target} (metadata version {(checked or {}).get('after')}, "
+        f"{(checked or {}).get('before')} before); status {(health or {}).get('verdict')}")
+    return result
+
+
+def _replace(path: Path, text: str) -> None:
+    """PATH's text replaced atomically (a file beside it, renamed over it), its mode kept."""
+    spare = path.with_name(f".{path.name}.{os.getpid()}.new")
+    try:
+        spare.write_text(text, encoding="utf-8")
+        spare.chmod(path.stat().st_mode & 0o777)
+        os.replace(spare, path)
+    finally:
+        spare.unlink(missing_ok=True)
+
+
+def _run(j: journal.Journal, name: str, fn, say: Say, check_done=None):
+    number = [s["name"] for s in j.data["steps"]].index(name) + 1
+    if j.data["steps"][number - 1]["status"] != journal.DONE:
+        say(f"[{number}/{len(j.data['steps'])}] {name}")
+    return j.run(name, fn, check_done=check_done)
