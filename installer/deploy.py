@@ -40,12 +40,15 @@ def opennebula_repo(loaded) -> dict | None:
 
 def inventory_for(loaded, plan: Plan | None = None, *, format_consent: list[str] = ()) -> dict:
     """The inventory `onehci deploy` hands to Ansible (`onehci inventory` prints it)."""
+    from installer import lab
+
     ssh_key, known_hosts = ssh_identity(loaded)
     state.oneadmin_password(loaded.path)  # made here, once: the frontend role reads the file
     return build_inventory(loaded.site, plan or make_plan(loaded.site), ssh_key=ssh_key,
                            known_hosts=str(known_hosts), format_consent=list(format_consent),
                            oneadmin_password_file=str(state.oneadmin_password_file(loaded.path)),
-                           opennebula_repo=opennebula_repo(loaded), marked=storage.marks(loaded.path))
+                           opennebula_repo=opennebula_repo(loaded), marked=storage.marks(loaded.path),
+                           master_options=lab.moosefs_master_options(loaded))
 
 
 def learn_host_keys(nodes, known_hosts: Path, ssh_key: str | None) -> None:

@@ -14,7 +14,8 @@ GROUPS = ("mfs_master", "mfs_metalogger", "mfs_chunkserver", "frontend", "kvm")
 
 def build_inventory(site, plan: Plan, *, ssh_key: str | None = None, known_hosts: str | None = None,
                     format_consent: list[str] = (), oneadmin_password_file: str | None = None,
-                    opennebula_repo: dict | None = None, marked: dict[str, list[str]] | None = None) -> dict:
+                    opennebula_repo: dict | None = None, marked: dict[str, list[str]] | None = None,
+                    master_options: dict | None = None) -> dict:
     """The inventory as the dict ansible-runner takes (YAML inventory structure).
     `opennebula_repo` ({url, trusted, ...}: docs/roles/opennebula_repo.md) replaces OpenNebula's
     own repository, e.g. with the lab's stand-in."""
@@ -58,6 +59,8 @@ def build_inventory(site, plan: Plan, *, ssh_key: str | None = None, known_hosts
     }
     if ssh_key:
         allvars["ansible_ssh_private_key_file"] = ssh_key
+    if master_options:
+        allvars["moosefs_master__options"] = dict(master_options)
     if oneadmin_password_file:
         allvars["onehci_oneadmin_password_file"] = oneadmin_password_file
     if opennebula_repo:

@@ -49,3 +49,12 @@ def test_no_password_hash_or_key_content_in_inventory(tmp_path):
     site = sitefile.load(tmp_path / "site.yml").site
     dumped = json.dumps(build_inventory(site, make_plan(site)))
     assert hashed not in dumped and "PRIVATE" not in dumped
+
+
+def test_a_drain_in_progress_and_the_labs_master_options_reach_the_roles():
+    inv = _inventory("lab", marked={"lab3": ["serial:lab3-chunk1"]}, master_options={"CHUNKS_LOOP_MIN_TIME": 60})
+    hosts = inv["all"]["hosts"]
+    assert hosts["lab3"]["moosefs_chunkserver__marked_for_removal"] == ["serial:lab3-chunk1"]
+    assert "moosefs_chunkserver__marked_for_removal" not in hosts["lab2"]
+    assert inv["all"]["vars"]["moosefs_master__options"] == {"CHUNKS_LOOP_MIN_TIME": 60}
+    assert "moosefs_master__options" not in _inventory("lab")["all"]["vars"]  # a real site: MooseFS's defaults

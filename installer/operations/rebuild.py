@@ -123,9 +123,10 @@ class Rebuild:
             for line in risk.summary:
                 self.say(f"MooseFS: {line}")
             return {"drained": False, "why": "the node is dead: its copies were not drained", "risk": risk.summary}
-        storage.set_marked(self.loaded, self.node, True)
-        self.say(f"MooseFS: {self.node.hostname}'s chunk disks marked for removal; their chunks are being copied")
         started = time.monotonic()
+        storage.set_marked(self.loaded, self.node, True)
+        storage.wait_seen_marked(master, self.node)
+        self.say(f"MooseFS: {self.node.hostname}'s chunk disks marked for removal; their chunks are being copied")
         storage.wait_safe(master, timeout=self.drain_timeout, say=self.say,
                           what=f"the chunks of {self.node.hostname} to have their copies elsewhere")
         return {"drained": True, "seconds": round(time.monotonic() - started, 1)}

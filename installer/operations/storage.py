@@ -45,11 +45,26 @@ def set_marked(loaded, node, marked: bool) -> None:
                  f"{'marking' if marked else 'unmarking'} the chunk disks of {node.hostname}")
 
 
-def is_marked(loaded, node) -> bool:
-    """Are all of NODE's chunk directories marked in its mfshdd.cfg?"""
-    out = remote.check(loaded, node.ip, f"grep -v '^#' {HDD_CFG} | grep . || true", f"reading {HDD_CFG}")
-    lines = out.split()
-    return bool(lines) and all(line.startswith("*") for line in lines)
+def disk_states(master: str, ip: str) -> list[str]:
+    """What the master says of each disk of the chunkserver at IP (`ok`, `marked for removal
+    (not ready)`, ...); [] when it knows none."""
+    return [row[3] for row in mfs.rows(mfs.mfscli(master, "HD"))
+            if len(row) > 3 and row[0].startswith(f"{ip}:")]
+
+
+def wait_seen_marked(master: str, node, *, timeout: float = 120, interval: float = 2.0) -> None:
+    """Until the master reports every disk of NODE marked for removal: before that, a clean
+    chunk matrix only means the master has not looked yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = disk_states(master, node.ip)
+        if found and all(s.startswith("marked for removal") for s in found):
+            return
+        if time.monotonic() >= deadline:
+            raise OnehciError(f"the MooseFS master does not show {node.hostname}'s disks marked for removal "
+                              f"{timeout:.0f} s after the mark (it shows: {', '.join(found) or 'no disk'}); "
+                              f"check /etc/mfs/mfshdd.cfg on {node.hostname}, then run the same command again")
+        time.sleep(interval)
 
 
 def unsafe(health: mfs.Health) -> dict[str, int]:

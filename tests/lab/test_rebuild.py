@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from installer import journal, lab, one, sitefile, state
+from installer import journal, lab, mfs, one, sitefile, state
 from installer.lab import rootfs
 from installer.plan import make_plan
 from installer.siteinit import profile_site
@@ -97,8 +97,7 @@ def test_a_rebuild_that_would_break_the_goal_is_refused_and_changes_nothing(clou
     sh(cloud, "lab2", "systemctl stop moosefs-chunkserver")
     try:
         wait_for("the master to see lab2's chunkserver gone",
-                 lambda: "10.71.0.12" not in subprocess.run(["mfscli", "-p", "-n", "-H", "10.71.0.11", "-SCS"],
-                                                          capture_output=True, text=True).stdout, 60)
+                 lambda: "10.71.0.12" not in [c.ip for c in mfs.health("10.71.0.11").chunkservers], 60)
         before = (host_states(cloud), state.read_json(state.state_dir(cloud.path) / "boot.json", {}))
         proc = onehci("rebuild", "lab3", "--yes", SITE)
         assert proc.returncode == 1
@@ -215,7 +214,6 @@ def test_a_fourth_node_joins_as_chunkserver_and_monitored_host_and_the_others_ke
     assert {n: after[n] for n in before} == before and after["lab4"] == ("10.71.0.14", "52:54:00:71:00:14")
     loaded = sitefile.load(SITE)
     assert host_states(loaded)["lab4"] == one.MONITORED
-    servers = subprocess.run(["mfscli", "-p", "-n", "-H", "10.71.0.11", "-SCS"], capture_output=True, text=True).stdout
-    assert "10.71.0.14" in servers
+    assert "10.71.0.14" in [c.ip for c in mfs.health("10.71.0.11").chunkservers]
     assert onehci("status", SITE).returncode == 0
     assert tree_hash(loaded, "lab4", DATA) == data
