@@ -7,7 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from installer import ansible, state
+from installer import ansible, remote, state
 from installer.errors import OnehciError
 from installer.inventory import build_inventory
 from installer.operations import storage
@@ -58,9 +58,7 @@ def learn_host_keys(nodes, known_hosts: Path, ssh_key: str | None) -> None:
     there would never apply: first contact happens here, with plain ssh, for every node at once.
     An unreachable node is left to the preflight, which says so in its own words."""
     def contact(node) -> tuple[object, str, int]:
-        argv = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
-                "-o", f"UserKnownHostsFile={known_hosts}", "-o", "ConnectTimeout=10",
-                *(["-i", ssh_key, "-o", "IdentitiesOnly=yes"] if ssh_key else []), f"root@{node.ip}", "true"]
+        argv = [*remote.ssh_argv(node.ip, ssh_key, str(known_hosts), 10, host_keys="accept-new"), "true"]
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         except subprocess.TimeoutExpired:

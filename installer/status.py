@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from installer import mfs, one
+from installer import mfs, one, remote
 from installer.errors import OnehciError
 
 GREEN, AMBER, RED = "green", "amber", "red"
@@ -212,13 +212,6 @@ def one_view(loaded, plan, timeout: float = TIMEOUT) -> OneView:
     return read_one(client, url)
 
 
-def ssh_argv(ip: str, ssh_key: str | None, known_hosts: str, timeout: float) -> list[str]:
-    # read-only: a host key never seen is refused here, deploy is where keys are learned
-    return ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
-            "-o", f"ConnectTimeout={max(1, int(timeout))}",
-            *(["-i", ssh_key, "-o", "IdentitiesOnly=yes"] if ssh_key else []), f"root@{ip}"]
-
-
 def check_mount(argv: list[str], mount: str, timeout: float = TIMEOUT) -> Mount:
     """What is mounted at MOUNT, through ARGV (ssh ... root@HOST). MooseFS 3.0 under FUSE 3
     shows as type `fuse` with source `mfs#MASTER:PORT` (older clients: `fuse.mfs`)."""
@@ -239,7 +232,8 @@ def check_mount(argv: list[str], mount: str, timeout: float = TIMEOUT) -> Mount:
 
 
 def gather(loaded, plan, *, timeout: float = TIMEOUT) -> Status:
-    """Every check at once: MooseFS, OpenNebula and one SSH per MooseFS client host."""
+    """Every check at once: MooseFS, OpenNebula and one SSH per MooseFS client host (read-only:
+    a host key never seen is refused, deploy is where keys are learned)."""
     from installer.deploy import ssh_identity
 
     started = time.monotonic()
@@ -248,7 +242,7 @@ def gather(loaded, plan, *, timeout: float = TIMEOUT) -> Status:
     with ThreadPoolExecutor(max_workers=2 + len(clients)) as pool:
         health = pool.submit(mfs.health, plan.moosefs["master_ip"], timeout)
         view = pool.submit(one_view, loaded, plan, timeout)
-        mounts = {n.hostname: pool.submit(check_mount, ssh_argv(n.ip, ssh_key, str(known_hosts), timeout),
+        mounts = {n.hostname: pool.submit(check_mount, remote.ssh_argv(n.ip, ssh_key, str(known_hosts), timeout),
                                           plan.moosefs["mount"], timeout + 1) for n in clients}
         return judge(plan, health.result(), view.result(), {n: f.result() for n, f in mounts.items()},
                      time.monotonic() - started)

@@ -12,7 +12,7 @@ import threading
 import pytest
 from click.testing import CliRunner
 
-from installer import mfs, one, sitefile, status
+from installer import mfs, one, remote, sitefile, status
 from installer import plan as plan_module
 from installer.cli.main import cli
 from installer.plan import make_plan
@@ -216,12 +216,13 @@ def test_check_mount_reads_findmnt_over_ssh(tmp_path):
     assert status.check_mount(hung, "/m", timeout=0.2) == Mount(False, "cannot check: no answer over SSH within 0.2 s")
 
 
-def test_ssh_argv_uses_deploys_identity_and_learns_no_key():
-    argv = status.ssh_argv("10.0.0.9", "/k/id", "/s/known_hosts", 4.0)
+def test_ssh_argv_uses_the_sites_identity_and_learns_a_key_only_when_asked():
+    argv = remote.ssh_argv("10.0.0.9", "/k/id", "/s/known_hosts", 4.0)
     assert argv[0] == "ssh" and argv[-1] == "root@10.0.0.9"
     assert "StrictHostKeyChecking=yes" in argv and "UserKnownHostsFile=/s/known_hosts" in argv
     assert argv[argv.index("-i") + 1] == "/k/id" and "ConnectTimeout=4" in argv
-    assert "-i" not in status.ssh_argv("10.0.0.9", None, "/s/known_hosts", 4.0)
+    assert "-i" not in remote.ssh_argv("10.0.0.9", None, "/s/known_hosts", 4.0)
+    assert "StrictHostKeyChecking=accept-new" in remote.ssh_argv("10.0.0.9", None, "/s/k", 4.0, host_keys="accept-new")
 
 
 def test_gather_runs_every_check_at_once(plan, monkeypatch, tmp_path):

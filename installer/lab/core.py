@@ -330,9 +330,9 @@ def _write_known_hosts(loaded, nodes: list[PlannedNode], directory: Path) -> Non
 
 
 def ssh_argv(loaded, ip: str, *command: str, timeout: int = 5) -> list[str]:
-    return ["ssh", "-i", str(lab_ssh_key(loaded)), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-            "-o", f"UserKnownHostsFile={known_hosts(loaded)}", "-o", "StrictHostKeyChecking=yes",
-            "-o", f"ConnectTimeout={timeout}", f"root@{ip}", *command]
+    from installer import remote
+
+    return [*remote.ssh_argv(ip, str(lab_ssh_key(loaded)), str(known_hosts(loaded)), timeout), *command]
 
 
 def _ssh_ok(loaded, ip: str) -> bool:
