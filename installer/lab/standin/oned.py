@@ -50,6 +50,7 @@ API = ("system.version", "user.info", "user.passwd",
        "hostpool.info", "host.allocate", "host.info", "host.status", "host.delete",
        "datastorepool.info", "datastore.allocate", "datastore.info", "datastore.update",
        "vnpool.info", "vn.allocate", "vn.info", "vn.update",
+       "vm.allocate", "vm.deploy", "vm.action", "vm.info",
        "vmpool.info", "vmpool.infoextended")
 _SECRET_PARAMS = {"one.user.passwd": {2}}  # positions never logged, besides the session
 
@@ -201,13 +202,65 @@ class Api:
     def vn_update(self, oid: int, template: str, mode: int = 0) -> int:
         return self.store.vn_update(oid, template, mode)
 
-    # --- virtual machines: none run in the lab -------------------------------------
+    # --- virtual machines: placement only, no hypervisor ---------------------------
+
+    def vm_allocate(self, template: str, hold: bool = False) -> int:
+        return self.store.vm_allocate(template, hold)
+
+    def vm_deploy(self, oid: int, host_id: int, enforce: bool = False, ds_id: int = -1,
+                  nic_template: str = "") -> int:
+        if nic_template:
+            R.parse(nic_template)  # parsed as oned does; automatic NICs are not modelled
+        return self.store.vm_deploy(oid, host_id, enforce, ds_id)
+
+    def vm_action(self, action: str, oid: int) -> int:
+        return self.store.vm_action(action, oid)
+
+    def vm_info(self, oid: int, decrypt: bool = False) -> str:
+        return self._document(D.vm, "vm", oid, full=True)
 
     def vmpool_info(self, filter_flag: int, start: int, end: int, state: int,
                     query: str = "") -> str:
-        return "<VM_POOL></VM_POOL>"
+        return self._vm_pool(filter_flag, start, end, state)
 
-    vmpool_infoextended = vmpool_info
+    def vmpool_infoextended(self, filter_flag: int, start: int, end: int, state: int,
+                            query: str = "") -> str:
+        return self._vm_pool(filter_flag, start, end, state)
+
+    def _vm_pool(self, filter_flag: int, start: int, end: int, state: int) -> str:
+        """Filter -4..-1 or a user id, an id range (-1: open), STATE -2 any, -1 any but
+        DONE, else that state; the KEY=VALUE query is not modelled."""
+        if filter_flag < -4:
+            raise R.OneError(R.XML_RPC_API, "Incorrect filter_flag.")
+        if state < -2 or state > 11:  # ALL_VM .. CLONING_FAILURE
+            raise R.OneError(R.XML_RPC_API, "Incorrect filter_flag, state")
+        with self.store.lock:
+            objs = [] if filter_flag > 0 else [
+                vm for vm in self.store.pools["vm"].values()
+                if (start < 0 or vm["id"] >= start) and (end < 0 or vm["id"] <= end)
+                and (state == -2 or (state == -1 and vm["state"] != R.DONE) or vm["state"] == state)]
+            return D.pool(self.store, "vm", objs, full=False)
+
+
+class Scheduler(threading.Thread):
+    """The scheduler's part the stand-in has: every INTERVAL seconds, VMs flagged RESCHED
+    move to another host of their cluster (onestore.Store.reschedule)."""
+
+    def __init__(self, store: S.Store, interval: float) -> None:
+        super().__init__(name="scheduler", daemon=True)
+        self.store = store
+        self.interval = interval
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.store.reschedule()
+            except Exception:  # a bug here must not end scheduling for good
+                log.exception("scheduling round failed")
 
 
 def _types_fit(handler, params: tuple) -> bool:
@@ -307,6 +360,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(default: %(default)s; '' for the daemon's own user)")
     parser.add_argument("--probe-timeout", type=float, default=30.0, metavar="SECONDS",
                         help="give up on a host's probe after this long (default: %(default)g)")
+    parser.add_argument("--sched-interval", type=float, default=1.0, metavar="SECONDS",
+                        help="seconds between two scheduler rounds moving VMs flagged RESCHED "
+                             "(default: %(default)g)")
     parser.add_argument("--debug", action="store_true", help="log every call")
     parser.add_argument("--version", action="version",
                         version=f"onehci stand-in oned {VERSION}: OpenNebula {ONE_VERSION} XML-RPC subset")
@@ -351,11 +407,14 @@ def main(argv: list[str] | None = None) -> int:
              "(mount point checked: %s)", VERSION, address, port, args.state_file,
              args.monitor_interval, args.ssh_command, os.path.normpath(location))
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    scheduler = Scheduler(store, args.sched_interval)
     monitor.start()
+    scheduler.start()
     try:
         server.serve_forever(poll_interval=0.1)  # SIGTERM is answered within 0.1 s
     except KeyboardInterrupt:
         pass
+    scheduler.stop()
     monitor.stop()
     log.info("stopped")
     return 0

@@ -47,10 +47,11 @@ def cluster(store: S.Store, obj: dict) -> str:
 
 def _host_share(store: S.Store, obj: dict) -> str:
     share = obj["share"]
+    cpu_usage, mem_usage = store.host_usage(obj["id"])  # what the VMs placed there take
     return ("<HOST_SHARE>"
-            + _tags(MEM_USAGE=0, CPU_USAGE=0, TOTAL_MEM=share["total_mem"],
+            + _tags(MEM_USAGE=mem_usage, CPU_USAGE=cpu_usage, TOTAL_MEM=share["total_mem"],
                     TOTAL_CPU=share["total_cpu"], MAX_MEM=share["total_mem"],
-                    MAX_CPU=share["total_cpu"], RUNNING_VMS=0, VMS_THREAD=1)
+                    MAX_CPU=share["total_cpu"], RUNNING_VMS=len(store.vms_on(obj["id"])), VMS_THREAD=1)
             + "<DATASTORES>" + _tags(DISK_USAGE=0, FREE_DISK=0, MAX_DISK=0, USED_DISK=0)
             + "</DATASTORES><PCI_DEVICES></PCI_DEVICES><NUMA_NODES></NUMA_NODES></HOST_SHARE>")
 
@@ -71,7 +72,8 @@ def host(store: S.Store, obj: dict) -> str:
                              PREV_STATE=obj["prev_state"], IM_MAD=obj["im_mad"],
                              VM_MAD=obj["vm_mad"], CLUSTER_ID=obj["cluster_id"],
                              CLUSTER=store.cluster_name(obj["cluster_id"]))
-            + _host_share(store, obj) + "<VMS></VMS>" + T.to_xml(obj["template"])
+            + _host_share(store, obj) + _ids("VMS", [vm["id"] for vm in store.vms_on(obj["id"])])
+            + T.to_xml(obj["template"])
             + _monitoring(store, obj) + "</HOST>")
 
 
@@ -127,6 +129,43 @@ def vnet(store: S.Store, obj: dict, extended: bool = True) -> str:
             + T.to_xml(obj["template"]) + f"<AR_POOL>{ars}</AR_POOL></VNET>")
 
 
+# --- virtual machines ------------------------------------------------------------
+
+
+def _history(record: dict, vm_id: int, full: bool) -> str:
+    """History::to_xml (vm.info) or to_xml_short (the pool): one placement of the VM."""
+    if not full:
+        return ("<HISTORY>" + _tags(OID=vm_id, SEQ=record["seq"], HOSTNAME=record["hostname"],
+                                    HID=record["hid"], CID=record["cid"], DS_ID=record["ds_id"],
+                                    VM_MAD=record["vm_mad"], TM_MAD=record["tm_mad"],
+                                    ACTION=record["action"]) + "</HISTORY>")
+    return ("<HISTORY>" + _tags(OID=vm_id, SEQ=record["seq"], HOSTNAME=record["hostname"],
+                                HID=record["hid"], CID=record["cid"], STIME=record["stime"],
+                                ETIME=record["etime"], VM_MAD=record["vm_mad"], TM_MAD=record["tm_mad"],
+                                DS_ID=record["ds_id"], PLAN_ID=-1, ACTION_ID=-1,
+                                PSTIME=record["stime"], PETIME=record["stime"], RSTIME=record["stime"],
+                                RETIME=record["etime"], ESTIME=0, EETIME=0, ACTION=record["action"],
+                                UID=-1, GID=-1, REQUEST_ID=-1) + "</HISTORY>")
+
+
+def vm(store: S.Store, obj: dict, full: bool = True) -> str:
+    """VirtualMachine::to_xml for vm.info; the pools' shorter form (to_xml_short: the last
+    history record only, no permissions or previous states) with FULL false."""
+    records = obj["history"] if full else obj["history"][-1:]
+    history = "<HISTORY_RECORDS>" + "".join(_history(r, obj["id"], full) for r in records) \
+        + "</HISTORY_RECORDS>"
+    head = "<VM>" + _tags(ID=obj["id"]) + _owner() + _tags(NAME=obj["name"])
+    if full:
+        head += _perms([1, 1, 0, 0, 0, 0, 0, 0, 0])
+    head += _tags(LAST_POLL=0, STATE=obj["state"], LCM_STATE=obj["lcm_state"])
+    if full:
+        head += _tags(PREV_STATE=obj["prev_state"], PREV_LCM_STATE=obj["prev_lcm_state"])
+    head += _tags(RESCHED=obj["resched"], STIME=obj["stime"], ETIME=obj["etime"],
+                  DEPLOY_ID=obj["deploy_id"])
+    return (head + "<MONITORING></MONITORING>" + T.to_xml(obj["template"])
+            + T.to_xml(obj["user_template"], "USER_TEMPLATE") + history + "</VM>")
+
+
 # --- users and pools -------------------------------------------------------------
 
 
@@ -141,9 +180,9 @@ def user(store: S.Store) -> str:
 
 
 def pool(store: S.Store, kind: str, objs, **options) -> str:
-    render = {"cluster": cluster, "host": host, "datastore": datastore, "vnet": vnet}[kind]
+    render = {"cluster": cluster, "host": host, "datastore": datastore, "vnet": vnet, "vm": vm}[kind]
     tag = {"cluster": "CLUSTER_POOL", "host": "HOST_POOL", "datastore": "DATASTORE_POOL",
-           "vnet": "VNET_POOL"}[kind]
+           "vnet": "VNET_POOL", "vm": "VM_POOL"}[kind]
     body = "".join(render(store, obj, **options) for obj in sorted(objs, key=lambda o: o["id"]))
     return f"<{tag}>{body}</{tag}>"
 

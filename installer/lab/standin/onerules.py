@@ -1,6 +1,7 @@
 """OpenNebula 7.0's rules for the onehci stand-in: error codes and messages, and what
 oned makes of a datastore or virtual network template (Datastore::insert and
 post_update_template, VirtualNetwork::insert, AddressRange::from_vattr). Pure functions
+and a virtual machine's (VirtualMachine::insert, placement rules). Pure functions
 on plain dicts; the store (onestore.py) gives ids, locks and saves. Standard library
 only: this module ships in the stand-in package."""
 
@@ -26,10 +27,29 @@ IMAGE_DS, SYSTEM_DS, FILE_DS = 0, 1, 2
 DS_TYPES = {"IMAGE_DS": IMAGE_DS, "SYSTEM_DS": SYSTEM_DS, "FILE_DS": FILE_DS}
 DEFAULT_CLUSTER = 0
 VNET_READY, VNET_LOCK_CREATE = 1, 2
+# virtual machine states (include/VirtualMachine.h): STATE, and LCM_STATE while ACTIVE
+VM_INIT, PENDING, HOLD, ACTIVE, STOPPED, SUSPENDED, DONE, POWEROFF = 0, 1, 2, 3, 4, 5, 6, 8
+LCM_INIT, RUNNING, LCM_UNKNOWN = 0, 3, 16
+VM_STATE_NAMES = {VM_INIT: "INIT", PENDING: "PENDING", HOLD: "HOLD", ACTIVE: "ACTIVE",
+                  STOPPED: "STOPPED", SUSPENDED: "SUSPENDED", DONE: "DONE", POWEROFF: "POWEROFF"}
+LCM_STATE_NAMES = {LCM_INIT: "LCM_INIT", RUNNING: "RUNNING", LCM_UNKNOWN: "UNKNOWN"}
+HOST_STATE_NAMES = {INIT: "INIT", MONITORED: "MONITORED", ERROR: "ERROR", DISABLED: "DISABLED",
+                    OFFLINE: "OFFLINE"}
+# one.vm.action's names (VMActions::action_from_str) for a running VM's life cycle
+VM_ACTIONS = {"terminate", "terminate-hard", "undeploy", "undeploy-hard", "hold", "release",
+              "stop", "suspend", "resume", "reboot", "reboot-hard", "resched", "unresched",
+              "poweroff", "poweroff-hard"}
+# history record ACTION values (VMActions::Action)
+NONE_ACTION, MIGRATE_ACTION, TERMINATE_ACTION, TERMINATE_HARD_ACTION = 0, 1, 27, 28
+# what VirtualMachine::insert keeps in TEMPLATE; the rest of what the user gave is USER_TEMPLATE
+VM_TEMPLATE_KEYS = {"CPU", "MEMORY", "VCPU", "MEMORY_MAX", "VCPU_MAX", "CPU_COST", "MEMORY_COST",
+                    "DISK_COST", "EMULATOR", "OS", "FEATURES", "INPUT", "GRAPHICS", "VIDEO", "RAW",
+                    "CONTEXT", "DISK", "NIC", "NIC_ALIAS", "NIC_DEFAULT", "PCI", "TOPOLOGY",
+                    "NUMA_NODE", "SCHED_REQUIREMENTS", "SCHED_DS_REQUIREMENTS", "SUBMIT_ON_HOLD"}
 
 OBJECT_NAMES = {"cluster": "cluster", "host": "host", "datastore": "datastore",
-                "vnet": "virtual network", "user": "user"}
-POOL_TAGS = {"cluster": "CLUSTER", "host": "HOST", "datastore": "DATASTORE", "vnet": "NET"}
+                "vnet": "virtual network", "user": "user", "vm": "virtual machine"}
+POOL_TAGS = {"cluster": "CLUSTER", "host": "HOST", "datastore": "DATASTORE", "vnet": "NET", "vm": "VM"}
 
 # oned.conf's TM_MAD_CONF for the transfer drivers the stand-in knows
 TM_CONF = {
@@ -263,3 +283,67 @@ def vnet_post_update(vnet: dict) -> None:
     if new_type in BRIDGE_TYPES:
         vnet["bridge_type"] = new_type
     T.replace(tmpl, "BRIDGE_TYPE", vnet["bridge_type"])
+
+
+# --- virtual machines ------------------------------------------------------------
+
+
+def vm_state_str(vm: dict) -> str:
+    """VirtualMachine::state_str: the LCM state's name while ACTIVE, else the state's."""
+    if vm["state"] == ACTIVE:
+        return LCM_STATE_NAMES.get(vm["lcm_state"], str(vm["lcm_state"]))
+    return VM_STATE_NAMES.get(vm["state"], str(vm["state"]))
+
+
+def _positive(tmpl: T.Template, name: str, kind) -> bool:
+    value = T.get(tmpl, name)
+    if not isinstance(value, str):
+        return False
+    try:
+        return kind(value.strip()) > 0
+    except ValueError:
+        return False
+
+
+def new_vm(tmpl: T.Template, oid: int, hold: bool, now: int) -> dict:
+    """VirtualMachine::insert, the part the stand-in models: NAME (one-ID when missing),
+    MEMORY (MB, a positive integer), CPU (a positive number), VCPU (optional, a positive
+    integer); the well-known attributes go to TEMPLATE, the others to USER_TEMPLATE."""
+    name = T.get_str(tmpl, "NAME") or f"one-{oid}"
+    T.erase(tmpl, "NAME")
+    problem = name_problem(name)
+    if problem:
+        raise allocate_error("vm", problem)
+    if not _positive(tmpl, "MEMORY", int):
+        raise allocate_error("vm", "MEMORY attribute must be a positive integer value.")
+    if not _positive(tmpl, "CPU", float):
+        raise allocate_error("vm", "CPU attribute must be a positive float or integer value.")
+    if T.get(tmpl, "VCPU") is not None and not _positive(tmpl, "VCPU", int):
+        raise allocate_error("vm", "VCPU attribute must be a positive integer value.")
+    system = [(k, v) for k, v in tmpl if k in VM_TEMPLATE_KEYS]
+    user = [(k, v) for k, v in tmpl if k not in VM_TEMPLATE_KEYS]
+    system.append(("VMID", str(oid)))
+    state = HOLD if hold or T.get_str(tmpl, "SUBMIT_ON_HOLD").upper() == "YES" else PENDING
+    return {"id": oid, "name": name, "state": state, "lcm_state": LCM_INIT,
+            "prev_state": state, "prev_lcm_state": LCM_INIT, "resched": 0,
+            "stime": now, "etime": 0, "deploy_id": "", "template": system,
+            "user_template": user, "history": []}
+
+
+def vm_capacity(vm: dict) -> tuple[int, int]:
+    """What the VM takes of a host's share: CPU x 100 and MEMORY in KB (HostShare units)."""
+    cpu = float(T.get_str(vm["template"], "CPU") or 0)
+    memory = int(T.get_str(vm["template"], "MEMORY") or 0)
+    return int(round(cpu * 100)), memory * 1024
+
+
+def new_history(vm: dict, host: dict, ds_id: int, tm_mad: str, now: int) -> dict:
+    """VirtualMachine::add_history: a new record, SEQ one past the last."""
+    return {"seq": len(vm["history"]), "hid": host["id"], "hostname": host["name"],
+            "cid": host["cluster_id"], "stime": now, "etime": 0, "vm_mad": host["vm_mad"],
+            "tm_mad": tm_mad, "ds_id": ds_id, "action": NONE_ACTION}
+
+
+def state_error(action: str, vm: dict) -> OneError:
+    return OneError(ACTION, f'Error performing action "{action}": '
+                            f"This action is not available for state {vm_state_str(vm)}")

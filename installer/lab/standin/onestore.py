@@ -1,6 +1,6 @@
-"""The onehci stand-in's objects: clusters, hosts, datastores, virtual networks and the
-oneadmin user, behind one lock and kept in one JSON file, with ids given as OpenNebula
-7.0 gives them. What oned makes of a template is in onerules.py. Standard library only:
+"""The onehci stand-in's objects: clusters, hosts, datastores, virtual networks, virtual
+machines (placement only) and the oneadmin user, behind one lock and kept in one JSON
+file, with ids given as OpenNebula 7.0 gives them. What oned makes of a template is in onerules.py. Standard library only:
 this module ships in the stand-in package.
 """
 
@@ -24,6 +24,7 @@ except ImportError:  # run as a script from the package's directory
     import onetemplate as T  # type: ignore[no-redef]
 
 log = logging.getLogger("onehci-standin")
+KINDS = ("cluster", "host", "datastore", "vnet", "vm")
 
 
 def _digest(password: str) -> str:
@@ -48,6 +49,7 @@ class Store:
         self.lock = threading.RLock()
         # monitoring figures are not persisted, like OpenNebula's monitoring table
         self.monitoring: dict[int, dict] = {}
+        self.unplaceable: set[int] = set()  # VMs the scheduler already said it cannot move
         self.capacity: dict[int, tuple[int, int, int]] = {}
         if path.exists():
             self._load(json.loads(path.read_text()))
@@ -60,14 +62,17 @@ class Store:
 
     def _load(self, data: dict) -> None:
         self.last_oid = {kind: int(oid) for kind, oid in data["last_oid"].items()}
+        self.last_oid.setdefault("vm", -1)  # a state file written before VMs existed
         self.pools: dict[str, dict[int, dict]] = {}
-        for kind in ("cluster", "host", "datastore", "vnet"):
+        for kind in KINDS:
             objs = {}
-            for obj in data[kind]:
+            for obj in data.get(kind, []) if kind == "vm" else data[kind]:
                 obj = dict(obj)
                 obj["template"] = T.from_json(obj["template"])
                 if kind == "vnet":
                     obj["ars"] = [[tuple(pair) for pair in ar] for ar in obj["ars"]]
+                if kind == "vm":
+                    obj["user_template"] = T.from_json(obj["user_template"])
                 objs[obj["id"]] = obj
             self.pools[kind] = objs
         self.oneadmin = data["oneadmin"]
@@ -79,6 +84,8 @@ class Store:
             data[kind] = []
             for obj in objs.values():
                 obj = dict(obj, template=T.to_json(obj["template"]))
+                if kind == "vm":
+                    obj["user_template"] = T.to_json(obj["user_template"])
                 data[kind].append(obj)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".standin-state.")
@@ -95,8 +102,8 @@ class Store:
     def _bootstrap(self) -> None:
         # ids as a fresh OpenNebula: objects made by users start at 100 for clusters
         # and datastores (ClusterPool / DatastorePool reserve 0-99), at 0 for the rest
-        self.last_oid = {"cluster": -1, "host": -1, "datastore": -1, "vnet": -1}
-        self.pools = {"cluster": {}, "host": {}, "datastore": {}, "vnet": {}}
+        self.last_oid = {kind: -1 for kind in KINDS}
+        self.pools = {kind: {} for kind in KINDS}
         # oned sets oneadmin's password from one_auth on its first start only
         first = self._auth_file_password()
         self.oneadmin = {"password": _digest(first) if first else ""}
@@ -278,6 +285,9 @@ class Store:
     def host_delete(self, oid: int) -> int:
         with self.lock:
             host = self.get("host", oid)
+            if self.vms_on(oid):  # HostPool::drop: the host's share still counts them
+                raise R.OneError(R.ACTION, "Cannot delete host. Can not remove a host with running VMs",
+                                 oid)
             cluster = self.pools["cluster"].get(host["cluster_id"])
             if cluster is not None and oid in cluster["hosts"]:
                 cluster["hosts"].remove(oid)
@@ -390,3 +400,158 @@ class Store:
             log.info("virtual network %s (%d) template updated (%s)", vnet["name"], oid,
                      ("replace", "merge")[mode])
             return oid
+
+    # --- virtual machines: placement only --------------------------------------------
+
+    def vms_on(self, hid: int) -> list[dict]:
+        """The VMs a host's share counts: placed there (last history record) and not
+        gone from it (PENDING, HOLD and DONE hold no host)."""
+        return [vm for vm in self.pools["vm"].values()
+                if vm["history"] and vm["history"][-1]["hid"] == hid
+                and vm["state"] in (R.ACTIVE, R.POWEROFF, R.SUSPENDED)]
+
+    def host_usage(self, hid: int) -> tuple[int, int]:
+        """CPU (x100) and memory (KB) the host's VMs take."""
+        cpu = mem = 0
+        for vm in self.vms_on(hid):
+            vcpu, vmem = R.vm_capacity(vm)
+            cpu, mem = cpu + vcpu, mem + vmem
+        return cpu, mem
+
+    def _fits(self, vm: dict, host: dict) -> str:
+        """Why VM does not fit in HOST's share (HostShare::test), or ''."""
+        cpu, mem = R.vm_capacity(vm)
+        used_cpu, used_mem = self.host_usage(host["id"])
+        total_cpu, total_mem = host["share"]["total_cpu"], host["share"]["total_mem"]
+        if used_cpu + cpu > total_cpu or used_mem + mem > total_mem:
+            return (f"Not enough capacity. Requested: {cpu} CPU, {mem} KB MEM; "
+                    f"Available: {total_cpu - used_cpu} CPU, {total_mem - used_mem} KB MEM")
+        return ""
+
+    def vm_allocate(self, text: str, hold: bool) -> int:
+        with self.lock:
+            tmpl = R.parse(text)
+            vm = R.new_vm(tmpl, self.last_oid["vm"] + 1, hold, int(time.time()))
+            oid = self._next_id("vm")
+            self.pools["vm"][oid] = vm
+            self.save()
+            log.info("virtual machine %s (%d) allocated, %s", vm["name"], oid, R.vm_state_str(vm))
+            return oid
+
+    def _system_ds(self, host: dict, ds_id: int) -> dict:
+        """The system datastore a deploy uses: DS_ID, or the cluster's first one."""
+        cluster_id = host["cluster_id"]
+        if ds_id == -1:
+            cluster = self.get("cluster", cluster_id)
+            system = [d for d in cluster["datastores"]
+                      if d in self.pools["datastore"] and self.pools["datastore"][d]["type"] == R.SYSTEM_DS]
+            if not system:
+                raise R.OneError(R.ACTION, f"cluster [{cluster_id}] does not have any datastore "
+                                           "of type SYSTEM_DS.")
+            return self.pools["datastore"][min(system)]
+        ds = self.get("datastore", ds_id)
+        if ds["type"] != R.SYSTEM_DS:
+            raise R.OneError(R.ACTION, f"datastore [{ds_id}] is not a system datastore "
+                                       "(onehci stand-in)")
+        if cluster_id not in ds["clusters"]:
+            raise R.OneError(R.ACTION, f"datastore [{ds_id}] and host [{host['id']}] are not in "
+                                       f"the same cluster [{cluster_id}].")
+        return ds
+
+    def vm_deploy(self, vid: int, hid: int, enforce: bool, ds_id: int) -> int:
+        """VirtualMachineDeploy, checks in oned's order; the VM is RUNNING at once."""
+        with self.lock:
+            host = self.get("host", hid)
+            if host["state"] == R.OFFLINE:
+                raise R.OneError(R.ACTION, "Host is offline, cannot use it to deploy VM")
+            vm = self.get("vm", vid)
+            ds = self._system_ds(host, ds_id)
+            if vm["state"] not in (R.PENDING, R.HOLD, R.STOPPED):
+                raise R.OneError(R.ACTION, f"Deploy action is not available for state {R.vm_state_str(vm)}")
+            if enforce:
+                # oned tests capacity only; the stand-in also wants a MONITORED host
+                why = (f"Host is {R.HOST_STATE_NAMES.get(host['state'], host['state'])}, not MONITORED "
+                       "(onehci stand-in)" if host["state"] != R.MONITORED else self._fits(vm, host))
+                if why:
+                    raise R.OneError(R.ACTION, f"virtual machine [{vid}] does not fit in host [{hid}]. {why}")
+            now = int(time.time())
+            vm["history"].append(R.new_history(vm, host, ds["id"], ds["tm_mad"], now))
+            self._set_vm_state(vm, R.ACTIVE, R.RUNNING)
+            vm["deploy_id"] = f"one-{vid}"
+            self.save()
+            log.info("virtual machine %s (%d) deployed on host %s (%d), RUNNING", vm["name"], vid,
+                     host["name"], hid)
+            return vid
+
+    def _set_vm_state(self, vm: dict, state: int, lcm_state: int) -> None:
+        vm["prev_state"], vm["prev_lcm_state"] = vm["state"], vm["lcm_state"]
+        vm["state"], vm["lcm_state"] = state, lcm_state
+
+    def vm_action(self, action: str, vid: int) -> int:
+        with self.lock:
+            vm = self.get("vm", vid)
+            if action in ("resched", "unresched"):
+                if not (vm["state"] == R.POWEROFF or (vm["state"] == R.ACTIVE and vm["lcm_state"]
+                                                      in (R.RUNNING, R.LCM_UNKNOWN))):
+                    raise R.state_error(action, vm)
+                if vm["resched"] != int(action == "resched"):  # a new request: say again if stuck
+                    self.unplaceable.discard(vid)
+                vm["resched"] = int(action == "resched")
+            elif action in ("terminate", "terminate-hard"):
+                if vm["state"] == R.DONE:
+                    raise R.state_error(action, vm)
+                now = int(time.time())
+                if vm["history"] and vm["history"][-1]["etime"] == 0:
+                    vm["history"][-1]["etime"] = now
+                    vm["history"][-1]["action"] = (R.TERMINATE_ACTION if action == "terminate"
+                                                   else R.TERMINATE_HARD_ACTION)
+                self._set_vm_state(vm, R.DONE, R.LCM_INIT)
+                vm["resched"], vm["etime"] = 0, now
+            elif action in ("hold", "release"):
+                wanted = R.PENDING if action == "hold" else R.HOLD
+                if vm["state"] != wanted:
+                    raise R.state_error(action, vm)
+                self._set_vm_state(vm, R.HOLD if action == "hold" else R.PENDING, R.LCM_INIT)
+            elif action in R.VM_ACTIONS:
+                raise R.OneError(R.ACTION, f'Action "{action}" is not supported by the onehci stand-in')
+            else:
+                raise R.OneError(R.ACTION, f'Action "{action}" is not supported')
+            self.save()
+            log.info("virtual machine %s (%d): %s, now %s%s", vm["name"], vid, action,
+                     R.vm_state_str(vm), " (RESCHED)" if vm["resched"] else "")
+            return vid
+
+    def reschedule(self) -> list[tuple[int, str, str]]:
+        """One scheduler round: every VM with the RESCHED flag goes to the MONITORED host of
+        its cluster with the fewest VMs where it fits; the flag stays while none exists.
+        Returns the moves (VM id, from, to)."""
+        moves = []
+        with self.lock:
+            for vm in sorted(self.pools["vm"].values(), key=lambda v: v["id"]):
+                if not vm["resched"] or vm["state"] != R.ACTIVE or vm["lcm_state"] != R.RUNNING:
+                    continue
+                current = vm["history"][-1]
+                here = self.pools["host"].get(current["hid"])
+                cluster_id = here["cluster_id"] if here else current["cid"]
+                targets = [h for h in self.pools["host"].values()
+                           if h["id"] != current["hid"] and h["state"] == R.MONITORED
+                           and h["cluster_id"] == cluster_id and not self._fits(vm, h)]
+                if not targets:
+                    if vm["id"] not in self.unplaceable:
+                        self.unplaceable.add(vm["id"])
+                        log.warning("virtual machine %s (%d) cannot be rescheduled: no other MONITORED "
+                                    "host with room in cluster %s; it stays on %s with RESCHED set",
+                                    vm["name"], vm["id"], self.cluster_name(cluster_id), current["hostname"])
+                    continue
+                target = min(targets, key=lambda h: (len(self.vms_on(h["id"])), h["id"]))
+                now = int(time.time())
+                current["etime"], current["action"] = now, R.MIGRATE_ACTION
+                vm["history"].append(R.new_history(vm, target, current["ds_id"], current["tm_mad"], now))
+                vm["resched"] = 0
+                self.unplaceable.discard(vm["id"])
+                moves.append((vm["id"], current["hostname"], target["name"]))
+                log.info("virtual machine %s (%d) rescheduled: migrated from %s to %s", vm["name"],
+                         vm["id"], current["hostname"], target["name"])
+            if moves:
+                self.save()
+        return moves
