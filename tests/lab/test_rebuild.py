@@ -3,7 +3,7 @@ private copy of the lab profile: data written through the MooseFS mount before e
 checked after with a tree hash (paths, sizes, sha256).
 
 - refused for a node whose loss would break the goal: nothing changed;
-- a live node (lab3), interrupted twice (SIGKILL after its drain, Ctrl-C after its reinstall) and
+- a live node (lab3) with a (stand-in) VM on it, interrupted twice (SIGKILL after its drain, Ctrl-C after its reinstall) and
   run again each time: completes, no done step runs again, the reinstall happened once;
 - a node killed first (lab2, container stopped hard): rebuilt, nothing lost;
 - a fourth node written in the site joins as chunkserver and monitored host, the others keep
@@ -24,6 +24,7 @@ import pytest
 
 from installer import journal, lab, mfs, one, sitefile, state
 from installer.lab import rootfs
+from installer.operations import hosts
 from installer.plan import make_plan
 from installer.siteinit import profile_site
 from tests.lab.helpers import sh, tree_hash, wait_for, write_data
@@ -140,8 +141,19 @@ def _run_until(loaded, stop_after: str, sig: int) -> None:
             proc.wait()
 
 
+def vm_on(loaded, host: str, name: str) -> int:
+    """A stand-in VM placed on HOST (placement only: docs/standin.md)."""
+    client = one.client_for(loaded, make_plan(loaded.site))
+    host_id = {h.NAME: h.ID for h in client.hostpool.info().HOST}[host]
+    vm = client.vm.allocate(f'NAME = "{name}"\nCPU = 0.1\nMEMORY = 64', False)
+    client.vm.deploy(vm, host_id, False, -1)
+    assert vm in hosts.vms_on(client, host)
+    return vm
+
+
 def test_a_live_node_rebuilt_through_two_interruptions_loses_nothing_and_repeats_nothing(cloud, data):
     old_key = host_key(cloud, "lab3")
+    vm = vm_on(cloud, "lab3", "rebuild-probe")
     _run_until(cloud, "drain", signal.SIGKILL)
     assert marked(cloud, "lab3"), "the drain marks lab3's disks for removal"
     after_drain = journal.current(cloud.path)
@@ -168,6 +180,9 @@ def test_a_live_node_rebuilt_through_two_interruptions_loses_nothing_and_repeats
         e["step"] == "reinstall" and "not done" in e["message"] for e in record["events"]), record["events"]
     assert [e["event"] for e in record["events"]].count("resumed") == 2
     assert step(record, "drain")["result"]["drained"] is True
+    assert step(record, "flush")["result"]["moved"] == [vm]
+    client = one.client_for(cloud, make_plan(cloud.site))
+    assert hosts.vms_on(client, "lab3") == [] and vm in hosts.vms_on(client, "lab1") + hosts.vms_on(client, "lab2")
     assert step(record, "preflight")["result"]["alive"] is True
 
     assert host_states(cloud)["lab3"] == one.MONITORED
@@ -178,6 +193,7 @@ def test_a_live_node_rebuilt_through_two_interruptions_loses_nothing_and_repeats
 
 
 def test_a_dead_node_is_rebuilt_and_nothing_is_lost(cloud, data):
+    vm = vm_on(cloud, "lab2", "stranded-probe")
     lab.kill_node(cloud, "lab2")
     started = time.monotonic()
     proc = onehci("rebuild", "lab2", "--yes", "--json", SITE)
@@ -187,6 +203,8 @@ def test_a_dead_node_is_rebuilt_and_nothing_is_lost(cloud, data):
     assert step(record, "preflight")["result"]["alive"] is False
     assert "dead (no answer over SSH)" in proc.stderr
     assert step(record, "drain")["result"]["drained"] is False
+    assert vm in step(record, "flush")["result"]["stranded"]  # a dead host's VMs are named, not moved
+    assert "onevm recover --recreate" in proc.stderr
     assert all(s["attempts"] == 1 for s in record["steps"])
     assert host_states(cloud)["lab2"] == one.MONITORED
     assert onehci("status", SITE).returncode == 0
