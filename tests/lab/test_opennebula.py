@@ -1,33 +1,27 @@
 """The whole cloud on the 3-node lab with the OpenNebula stand-in: deploy registers hosts,
 datastores and the network through pyone; a second deploy creates nothing; oneadmin's SSH mesh
 works from inside the nodes; `onehci status` is green, then names what is broken; and no secret
-shows up in any output, log or artifact."""
+shows up in any output, log or artifact. The cloud (tests/lab/conftest.py) goes on to
+tests/lab/test_rebuild.py, which reinstalls nodes."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from installer import lab, one, sitefile, state
-from installer.plan import make_plan
-from installer.siteinit import profile_site
+from installer import lab, state
+from tests.lab.conftest import onehci
 from tests.lab.helpers import sh, wait_for
 
-SITE = profile_site("lab")
 MOUNT = "/var/lib/one/datastores"
 KVM = ["lab1", "lab2", "lab3"]
 
 
-def onehci(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "installer", *args], capture_output=True, text=True)
-
-
-def status() -> tuple[int, dict]:
-    proc = onehci("status", "--json", str(SITE))
+def status(cloud) -> tuple[int, dict]:
+    proc = onehci("status", "--json", cloud.site)
     return proc.returncode, json.loads(proc.stdout)
 
 
@@ -35,28 +29,9 @@ def lines_about(report: dict, text: str) -> list[dict]:
     return [c for c in report["checks"] if text in c["component"] or text in c["reason"]]
 
 
-class Cloud:
-    def __init__(self, loaded, outputs: list[str]):
-        self.loaded = loaded
-        self.plan = make_plan(loaded.site)
-        self.outputs = outputs  # everything deploy and status printed, for the secret check
-
-    def client(self):
-        return one.client_for(self.loaded, self.plan)
-
-
 @pytest.fixture(scope="module")
-def cloud():
-    loaded = sitefile.load(SITE)
-    lab.down(loaded)
-    up = onehci("lab", "up", "--standin", str(SITE))
-    assert up.returncode == 0, up.stderr[-3000:]
-    first = onehci("deploy", "--json", str(SITE))
-    assert first.returncode == 0, first.stderr[-3000:]
-    try:
-        yield Cloud(loaded, [up.stdout, up.stderr, first.stdout, first.stderr])
-    finally:
-        assert lab.down(loaded) is not None
+def cloud(lab_cloud):
+    return lab_cloud
 
 
 def test_every_kvm_node_is_a_monitored_host_in_the_site_cluster(cloud):
@@ -88,7 +63,7 @@ def test_two_shared_datastores_on_the_moosefs_path_and_the_network(cloud):
 
 
 def test_status_is_green(cloud):
-    code, report = status()
+    code, report = status(cloud)
     cloud.outputs.append(json.dumps(report))
     assert code == 0, [c for c in report["checks"] if c["colour"] != "green"]
     assert report["verdict"] == "healthy"
@@ -99,7 +74,7 @@ def test_second_deploy_changes_nothing_and_creates_nothing(cloud):
     client = cloud.client()
     before = (len(client.clusterpool.info().CLUSTER), len(client.hostpool.info().HOST),
               len(client.datastorepool.info().DATASTORE), len(client.vnpool.info(-2, -1, -1).VNET))
-    again = onehci("deploy", "--json", str(SITE))
+    again = onehci("deploy", "--json", cloud.site)
     cloud.outputs += [again.stdout, again.stderr]
     assert again.returncode == 0, again.stderr[-3000:]
     result = json.loads(again.stdout)
@@ -125,7 +100,7 @@ def test_a_stopped_chunkserver_turns_status_amber_naming_undergoal_chunks(cloud)
     sh(cloud.loaded, "lab3", "systemctl stop moosefs-chunkserver")
     try:
         def amber_undergoal():
-            code, report = status()
+            code, report = status(cloud)
             return code == 1 and any(c["colour"] == "amber" and "undergoal" in c["reason"] for c in report["checks"])
         # the chunk matrix is refreshed by the master's chunk loop
         wait_for("status to name undergoal chunks", amber_undergoal, 420, 5)
@@ -138,7 +113,7 @@ def test_libvirt_stopped_on_a_host_puts_it_in_error_with_the_reason(cloud):
        check=False)
     try:
         def host_in_error():
-            code, report = status()
+            code, report = status(cloud)
             red = [c for c in lines_about(report, "lab3") if c["colour"] == "red"]
             # a round that ran while libvirtd was stopping may end in a timeout; the next names virsh
             named = any("virsh" in c["reason"] or "libvirt" in c["reason"] for c in red)
@@ -147,52 +122,27 @@ def test_libvirt_stopped_on_a_host_puts_it_in_error_with_the_reason(cloud):
         assert code == 1, red  # one host in error: degraded, not down (docs/opennebula.md)
     finally:
         sh(cloud.loaded, "lab3", "systemctl start libvirtd")
-    wait_for("lab3 monitored again", lambda: status()[0] == 0, 120, 2)
+    wait_for("lab3 monitored again", lambda: status(cloud)[0] == 0, 120, 2)
 
 
 def test_moosefs_unmounted_on_a_host_is_named(cloud):
     sh(cloud.loaded, "lab2", f"umount {MOUNT}")
     try:
-        code, report = status()
+        code, report = status(cloud)
         red = [c for c in lines_about(report, "lab2") if c["colour"] == "red"]
         assert code == 1 and red and any(MOUNT in c["reason"] or "mount" in c["reason"] for c in red), report
     finally:
         sh(cloud.loaded, "lab2", f"mount {MOUNT}")
 
 
-def test_a_reinstalled_node_is_deployed_again_and_monitored(cloud):
-    """`lab reinstall` stands for a PXE reinstall: same MAC, address and chunk disks, a new SSH
-    host key, and the installer's callback for an armed node. The next deploy brings it back."""
-    from installer.bootstate import INSTALLED, BootStates
-
-    boots = BootStates(state.state_dir(SITE))
-    boots.arm("lab3")
-    old_key = [line for line in lab.known_hosts(cloud.loaded).read_text().splitlines() if line.startswith("10.71.0.13,")]
-    again = onehci("lab", "reinstall", "lab3", str(SITE))
-    cloud.outputs += [again.stdout, again.stderr]
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "install-complete callback sent" in again.stderr
-    assert boots.get("lab3").state == INSTALLED
-    new_key = [line for line in lab.known_hosts(cloud.loaded).read_text().splitlines() if line.startswith("10.71.0.13,")]
-    assert new_key and new_key != old_key
-    assert sh(cloud.loaded, "lab3", "test -e /etc/mfs/mfschunkserver.cfg", check=False).returncode == 1  # a fresh system
-    deployed = onehci("deploy", "--json", str(SITE))
-    cloud.outputs += [deployed.stdout, deployed.stderr]
-    assert deployed.returncode == 0, deployed.stderr[-3000:]
-    host = {h.NAME: h for h in cloud.client().hostpool.info().HOST}["lab3"]
-    assert host.STATE == 2, host.TEMPLATE.get("ERROR")
-    code, report = wait_for("status green again", lambda: (lambda r: r if r[0] == 0 else None)(status()), 120, 3)
-    assert report["verdict"] == "healthy"
-
-
 def test_no_secret_in_any_output_log_or_artifact(cloud):
-    password = state.oneadmin_password_file(SITE).read_text().strip()
+    password = state.oneadmin_password_file(cloud.path).read_text().strip()
     assert len(password) >= 16
-    assert oct(state.oneadmin_password_file(SITE).stat().st_mode & 0o777) == "0o600"
+    assert oct(state.oneadmin_password_file(cloud.path).stat().st_mode & 0o777) == "0o600"
     for text in cloud.outputs:
         assert password not in text
-    found = subprocess.run(["grep", "-rlF", password, str(state.state_dir(SITE))], capture_output=True, text=True)
-    leaks = [f for f in found.stdout.split() if Path(f) != state.oneadmin_password_file(SITE)]
+    found = subprocess.run(["grep", "-rlF", password, str(state.state_dir(cloud.path))], capture_output=True, text=True)
+    leaks = [f for f in found.stdout.split() if Path(f) != state.oneadmin_password_file(cloud.path)]
     assert leaks == [], leaks
     # the nodes' journals and logs: only one_auth may hold it (the password goes to grep on stdin,
     # never on a command line)

@@ -1,10 +1,11 @@
-"""`onehci rebuild` and `onehci add-node` on the 3-node lab with the OpenNebula stand-in, on a
-private copy of the lab profile: data written through the MooseFS mount before every fault is
-checked after with a tree hash (paths, sizes, sha256).
+"""`onehci rebuild` and `onehci add-node` on the 3-node cloud test_opennebula.py checked (a private
+copy of the lab profile, tests/lab/conftest.py), with the OpenNebula stand-in: data written
+through the MooseFS mount before every fault is checked after with a tree hash (paths, sizes,
+sha256).
 
 - refused for a node whose loss would break the goal: nothing changed;
-- a live node (lab3) with a (stand-in) VM on it, interrupted twice (SIGKILL after its drain, Ctrl-C after its reinstall) and
-  run again each time: completes, no done step runs again, the reinstall happened once;
+- a live node (lab3) with a (stand-in) VM on it, interrupted twice (SIGKILL after its drain,
+  Ctrl-C after its reinstall) and run again each time: completes, no done step runs again, the reinstall happened once;
 - a node killed first (lab2, container stopped hard): rebuilt, nothing lost;
 - a fourth node written in the site joins as chunkserver and monitored host, the others keep
   their addresses.
@@ -26,10 +27,9 @@ from installer import journal, lab, mfs, one, sitefile, state
 from installer.lab import rootfs
 from installer.operations import hosts
 from installer.plan import make_plan
-from installer.siteinit import profile_site
+from tests.lab.conftest import onehci
 from tests.lab.helpers import sh, tree_hash, wait_for, write_data
 
-PROFILE = profile_site("lab")
 LAB4 = """  - hostname: lab4
     mac: 52:54:00:71:00:14
     ip: 10.71.0.14
@@ -38,13 +38,7 @@ LAB4 = """  - hostname: lab4
     os_disk: {serial: lab4-os}
     chunk_disks: [{serial: lab4-chunk1}]
 """
-SITE = ""  # the private copy, set by the fixture
 DATA = "/var/lib/one/datastores/rebuild-test"
-
-
-def onehci(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "installer", *args], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def history(loaded) -> list[dict]:
@@ -70,54 +64,50 @@ def host_key(loaded, node: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
-    global SITE
-    site = tmp_path_factory.mktemp("rebuild") / "site.yml"
-    site.write_text(PROFILE.read_text())
-    SITE = str(site)
-    loaded = sitefile.load(site)
-    lab.down(loaded)
-    up = onehci("lab", "up", "--standin", SITE)
-    assert up.returncode == 0, up.stderr[-3000:]
-    first = onehci("deploy", SITE)
-    assert first.returncode == 0, first.stderr[-3000:]
+def cloud(lab_cloud):
+    """The cloud test_opennebula.py checked (tests/lab/conftest.py), data written on it; down at
+    the end, so that the following lab tests have the machine to themselves."""
+    loaded = lab_cloud.loaded
+    for path in (state.state_dir(loaded.path) / "operations", state.state_dir(loaded.path) / "chunk_marks.json"):
+        assert not path.exists(), path  # a private copy: no journal from an earlier run
+    wait_for("status green", lambda: onehci("status", lab_cloud.site).returncode == 0, 180, every=3)
     write_data(loaded, "lab1", DATA)
     try:
-        yield loaded
+        yield lab_cloud
     finally:
-        assert lab.down(sitefile.load(site)) is not None  # lab4 too, once added
+        lab_cloud.down()  # lab4 too, once added
 
 
 @pytest.fixture
 def data(cloud):
     """The data's tree hash now, as lab1 sees it; checked again by the test."""
-    return tree_hash(cloud, "lab1", DATA)
+    return tree_hash(cloud.loaded, "lab1", DATA)
 
 
 def test_a_rebuild_that_would_break_the_goal_is_refused_and_changes_nothing(cloud, data):
-    sh(cloud, "lab2", "systemctl stop moosefs-chunkserver")
+    sh(cloud.loaded, "lab2", "systemctl stop moosefs-chunkserver")
     try:
         wait_for("the master to see lab2's chunkserver gone",
                  lambda: "10.71.0.12" not in [c.ip for c in mfs.health("10.71.0.11").chunkservers], 60)
-        before = (host_states(cloud), state.read_json(state.state_dir(cloud.path) / "boot.json", {}))
-        proc = onehci("rebuild", "lab3", "--yes", SITE)
+        before = (host_states(cloud.loaded), state.read_json(state.state_dir(cloud.path) / "boot.json", {}))
+        proc = onehci("rebuild", "lab3", "--yes", cloud.site)
         assert proc.returncode == 1
         message = proc.stderr.strip().splitlines()[-1]
         assert message.startswith("error: lab3 cannot be rebuilt now: lab3 is a chunkserver, and without it 1 "
                                   "chunkserver is connected (lab1), fewer than storage.goal 2"), message
         assert message.endswith("Nothing was changed"), message
-        assert (host_states(cloud), state.read_json(state.state_dir(cloud.path) / "boot.json", {})) == before
-        assert not marked(cloud, "lab3")
+        assert (host_states(cloud.loaded), state.read_json(state.state_dir(cloud.path) / "boot.json", {})) == before
+        assert not marked(cloud.loaded, "lab3")
         assert journal.current(cloud.path) is None
     finally:
-        sh(cloud, "lab2", "systemctl start moosefs-chunkserver")
-    wait_for("status green again", lambda: onehci("status", SITE).returncode == 0, 180, every=3)
-    assert tree_hash(cloud, "lab1", DATA) == data
+        sh(cloud.loaded, "lab2", "systemctl start moosefs-chunkserver")
+    wait_for("status green again", lambda: onehci("status", cloud.site).returncode == 0, 180, every=3)
+    assert tree_hash(cloud.loaded, "lab1", DATA) == data
 
 
 def _run_until(loaded, stop_after: str, sig: int) -> None:
     """Start the rebuild of lab3 and kill it with SIG as soon as its journal records STOP_AFTER done."""
-    proc = subprocess.Popen([sys.executable, "-m", "installer", "rebuild", "lab3", "--yes", SITE],
+    proc = subprocess.Popen([sys.executable, "-m", "installer", "rebuild", "lab3", "--yes", str(loaded.path)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     path = state.state_dir(loaded.path) / "operations" / "current.json"
@@ -152,25 +142,25 @@ def vm_on(loaded, host: str, name: str) -> int:
 
 
 def test_a_live_node_rebuilt_through_two_interruptions_loses_nothing_and_repeats_nothing(cloud, data):
-    old_key = host_key(cloud, "lab3")
-    vm = vm_on(cloud, "lab3", "rebuild-probe")
+    old_key = host_key(cloud.loaded, "lab3")
+    vm = vm_on(cloud.loaded, "lab3", "rebuild-probe")
     _run_until(cloud, "drain", signal.SIGKILL)
-    assert marked(cloud, "lab3"), "the drain marks lab3's disks for removal"
+    assert marked(cloud.loaded, "lab3"), "the drain marks lab3's disks for removal"
     after_drain = journal.current(cloud.path)
     assert after_drain["state"] in ("interrupted", "stopped")
 
     _run_until(cloud, "reinstall", signal.SIGINT)
-    reinstalled_key = host_key(cloud, "lab3")
+    reinstalled_key = host_key(cloud.loaded, "lab3")
     assert reinstalled_key != old_key
 
     started = time.monotonic()
-    proc = onehci("rebuild", "lab3", "--yes", "--json", SITE)
+    proc = onehci("rebuild", "lab3", "--yes", "--json", cloud.site)
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(f"rebuild of lab3 after its reinstall: {time.monotonic() - started:.0f} s")
     assert "continuing the rebuild of lab3" in proc.stderr
     record = json.loads(proc.stdout)
     assert record["state"] == "finished"
-    assert host_key(cloud, "lab3") == reinstalled_key, "the reinstall ran again"
+    assert host_key(cloud.loaded, "lab3") == reinstalled_key, "the reinstall ran again"
     for name in ("preflight", "disable", "flush", "offline", "drain"):
         assert step(record, name)["attempts"] == 1, (name, step(record, name))
     reinstall = step(record, "reinstall")
@@ -181,22 +171,22 @@ def test_a_live_node_rebuilt_through_two_interruptions_loses_nothing_and_repeats
     assert [e["event"] for e in record["events"]].count("resumed") == 2
     assert step(record, "drain")["result"]["drained"] is True
     assert step(record, "flush")["result"]["moved"] == [vm]
-    client = one.client_for(cloud, make_plan(cloud.site))
+    client = cloud.client()
     assert hosts.vms_on(client, "lab3") == [] and vm in hosts.vms_on(client, "lab1") + hosts.vms_on(client, "lab2")
     assert step(record, "preflight")["result"]["alive"] is True
 
-    assert host_states(cloud)["lab3"] == one.MONITORED
-    assert not marked(cloud, "lab3")
+    assert host_states(cloud.loaded)["lab3"] == one.MONITORED
+    assert not marked(cloud.loaded, "lab3")
     assert state.read_json(state.state_dir(cloud.path) / "chunk_marks.json", {}) == {}
-    assert onehci("status", SITE).returncode == 0
-    assert tree_hash(cloud, "lab3", DATA) == data == tree_hash(cloud, "lab1", DATA)
+    assert onehci("status", cloud.site).returncode == 0
+    assert tree_hash(cloud.loaded, "lab3", DATA) == data == tree_hash(cloud.loaded, "lab1", DATA)
 
 
 def test_a_dead_node_is_rebuilt_and_nothing_is_lost(cloud, data):
-    vm = vm_on(cloud, "lab2", "stranded-probe")
-    lab.kill_node(cloud, "lab2")
+    vm = vm_on(cloud.loaded, "lab2", "stranded-probe")
+    lab.kill_node(cloud.loaded, "lab2")
     started = time.monotonic()
-    proc = onehci("rebuild", "lab2", "--yes", "--json", SITE)
+    proc = onehci("rebuild", "lab2", "--yes", "--json", cloud.site)
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(f"rebuild of a dead lab2: {time.monotonic() - started:.0f} s")
     record = json.loads(proc.stdout)
@@ -206,32 +196,32 @@ def test_a_dead_node_is_rebuilt_and_nothing_is_lost(cloud, data):
     assert vm in step(record, "flush")["result"]["stranded"]  # a dead host's VMs are named, not moved
     assert "onevm recover --recreate" in proc.stderr
     assert all(s["attempts"] == 1 for s in record["steps"])
-    assert host_states(cloud)["lab2"] == one.MONITORED
-    assert onehci("status", SITE).returncode == 0
-    assert tree_hash(cloud, "lab2", DATA) == data
+    assert host_states(cloud.loaded)["lab2"] == one.MONITORED
+    assert onehci("status", cloud.site).returncode == 0
+    assert tree_hash(cloud.loaded, "lab2", DATA) == data
     assert len(history(cloud)) >= 2 and all(h["state"] == "finished" for h in history(cloud)[-2:])
 
 
 
 def test_a_fourth_node_joins_as_chunkserver_and_monitored_host_and_the_others_keep_their_addresses(cloud, data):
     def addresses():
-        plan = json.loads(onehci("plan", "--json", SITE).stdout)
+        plan = json.loads(onehci("plan", "--json", cloud.site).stdout)
         return {n["hostname"]: (n["ip"], n["mac"]) for n in plan["nodes"]}
 
     before = addresses()
-    Path(SITE).write_text(Path(SITE).read_text() + LAB4)
-    refused = onehci("add-node", "lab3", SITE)
+    Path(cloud.site).write_text(Path(cloud.site).read_text() + LAB4)
+    refused = onehci("add-node", "lab3", cloud.site)
     assert refused.returncode == 1 and "lab3 was already deployed (at 10.71.0.13)" in refused.stderr
     started = time.monotonic()
-    proc = onehci("add-node", "lab4", "--json", SITE)
+    proc = onehci("add-node", "lab4", "--json", cloud.site)
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(f"add-node lab4: {time.monotonic() - started:.0f} s")
     record = json.loads(proc.stdout)
     assert record["state"] == "finished" and all(s["attempts"] == 1 for s in record["steps"])
     after = addresses()
     assert {n: after[n] for n in before} == before and after["lab4"] == ("10.71.0.14", "52:54:00:71:00:14")
-    loaded = sitefile.load(SITE)
+    loaded = sitefile.load(cloud.site)
     assert host_states(loaded)["lab4"] == one.MONITORED
     assert "10.71.0.14" in [c.ip for c in mfs.health("10.71.0.11").chunkservers]
-    assert onehci("status", SITE).returncode == 0
+    assert onehci("status", cloud.site).returncode == 0
     assert tree_hash(loaded, "lab4", DATA) == data
