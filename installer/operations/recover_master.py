@@ -30,13 +30,15 @@ Promotion (--from NODE, a metalogger node): the master host is lost for good.
                 list (`mfscli -CRC`)
     site        site.yml: mfs_master moved from the old master to NODE (in place, comments kept;
                 otherwise the exact change is printed and the operation stops until it is made)
-    deploy      `onehci deploy` limited to the nodes that answer: every node follows the new layout
+    deploy      `onehci deploy` of the nodes that answer (the others left out of the inventory):
+                every node follows the new layout
     verify      as above
     healthy     `onehci status`, reported (a lost node that is still in site.yml shows there)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
@@ -435,12 +437,19 @@ class Recovery:
 
         self.loaded = sitefile.load(self.loaded.path)
         limit = [n.hostname for n in self.answering()]
-        self.say(f"deploying the new layout on {', '.join(limit)}")
-        result = deploy(self.loaded, limit=limit, say=self.say)
+        lost = [n.hostname for n in self.loaded.site.nodes if n.hostname not in limit]
+        # the nodes that do not answer are left out of the inventory, not just of --limit: the
+        # roles that gather from every host of a group (oneadmin's SSH mesh reads each KVM host's
+        # keys) would stop at them
+        reachable = dataclasses.replace(self.loaded, site=self.loaded.site.model_copy(
+            update={"nodes": [n for n in self.loaded.site.nodes if n.hostname in limit]}))
+        self.say(f"deploying the new layout on {', '.join(limit)}"
+                 + (f" (left out, not answering: {', '.join(lost)})" if lost else ""))
+        result = deploy(reachable, say=self.say)
         if result.status != "successful" or result.rc != 0:
             raise OnehciError(f"the deploy failed ({result.status}); its output is above; run the same command again "
                               "once the cause is fixed")
-        return {"limit": limit}
+        return {"nodes": limit, "left_out": lost}
 
     def verify(self, before: int | None) -> dict:
         node = self.new

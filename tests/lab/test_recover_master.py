@@ -1,7 +1,7 @@
 """`onehci recover-master` on a 3-node lab of its own (tests/lab/recover-site.yml: rec1 frontend,
 rec2 the MooseFS master, rec3 the metalogger): the master process killed and recovered in place,
-then the master node destroyed and its metalogger promoted, on a cluster that never saved its
-metadata since it was deployed (every change only in the changelogs). Data written through the
+then the master node destroyed and its metalogger promoted while the files written since the last
+saved metadata image exist only in the changelogs (the master's hourly save not done yet). Data written through the
 MooseFS mount before each fault is compared after with a tree hash."""
 
 from __future__ import annotations
@@ -93,9 +93,11 @@ def test_master_process_killed_is_recovered_in_place(cloud):
 def test_master_node_destroyed_metalogger_promoted_without_a_saved_image(cloud):
     write_data(cloud, "rec3", f"{DATA}/before-loss", files=4, mib=4)
     before = hashes(cloud)
-    # never saved: the metalogger's image predates every test file; they live only in changelogs
-    assert sh(cloud, "rec3", "grep -c recover-test /var/lib/mfs/metadata_ml.mfs.back", check=False).stdout.strip() == "0"
-    assert "recover-test" in sh(cloud, "rec3", "cat /var/lib/mfs/changelog_ml.*.mfs").stdout
+    # never saved: no metadata image holds these files yet (the master's hourly save has not come);
+    # the metalogger has them only in its changelogs, after its image
+    image = "/var/lib/mfs/metadata_ml.mfs.back"
+    assert sh(cloud, "rec3", f"grep -c before-loss {image}", check=False).stdout.strip() == "0"
+    assert "before-loss" in sh(cloud, "rec3", "cat /var/lib/mfs/changelog_ml.*.mfs").stdout
 
     lab.kill_node(cloud, "rec2")  # the master host is gone for good
     wait_for("the master to stop answering", lambda: not mfs.health(OLD, timeout=3).reachable, 30)
