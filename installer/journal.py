@@ -294,6 +294,22 @@ def _to_history(directory: Path, data: dict) -> Path:
 # --- without running it -------------------------------------------------------------
 
 
+def check_answers(site_path: str | Path, kind: str, target: str, steps: Sequence[Step],
+                  answers: dict[str, bool]) -> None:
+    """Refuse, before any journal is opened or made, the technician's answers (--took-effect,
+    --did-not-take-effect) that cannot apply: no unfinished KIND TARGET, or no such step."""
+    if not answers:
+        return
+    names = [s.name for s in steps]
+    unknown = [a for a in answers if a not in names]
+    if unknown:
+        raise OnehciError(f"{', '.join(unknown)}: not a step of {kind} (its steps: {', '.join(names)})")
+    found = state.read_json(_dir(site_path) / "current.json", None)
+    if found is None or (found["kind"], found["target"]) != (kind, target):
+        raise OnehciError(f"there is no unfinished {kind} {target} whose steps to answer for: run it without "
+                          "--took-effect/--did-not-take-effect")
+
+
 def current(site_path: str | Path) -> dict | None:
     """The site's unfinished operation as status() reports it (state `running` when a process
     holds it now), or None."""

@@ -55,6 +55,15 @@ class Status:
                 "checks": [{k: v for k, v in asdict(c).items() if k != "fatal"} for c in self.checks]}
 
 
+# free space: amber or red there is nothing a day-2 operation changes, so none waits on it
+SPACE_LINES = ("moosefs space", "datastore ")
+
+
+def not_green(result: Status, *, space: bool = False) -> list[Check]:
+    """The lines of RESULT that are not green; the free-space lines only with SPACE."""
+    return [c for c in result.checks if c.colour != GREEN and (space or not c.component.startswith(SPACE_LINES))]
+
+
 @dataclass
 class OneView:
     """What status reads from OpenNebula; `error` set when the API could not be used."""

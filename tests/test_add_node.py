@@ -33,7 +33,7 @@ def test_a_new_node_next_to_unchanged_deployed_ones_passes(loaded):
 
 def test_every_refusal_says_why_and_leaves_no_operation(loaded):
     plan = make_plan(loaded.site)
-    with pytest.raises(OnehciError, match=r"no deploy of .* has finished yet: deploy the site first"):
+    with pytest.raises(OnehciError, match=r"no finished deploy of .* is recorded"):
         add_node(loaded, "n3", say=lambda _: None)
     deployed(loaded)
     with pytest.raises(OnehciError, match=r"n9 is not in .*: write it under `nodes:` first"):

@@ -150,3 +150,19 @@ def test_operation_show_and_abandon_tell_what_is_unfinished_and_free_the_site(lo
     again = onehci("abandon", "--yes")
     assert again.returncode == 1 and again.stderr.strip() == (
         "error: no operation is unfinished on this site: there is nothing to abandon")
+
+
+def test_answers_that_cannot_apply_are_refused_before_anything_is_written(loaded, ran):
+    with pytest.raises(OnehciError, match="there is no unfinished rebuild n3 whose steps to answer for"):
+        rb.rebuild(loaded, "n3", say=lambda _: None, answers={"reinstall": True})
+    with pytest.raises(OnehciError, match=r"reinstal: not a step of rebuild \(its steps: preflight, disable"):
+        rb.rebuild(loaded, "n3", say=lambda _: None, answers={"reinstal": True})
+    assert not (loaded.path.parent / "state" / "operations").exists()
+
+
+def test_ctrl_c_at_the_question_leaves_no_operation_open(loaded, ran):
+    calls, fail, _ = ran
+    fail["preflight"] = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        rb.rebuild(loaded, "n3", say=lambda _: None)
+    assert calls == ["preflight"] and journal.current(loaded.path) is None

@@ -10,9 +10,10 @@ import click
 from installer.cli.main_helpers import load_site_or_profile, site_or_profile_options, step_answers, with_answer_options
 
 
-def ask_name(node: str, yes: bool):
-    """The confirmation: the node's name typed back (kubespray's way), or --yes."""
-    if not yes and not sys.stdin.isatty():  # said before anything is looked at or changed
+def ask_name(node: str, yes: bool, resuming: bool):
+    """The confirmation: the node's name typed back (kubespray's way), or --yes; none is asked
+    when an unfinished rebuild of NODE continues."""
+    if not yes and not resuming and not sys.stdin.isatty():  # said before anything is looked at
         raise click.UsageError(f"rebuilding {node} needs a confirmation: run it in a terminal to type the "
                                "node's name, or give --yes")
 
@@ -42,10 +43,13 @@ def rebuild(node: str, site_path: str | None, profile: str | None, yes: bool, to
 
     Every step is journaled: interrupted, the same command continues where it stopped
     (docs/operations/rebuild.md)."""
+    from installer import journal
     from installer.operations.rebuild import rebuild as run
 
     loaded = load_site_or_profile(site_path, profile)
-    result = run(loaded, node, say=lambda line: click.echo(line, err=True), confirm=ask_name(node, yes),
+    unfinished = journal.current(loaded.path)
+    resuming = unfinished is not None and (unfinished["kind"], unfinished["target"]) == ("rebuild", node)
+    result = run(loaded, node, say=lambda line: click.echo(line, err=True), confirm=ask_name(node, yes, resuming),
                  answers=step_answers(took_effect, did_not), drain_timeout=drain_timeout,
                  install_timeout=install_timeout)
     if as_json:

@@ -55,8 +55,9 @@ def check(loaded, plan, hostname: str) -> dict:
                           f"{', '.join(n.hostname for n in plan.nodes)}). Nothing was changed")
     done = deployed(loaded.path)
     if not done:
-        raise OnehciError(f"no deploy of {loaded.path} has finished yet: deploy the site first "
-                          "(`onehci deploy`), then add nodes. Nothing was changed")
+        raise OnehciError(f"no finished deploy of {loaded.path} is recorded (state/deployed.json, written by "
+                          f"`onehci deploy` since add-node exists): take {hostname} out of site.yml, run `onehci "
+                          f"deploy`, write {hostname} back, then add it. Nothing was changed")
     if hostname in done:
         raise OnehciError(f"{hostname} was already deployed (at {done[hostname]['ip']}): to reinstall it, "
                           f"use `onehci rebuild {hostname}`. Nothing was changed")
@@ -72,6 +73,7 @@ def add_node(loaded, hostname: str, *, say: Say = print, answers: dict[str, bool
              install_timeout: float = 3600, healthy_timeout: float = 600) -> dict:
     """Run (or continue) adding HOSTNAME; the journal as `--json` shows it."""
     plan = make_plan(loaded.site)
+    journal.check_answers(loaded.path, "add-node", hostname, STEPS, answers or {})
     first = journal.current(loaded.path) is None
     if first:
         check(loaded, plan, hostname)  # refused before a journal exists: nothing is left behind

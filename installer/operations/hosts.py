@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import pyone
+
 from installer import one
 from installer.errors import OnehciError
 
@@ -39,21 +41,35 @@ def set_state(client, name: str, status: int) -> str:
     return one.STATE_NAMES.get(_host(client, name).STATE, "?")
 
 
+def running(client, vm: int) -> bool:
+    """Is the VM running (or UNKNOWN: its host stopped answering), the VMs the scheduler moves?"""
+    with one.api_errors():
+        info = client.vm.info(vm)
+    return info.STATE == pyone.VM_STATE.ACTIVE and info.LCM_STATE in (pyone.LCM_STATE.RUNNING,
+                                                                     pyone.LCM_STATE.UNKNOWN)
+
+
 def flush(client, name: str, *, timeout: float = 600, say: Callable[[str], None] = print,
           interval: float = 2.0) -> list[int]:
-    """Move every VM off host NAME (disabled first, so the scheduler does not bring them back):
-    each is rescheduled, as `onehost flush` does, and the wait lasts until none is left there.
-    Returns the IDs of the VMs that were moved."""
-    moving = vms_on(client, name)
+    """Move the running VMs off host NAME (disabled first, so the scheduler does not bring them
+    back): each is rescheduled, as `onehost flush` does, and the wait lasts until none of them is
+    left there. VMs that do not run (powered off, suspended, stopped) are not moved by the
+    scheduler: they stay assigned to NAME, and are said. Returns the IDs of the VMs moved."""
+    placed = vms_on(client, name)
+    moving = [vm for vm in placed if running(client, vm)]
+    resting = [vm for vm in placed if vm not in moving]
+    if resting:
+        say(f"OpenNebula: {len(resting)} VM(s) on {name} do not run ({', '.join(map(str, resting))}): they stay "
+            f"assigned to {name} and start there once it is back (`onevm migrate ID HOST` moves one by hand)")
     if not moving:
-        say(f"OpenNebula: no VM on {name}: nothing to move")
+        say(f"OpenNebula: no running VM on {name}: nothing to move")
         return []
     say(f"OpenNebula: moving {len(moving)} VM(s) off {name}: {', '.join(map(str, moving))}")
     with one.api_errors():
         for vm in moving:
             client.vm.action("resched", vm)
     deadline = time.monotonic() + timeout
-    while left := vms_on(client, name):
+    while left := [vm for vm in vms_on(client, name) if vm in moving]:
         if time.monotonic() >= deadline:
             raise OnehciError(f"{len(left)} VM(s) still on {name} after {timeout:.0f} s ({', '.join(map(str, left))}): "
                               "see `onevm show` for why they cannot move (no other host with room?); "

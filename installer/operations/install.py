@@ -66,14 +66,16 @@ def reconnect(loaded, node, timeout: float = 600) -> str:
 
 
 def wait_healthy(loaded, plan, *, timeout: float, say: Say, after: str) -> dict:
-    """Until `onehci status` is green; the lines that are not, once per change."""
+    """Until `onehci status` is green but for free space (amber space is no reason to hold an
+    operation back); the lines that are not, once per change."""
     deadline = time.monotonic() + timeout
     last = None
     while True:
         found = status.gather(loaded, plan)
-        if found.exit_code == status.HEALTHY:
+        left = status.not_green(found)
+        if not left:
             return {"verdict": found.verdict}
-        reasons = "; ".join(f"{c.component}: {c.reason}" for c in found.checks if c.colour != status.GREEN)
+        reasons = "; ".join(f"{c.component}: {c.reason}" for c in left)
         if reasons != last:
             say(f"status {found.verdict}: {reasons}")
             last = reasons

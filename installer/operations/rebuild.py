@@ -82,6 +82,10 @@ class Rebuild:
             raise OnehciError(f"{name} cannot be rebuilt now: " + "; ".join(verdict.refusals) +
                               ". Nothing was changed")
         alive = remote.alive(self.loaded, self.node.ip)
+        if not alive and verdict.risk.alive:
+            raise OnehciError(f"{name} does not answer over SSH, but its chunkserver is connected to the MooseFS "
+                              f"master: it runs. Set SSH right (`ssh root@{self.node.ip}`), or power {name} off "
+                              "to rebuild it as a dead node. Nothing was changed")
         facts = {"alive": alive, "chunkserver_connected": verdict.risk.alive, "notes": verdict.notes,
                  "risk": verdict.risk.summary, "master": master}
         self.say(f"{name} is {'alive (answers over SSH)' if alive else 'dead (no answer over SSH)'}")
@@ -100,13 +104,18 @@ class Rebuild:
         if not self.kvm:
             return {"moved": [], "why": "not a KVM host"}
         name = self.node.hostname
-        if alive:
+        others = [h for h in self.plan.opennebula["hosts"] if h != name]
+        if alive and others:
             return {"moved": hosts.flush(self.client, name, say=self.say)}
         left = hosts.vms_on(self.client, name)
-        if left:
-            self.say(f"OpenNebula: {len(left)} VM(s) were running on {name}, which is dead: they cannot be "
-                     f"live-moved ({', '.join(map(str, left))}); recover them with `onevm recover --recreate ID` "
-                     "(their disks are on MooseFS, reachable from every host)")
+        if left and not others:
+            self.say(f"OpenNebula: {name} is the only KVM host: its {len(left)} VM(s) cannot move away and stop "
+                     "while it is out")
+        elif left:
+            self.say(f"OpenNebula: {len(left)} VM(s) were on {name}, which is dead: they cannot be live-moved "
+                     f"({', '.join(map(str, left))}). Once {name} is powered off for sure (two copies of a VM "
+                     "writing one disk destroy it), recreate them elsewhere with `onevm recover --recreate ID`: "
+                     "their disks are on MooseFS, reachable from every host")
         return {"moved": [], "stranded": left}
 
     def offline(self) -> str:
@@ -118,6 +127,10 @@ class Rebuild:
         if not self.chunkserver:
             return {"drained": False, "why": "not a chunkserver"}
         master = self.plan.moosefs["master_ip"]
+        if alive and not remote.alive(self.loaded, self.node.ip):
+            self.say(f"{self.node.hostname} answered over SSH at the preflight and no longer does: its disks cannot "
+                     "be marked, what is at risk follows")
+            alive = False
         if not alive:
             risk = preflight.at_risk(self.plan, mfs.health(master), self.node.hostname)
             for line in risk.summary:
@@ -194,6 +207,7 @@ def rebuild(loaded, hostname: str, *, say: Say = print, confirm: Callable[[dict]
             f"{hostname} is the MooseFS master: a reinstall erases its metadata, and a new empty master would "
             f"orphan every chunk; move the master first (`onehci recover-master SITE --from METALOGGER_NODE` "
             f"after stopping {hostname}), then rebuild {hostname}. Nothing was changed")
+    journal.check_answers(loaded.path, "rebuild", hostname, STEPS, answers or {})
     j = journal.Journal.open(loaded.path, "rebuild", hostname, STEPS,
                              command=f"onehci rebuild {hostname} {loaded.path}")
     with j:
@@ -202,8 +216,8 @@ def rebuild(loaded, hostname: str, *, say: Say = print, confirm: Callable[[dict]
         if j.data["steps"][0]["status"] != journal.DONE:
             try:
                 j.run("preflight", work.preflight)
-            except OnehciError:
-                j.close()  # refused or declined before anything changed: free the site
+            except BaseException:  # refused, declined, Ctrl-C at the question: nothing changed yet
+                j.close()  # free the site
                 journal.abandon(loaded.path, "refused by the preflight or not confirmed: nothing was changed")
                 raise
         else:

@@ -39,6 +39,7 @@ Promotion (--from NODE, a metalogger node): the master host is lost for good.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import shlex
@@ -441,8 +442,12 @@ class Recovery:
         # the nodes that do not answer are left out of the inventory, not just of --limit: the
         # roles that gather from every host of a group (oneadmin's SSH mesh reads each KVM host's
         # keys) would stop at them
-        reachable = dataclasses.replace(self.loaded, site=self.loaded.site.model_copy(
-            update={"nodes": [n for n in self.loaded.site.nodes if n.hostname in limit]}))
+        # each node keeps the address the whole site's plan gives it: without the lost node, the
+        # addresses the plan allocates (nodes without `ip:`) would shift
+        full = make_plan(self.loaded.site)
+        reachable = dataclasses.replace(self.loaded, site=self.loaded.site.model_copy(update={"nodes": [
+            n.model_copy(update={"ip": ipaddress.IPv4Address(full.node(n.hostname).ip)})
+            for n in self.loaded.site.nodes if n.hostname in limit]}))
         self.say(f"deploying the new layout on {', '.join(limit)}"
                  + (f" (left out, not answering: {', '.join(lost)})" if lost else ""))
         result = deploy(reachable, say=self.say)

@@ -41,8 +41,6 @@ APT_TIMEOUT = 1800.0  # seconds for apt on one node
 # the units the roles run for each role: they must be active after a node's upgrade
 ROLE_UNITS = {"mfs_master": "moosefs-master", "mfs_chunkserver": "moosefs-chunkserver",
               "mfs_metalogger": "moosefs-metalogger"}
-# status lines that do not stop an upgrade: free space is not something an upgrade changes
-NOT_BLOCKING = ("moosefs space", "datastore ")
 _ENV = "export LANG=C LC_ALL=C DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1; "
 _INST = re.compile(r"^Inst (\S+)(?: \[([^\]]*)\])? \((\S+)(?: (.*?))?(?: \[[^\]]*\])?\)")
 Say = Callable[[str], None]
@@ -111,8 +109,7 @@ def blocking(result: status.Status, allow_host: str | None = None) -> list[statu
     (ALLOW_HOST, the node an interrupted upgrade stopped at) that node's host and the count of
     monitored hosts, which the upgrade itself set right again."""
     allowed = {f"host {allow_host}", "opennebula hosts"} if allow_host else set()
-    return [c for c in result.checks if c.colour != status.GREEN
-            and not c.component.startswith(NOT_BLOCKING) and c.component not in allowed]
+    return [c for c in status.not_green(result) if c.component not in allowed]  # free space: not the upgrade's
 
 
 def _lines(checks: list[status.Check]) -> str:
@@ -319,13 +316,18 @@ def run(loaded, plan, *, site_arg: str, timeout: float = TIMEOUT, say: Say = pri
     names = order(plan)
     command = f"onehci upgrade {site_arg}"
     steps = [journal.Step(step_name(n)) for n in names]
+    fresh = journal.current(loaded.path) is None
+    if fresh:  # refused before a journal exists: a refusal leaves no operation open
+        say("preflight: the cloud must be healthy before a node is taken out")
+        preflight(loaded, plan)
     with journal.Journal.open(loaded.path, KIND, plan.cluster, steps, params={"order": names},
                               command=command) as jr:
         resumed = _resumed_node(jr.data)
         if resumed:
             say(f"continuing the upgrade at {resumed} (its earlier attempt did not finish)")
-        say("preflight: the cloud must be healthy before a node is taken out")
-        preflight(loaded, plan, allow_host=resumed)
+        if not fresh:
+            say("preflight: the cloud must be healthy before a node is taken out")
+            preflight(loaded, plan, allow_host=resumed)
         say(f"upgrading {len(names)} node(s) one at a time: {' -> '.join(names)}")
         results = []
         for index, name in enumerate(names):
