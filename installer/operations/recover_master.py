@@ -212,15 +212,17 @@ LOGGER_FILES = "metadata_ml.mfs.back changelog_ml.*.mfs changelog_ml_back.*.mfs"
 # full metadata.mfs, which a plain start accepts: systemd then runs the master as usual. (A runtime
 # drop-in adding -a to the unit needs two `systemctl daemon-reload`s, which took 90 s each in lab
 # containers on a busy machine.) Enabling is the unit's symlink, for the same reason.
-START_WITH_RECOVERY = f"""set -e
-systemctl reset-failed moosefs-master.service 2>/dev/null || true
-/usr/sbin/mfsmaster -c /etc/mfs/mfsmaster.cfg -a start
+HAND_OVER = f"""set -e
 /usr/sbin/mfsmaster -c /etc/mfs/mfsmaster.cfg stop
 test -s {DATA}/metadata.mfs
 systemctl start moosefs-master.service
 wants=/etc/systemd/system/multi-user.target.wants
 [ -e $wants/moosefs-master.service ] || {{ mkdir -p $wants && ln -s /lib/systemd/system/moosefs-master.service $wants/; }}
 """
+START_WITH_RECOVERY = """set -e
+systemctl reset-failed moosefs-master.service 2>/dev/null || true
+/usr/sbin/mfsmaster -c /etc/mfs/mfsmaster.cfg -a start
+""" + HAND_OVER.removeprefix("set -e\n")
 
 
 class Recovery:
@@ -366,8 +368,22 @@ class Recovery:
         return {"copies": copies}
 
     def promoted(self) -> bool:
-        """The check of an interrupted promote: the master on the new node answers."""
-        return self.master_answers(self.new.ip)
+        """The check of an interrupted promote: the master on the new node answers, under systemd."""
+        return self.running_under_systemd(self.new)
+
+    def running_under_systemd(self, node) -> bool:
+        """The check of an interrupted restart or promote: the master on NODE answers. When it
+        answers but runs outside systemd (interrupted between `mfsmaster -a` and the hand-over),
+        the hand-over is finished here: a clean stop stores metadata.mfs, then systemd starts it."""
+        if not self.master_answers(node.ip):
+            return False
+        if remote.run(self.loaded, node.ip, "systemctl is-active --quiet moosefs-master", timeout=30).returncode == 0:
+            return True
+        self.say(f"the master on {node.hostname} answers outside systemd: handing it over (clean stop, then "
+                 "systemctl start)")
+        self.sh(node, HAND_OVER, "handing the master to systemd", timeout=self.timeout)
+        self.wait_master(node.ip, node)
+        return True
 
     def answering(self) -> list:
         nodes = [n for n in self.plan.nodes if n.hostname != self.old.hostname or self.new is self.old]
@@ -525,7 +541,7 @@ def recover_master(loaded, source: str | None = None, *, say: Say = print,
             for name in ("restart",):
                 _run(j, name, lambda: {"started": False, "note": "the master was running"}, say)
         else:
-            _run(j, "restart", work.restart, say, check_done=lambda: work.master_answers(work.old.ip))
+            _run(j, "restart", work.restart, say, check_done=lambda: work.running_under_systemd(work.old))
         checked = _run(j, "verify", lambda: work.verify(before), say)
         health = _run(j, "healthy", work.healthy, say)
         result = j.finish()
