@@ -122,7 +122,8 @@ def test_libvirt_stopped_on_a_host_puts_it_in_error_with_the_reason(cloud):
         assert code == 1, red  # one host in error: degraded, not down (docs/opennebula.md)
     finally:
         sh(cloud.loaded, "lab3", "systemctl start libvirtd")
-    wait_for("lab3 monitored again", lambda: status(cloud)[0] == 0, 120, 2)
+    # a busy machine makes the stand-in's 30 s probes time out for a while: its next round clears it
+    wait_for("lab3 monitored again", lambda: status(cloud)[0] == 0, 300, 2)
 
 
 def test_moosefs_unmounted_on_a_host_is_named(cloud):
