@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from installer import lab, sitefile  # noqa: E402
 from installer.siteinit import profile_site  # noqa: E402
+from tests.lab.helpers import write_data  # noqa: E402
 from tests.lab.test_rebuild import LAB4  # noqa: E402
 
 
@@ -61,6 +62,7 @@ def main() -> None:
     lab.down(loaded)
     lab.up(loaded, standin=True)
     onehci(site, "deploy")
+    write_data(loaded, "rbn1", "/var/lib/one/datastores/bench", files=16, mib=16)  # 256 MiB: the drain copies chunks
     alive = measured(site, "rebuild", "rbn3", "--yes")
     lab.kill_node(loaded, "rbn2")
     dead = measured(site, "rebuild", "rbn2", "--yes")
