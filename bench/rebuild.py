@@ -63,15 +63,12 @@ def main() -> None:
     lab.up(loaded, standin=True)
     onehci(site, "deploy")
     write_data(loaded, "rbn1", "/var/lib/one/datastores/bench", files=16, mib=16)  # 256 MiB: the drain copies chunks
-    alive = measured(site, "rebuild", "rbn3", "--yes")
+    print(f"rebuild of a live node (rbn3): {measured(site, 'rebuild', 'rbn3', '--yes')}", flush=True)
     lab.kill_node(loaded, "rbn2")
-    dead = measured(site, "rebuild", "rbn2", "--yes")
+    print(f"rebuild of a dead node (rbn2): {measured(site, 'rebuild', 'rbn2', '--yes')}", flush=True)
     site.write_text(site.read_text() + bench_site(LAB4))
-    added = measured(site, "add-node", "rbn4")
+    print(f"add-node rbn4: {measured(site, 'add-node', 'rbn4')}", flush=True)
     lab.down(sitefile.load(site))
-    print(f"rebuild of a live node (rbn3): {alive}")
-    print(f"rebuild of a dead node (rbn2): {dead}")
-    print(f"add-node rbn4: {added}")
 
 
 if __name__ == "__main__":

@@ -285,3 +285,20 @@ def test_deploy_json_has_the_registration_and_no_password(deploy_run, cloud):
     assert {o["kind"] for o in registration["objects"]} == {"cluster", "host", "datastore", "network"}
     assert "OpenNebula: 7 created, 0 unchanged, 0 with drift" in result.stderr
     assert PASSWORD not in result.output
+
+
+def test_wait_monitored_keeps_a_host_it_saw_monitored_when_a_later_round_fails():
+    """n1 is monitored at once, then a probe of it times out (a busy frontend) while n2 still
+    comes up: the wait ends well, n1's error is left to `onehci status`."""
+    from types import SimpleNamespace as NS
+
+    def host(name, state, error=""):
+        return NS(NAME=name, STATE=state, TEMPLATE={"ERROR": error} if error else {})
+
+    rounds = iter([[host("n1", one.MONITORED), host("n2", one.INIT)],
+                   [host("n1", one.ERROR, "no answer within 30 s"), host("n2", one.INIT)],
+                   [host("n1", one.ERROR, "no answer within 30 s, again"), host("n2", one.INIT)],
+                   [host("n1", one.ERROR, "no answer within 30 s, again"), host("n2", one.MONITORED)]])
+    client = NS(hostpool=NS(info=lambda: NS(HOST=next(rounds))))
+    states = one.wait_monitored(client, ["n1", "n2"], timeout=20, say=lambda _: None, interval=0)
+    assert states == {"n1": "ERROR", "n2": "MONITORED"}

@@ -80,7 +80,6 @@ def flush(client, name: str, *, timeout: float = 600, say: Callable[[str], None]
 
 def wait_monitored(client, name: str, *, timeout: float = 300, say: Callable[[str], None] = print) -> None:
     """Until host NAME is MONITORED again (after enable)."""
-    one.wait_monitored(client, [name], timeout, say)
-    state = _host(client, name).STATE
-    if state != one.MONITORED:
-        raise OnehciError(f"host {name} is {one.STATE_NAMES.get(state, state)}, not MONITORED: enable it first")
+    state = one.wait_monitored(client, [name], timeout, say)[name]
+    if state in (one.STATE_NAMES[one.DISABLED], one.STATE_NAMES[one.OFFLINE]):
+        raise OnehciError(f"host {name} is {state}, not MONITORED: enable it first")
