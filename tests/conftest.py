@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,17 @@ nodes:
 """
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def blocking_stdin():
+    """Ansible refuses to start when its inherited stdin is non-blocking; a process a lab test
+    ran may leave the shared stdin so (seen in a CI run of the whole suite): every test starts
+    with it blocking again."""
+    try:
+        os.set_blocking(0, True)
+    except OSError:
+        pass  # no stdin at all
 
 
 @pytest.fixture

@@ -409,6 +409,10 @@ def node_exec(loaded, hostname: str, argv: list[str], **kwargs) -> subprocess.Co
     """Run a command inside a node (as root, all its namespaces); output captured as text."""
     kwargs.setdefault("capture_output", True)
     kwargs.setdefault("text", True)
+    if "input" not in kwargs:
+        # not this process's stdin: a program in the node may leave it non-blocking, and Ansible
+        # started later from the same terminal then refuses to run
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
     return subprocess.run(nsenter_argv(loaded, hostname, argv), **kwargs)
 
 
