@@ -81,7 +81,8 @@ def make_plan(site: Site, warnings: list[str] | None = None) -> Plan:
                     "range": f"{vms.pool().first}-{vms.pool().last}", "size": vms.size,
                     "gateway": str(vms.gateway) if vms.gateway else None},
             "bootstrap": {"address": str(site.bootstrap.address), "interface": site.bootstrap.interface,
-                          "mirror": site.bootstrap.mirror, "apt_proxy": site.bootstrap.apt_proxy},
+                          "mirror": site.bootstrap.mirror, "apt_proxy": site.bootstrap.apt_proxy,
+                          "http_port": site.bootstrap.http_port},
         },
         moosefs={
             "master": master,

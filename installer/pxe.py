@@ -23,6 +23,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from installer import node_packages
 from installer.errors import OnehciError
 from installer.resources import data_dir
 
@@ -133,7 +134,8 @@ def render(site, plan, boots: dict, tokens: dict[str, str], out: Path, netboot: 
             netmask=mgmt.cidr.netmask, gateway=mgmt.gateway, dns=[str(d) for d in mgmt.dns],
             mirror={"scheme": mirror.scheme, "host": mirror.netloc, "path": mirror.path or "/"},
             proxy=f"http://{boot.address}:3142/" if boot.apt_proxy else "",
-            disk_kind="serial" if disk.serial else "by-id", disk_value=disk.serial or disk.by_id)
+            disk_kind="serial" if disk.serial else "by-id", disk_value=disk.serial or disk.by_id,
+            packages=node_packages.for_node(model))
     return files
 
 

@@ -253,3 +253,16 @@ def test_grub_script_check_catches_a_broken_grub_cfg(lab_files):
     files = lab_files
     files["tftp/debian-installer/amd64/grub/grub.cfg"] += b"if [ x = y ]; then\n"
     assert any(p.startswith("grub-script-check") for p in pxecheck.check_files(files))
+
+
+def test_kvm_hosts_install_the_hypervisor_packages_the_role_would_install():
+    import yaml
+
+    from installer import node_packages
+
+    role = yaml.safe_load((REPO / "roles/opennebula_node/defaults/main.yml").read_text())
+    assert set(node_packages.KVM_HOST) <= set(role["opennebula_node__packages"])
+    five = sitefile.load(profiles()["five-node"]).site
+    by_role = {n.hostname: node_packages.for_node(n) for n in five.nodes}
+    assert "qemu-system-x86" not in by_role["nebula80"]  # the frontend alone: no hypervisor
+    assert "qemu-system-x86" in by_role["nebula81"]

@@ -15,15 +15,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from installer import state
+from installer import node_packages, state
 from installer.errors import OnehciError
 
 CACHE = Path("/var/cache/onehci/lab")
 SUITE = "bookworm"
 # What an installed node has after the preseed, plus what the lab itself relies on
-# (systemd as PID 1 for --boot, sshd for Ansible, fuse3/xfsprogs/nftables for the roles).
-PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "iproute2",
-            "ca-certificates", "sudo", "xfsprogs", "fuse3", "nftables", "procps", "less")
+# (systemd as PID 1 for --boot, fuse3/xfsprogs/nftables for the roles). One image for every
+# node: a lab node without the kvm role carries the KVM host's packages too, unused.
+PACKAGES = (*node_packages.BASE, *node_packages.KVM_HOST,
+            "systemd", "systemd-sysv", "dbus", "iproute2", "sudo", "xfsprogs", "fuse3", "nftables", "procps", "less",
+            "libpam-systemd")  # polkitd (libvirt) needs a logind, which debootstrap does not pick by itself
 RECIPE = 1  # bump when _prepare() changes what goes into the image
 
 

@@ -15,8 +15,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,6 +23,7 @@ import pytest
 
 from installer.lab import net
 from installer.resources import profiles
+from tests.bootchain.pxeserve import Server
 from tests.bootchain.qemu import QemuVM
 
 BRIDGE = "onehci-bc0"
@@ -48,43 +47,6 @@ def _site_text() -> str:
         nodes.append(f"  - hostname: {host}\n    mac: {mac}\n    ip: {ip}\n    boot: {boot}\n    roles: {role}\n"
                      f"    os_disk: {{serial: {host}-os}}\n    chunk_disks: [{{serial: {host}-c1}}]")
     return head + "\n".join(nodes) + "\n"
-
-
-class Server:
-    """`onehci pxe serve --json` as a child process, its events collected by a thread."""
-
-    def __init__(self, site: Path):
-        env = {**os.environ, "ONEHCI_STATE_DIR": str(site.parent / "state")}
-        self.proc = subprocess.Popen([sys.executable, "-m", "installer", "pxe", "serve", "--json", str(site)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        self.events: list[dict] = []
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._read_err, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.events.append(json.loads(line))
-
-    def _read_err(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def wait_event(self, node, kind, contains="", timeout=60.0, after=0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for event in self.events[after:]:
-                if event["node"] == node and event["kind"] == kind and contains in event["detail"]:
-                    return event
-            if self.proc.poll() is not None:
-                raise AssertionError(f"pxe serve exited {self.proc.returncode}: {''.join(self.lines)[-2000:]}")
-            time.sleep(0.25)
-        seen = "\n".join(f"  {e['node']} {e['kind']} {e['detail']}" for e in self.events[-25:])
-        raise AssertionError(f"no event {node} {kind} {contains!r} within {timeout:.0f} s; last events:\n{seen}")
-
-    def stop(self) -> int:
-        self.proc.terminate()
-        return self.proc.wait(30)
 
 
 @pytest.fixture(scope="module")

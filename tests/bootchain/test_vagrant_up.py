@@ -1,0 +1,164 @@
+"""`vagrant up` of one node of a site, with Debian's vagrant and vagrant-libvirt and libvirt's qemu driver in
+software emulation (KVM guests hang on these machines): the blank VM network-boots from `onehci pxe serve`
+on the bridge of the libvirt network the Vagrantfile defines, and the Debian installer fetches that node's
+preseed (asserted from `pxe serve`'s events); then `vagrant destroy` leaves no domain, volume or network.
+
+Needs root, vagrant, vagrant-libvirt, libvirt-daemon-system, qemu and the netboot package
+(scripts/setup.sh installs them); a missing one fails. libvirtd is started here when it is not running
+(CI machines run no systemd), and stopped again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from installer.resources import profiles
+from tests.bootchain.pxeserve import Server
+
+ROOT = Path(__file__).resolve().parents[2]
+URI = "qemu:///system"
+CLUSTER = "vgt"
+BRIDGE = "onehci-vg0"
+PREFIX = f"onehci-{CLUSTER}-"  # the Vagrantfile's domain prefix
+
+
+def _site_text() -> str:
+    # the lab profile on its own subnet and bridge; the gateway and DNS are not the bootstrap address, so
+    # the libvirt network is isolated: nothing the installer sends leaves this machine
+    text = profiles()["lab"].read_text()
+    text = text.replace("name: lab\n", f"name: {CLUSTER}\n").replace("domain: lab.", f"domain: {CLUSTER}.")
+    text = text.replace("10.71.0.", "10.83.0.").replace("10.72.0.", "10.84.0.").replace("52:54:00:71:", "52:54:00:83:")
+    text = text.replace("gateway: 10.83.0.1 ", "gateway: 10.83.0.254 ").replace("dns: [10.83.0.1]", "dns: [10.83.0.254]")
+    # its own ports too: another boot server (the boot chain test's) may be running on this machine
+    return text.replace("interface: onehci-lab0", f"interface: {BRIDGE}\n  http_port: 8083\n  syslog_port: 5583")
+
+
+def _virsh(*args: str, check: bool = True) -> str:
+    r = subprocess.run(["virsh", "-c", URI, *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 or not check, f"virsh {' '.join(args)}: {r.stderr.strip()}"
+    return r.stdout
+
+
+def _wait(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")
+
+
+def _libvirt_answers() -> bool:
+    return subprocess.run(["virsh", "-c", URI, "version"], capture_output=True, timeout=30).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def libvirtd():
+    assert os.geteuid() == 0, "the vagrant test needs root"
+    for tool in ("vagrant", "virsh", "qemu-img", "qemu-system-x86_64"):
+        assert shutil.which(tool), f"{tool} is missing: run scripts/setup.sh"
+    for daemon in ("/usr/sbin/libvirtd", "/usr/sbin/virtlogd"):
+        assert Path(daemon).exists(), f"{daemon} is missing: run scripts/setup.sh (libvirt-daemon-system)"
+    started = []
+    if not _libvirt_answers():
+        log = open(Path(tempfile.gettempdir()) / "onehci-test-libvirtd.log", "a")
+        for daemon in ("/usr/sbin/virtlogd", "/usr/sbin/libvirtd"):
+            started.append(subprocess.Popen([daemon], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True))
+        _wait(_libvirt_answers, 60, "libvirtd answering on " + URI)
+    try:
+        yield
+    finally:
+        if started:  # our libvirtd autostarted Debian's `default` network: take it down with it
+            _virsh("net-destroy", "default", check=False)
+            for proc in reversed(started):
+                proc.terminate()
+                proc.wait(30)
+
+
+@pytest.fixture
+def workdir():
+    # dnsmasq (user nobody) reads the boot tree: not under a private temporary directory
+    path = Path(tempfile.mkdtemp(prefix="onehci-vagrant-", dir="/var/tmp"))
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _vagrant(workdir: Path, site: Path, *args: str, background: bool = False):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ONEHCI_", "VAGRANT_"))}
+    env.update(VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_HOME=str(workdir / "vagrant.d"), NO_COLOR="1",
+               VAGRANT_DOTFILE_PATH=str(workdir / "dot"), LIBVIRT_DEFAULT_URI=URI, ONEHCI_SITE=str(site),
+               ONEHCI_LIBVIRT_DRIVER="qemu", ONEHCI_VM_MEMORY="1024", ONEHCI_VM_CPUS="1",
+               ONEHCI_OS_DISK_SIZE="4G", ONEHCI_CHUNK_DISK_SIZE="1G", ONEHCI_SERVE_WAIT="300")
+    command = ["vagrant", *args]
+    if background:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+                          stdin=subprocess.DEVNULL)
+
+
+def _ours() -> dict[str, list[str]]:
+    """The cluster's domains, volumes and network that libvirt still has."""
+    domains = [d for d in _virsh("list", "--all", "--name").split() if d.startswith(PREFIX)]
+    pools = _virsh("pool-list", "--all", "--name").split()
+    volumes = [v for pool in pools for v in _virsh("vol-list", pool, "--name", check=False).split()
+               if v.startswith(PREFIX)]
+    networks = [n for n in _virsh("net-list", "--all", "--name").split() if n == f"onehci-{CLUSTER}"]
+    return {"domains": domains, "volumes": volumes, "networks": networks}
+
+
+def test_vagrant_up_network_boots_the_node_and_destroy_leaves_nothing(libvirtd, workdir):
+    site = workdir / "site.yml"
+    site.write_text(_site_text())
+    assert not any(_ours().values()), f"left from an earlier run: {_ours()}"
+    state = {**os.environ, "ONEHCI_STATE_DIR": str(workdir / "state")}
+    build = subprocess.run([sys.executable, "-m", "installer", "pxe", "build", "--out", str(workdir / "pxe"), str(site)],
+                           capture_output=True, text=True, env=state)
+    assert build.returncode == 0, build.stderr
+
+    up = _vagrant(workdir, site, "up", "lab1", background=True)
+    server = None
+    try:
+        # the Vagrantfile defines the network, then waits for the boot server before the domain starts
+        _wait(lambda: Path(f"/sys/class/net/{BRIDGE}").exists() or up.poll() is not None, 180,
+              f"the bridge {BRIDGE} of the libvirt network")
+        assert up.poll() is None, up.stdout.read()
+        server = Server(site)
+        server.wait_event(None, "serving", timeout=60)
+        out, _ = up.communicate(timeout=600)
+        assert up.returncode == 0, out
+        assert "waiting for `onehci pxe serve" in out
+
+        xml = _virsh("dumpxml", f"{PREFIX}lab1")
+        assert "type='qemu'" in xml  # software emulation, as asked
+        assert "52:54:00:83:00:11" in xml and f"<source network='onehci-{CLUSTER}'" in xml
+        assert "<serial>lab1-os</serial>" in xml and "<serial>lab1-chunk1</serial>" in xml
+        assert "running" in _virsh("domstate", f"{PREFIX}lab1")
+
+        server.wait_event("lab1", "dhcp", "offer 10.83.0.11", timeout=240)
+        server.wait_event("lab1", "tftp", "pxelinux.0", timeout=90)
+        server.wait_event("lab1", "tftp", "initrd.gz", timeout=180)
+        server.wait_event("lab1", "preseed", "preseed/lab1.cfg", timeout=400)
+    finally:
+        if up.poll() is None:
+            up.terminate()
+            up.wait(60)
+        destroy = _vagrant(workdir, site, "destroy", "-f")
+        if server is not None:
+            assert server.stop() == 0
+    assert destroy.returncode == 0, destroy.stdout + destroy.stderr
+    assert _ours() == {"domains": [], "volumes": [], "networks": []}
+    assert not Path(f"/sys/class/net/{BRIDGE}").exists()
