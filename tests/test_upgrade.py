@@ -4,6 +4,7 @@ which status lines stop an upgrade, and publishing a newer stand-in package (for
 from __future__ import annotations
 
 import gzip
+import json
 import subprocess
 from pathlib import Path
 
@@ -174,3 +175,19 @@ def test_a_host_counts_as_back_only_after_a_monitoring_round_newer_than_its_upgr
     assert failed.calls == 2
     with pytest.raises(upgrade.OnehciError, match="not monitored again within 0 s"):
         upgrade._wait_fresh_round(_Client(stale), "upg2", 100, 0, lambda _m: None)
+
+
+def test_a_refused_upgrade_still_prints_json_for_scripts(write_site, monkeypatch):
+    from click.testing import CliRunner
+
+    from installer.errors import OnehciError
+
+    def refuse(*_a, **_k):
+        raise OnehciError("the cloud is not healthy, nothing was upgraded: lab2 chunkserver not connected")
+
+    monkeypatch.setattr(upgrade, "run", refuse)
+    result = CliRunner().invoke(cli, ["upgrade", "--json", str(write_site(BASE_SITE))])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["ok"] is False and "lab2 chunkserver not connected" in report["error"]
+    assert "error: the cloud is not healthy" in result.stderr

@@ -8,6 +8,7 @@ import sys
 import click
 
 from installer.cli.main_helpers import site_argument
+from installer.errors import OnehciError
 
 
 def _say(message: str) -> None:
@@ -69,6 +70,10 @@ def upgrade(site_path: str, check_only: bool, as_json: bool, timeout: float) -> 
     except op.UpgradeStopped as exc:
         if as_json:
             click.echo(json.dumps(exc.report, indent=2))
+        raise
+    except OnehciError as exc:  # refused before any node (unhealthy cloud, another operation...)
+        if as_json:
+            click.echo(json.dumps({"ok": False, "error": str(exc), "nodes": []}, indent=2))
         raise
     if as_json:
         click.echo(json.dumps(report, indent=2))

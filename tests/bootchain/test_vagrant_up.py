@@ -129,6 +129,8 @@ def test_vagrant_up_network_boots_the_node_and_destroy_leaves_nothing(libvirtd, 
                            capture_output=True, text=True, env=state)
     assert build.returncode == 0, build.stderr
 
+    started = time.monotonic()
+    timings: dict[str, float] = {}
     up = _vagrant(workdir, site, "up", "lab1", background=True)
     server = None
     try:
@@ -138,7 +140,9 @@ def test_vagrant_up_network_boots_the_node_and_destroy_leaves_nothing(libvirtd, 
         assert up.poll() is None, up.stdout.read()
         server = Server(site)
         server.wait_event(None, "serving", timeout=60)
+        timings["network up, pxe serve started"] = time.monotonic() - started
         out, _ = up.communicate(timeout=600)
+        timings["vagrant up returned"] = time.monotonic() - started
         assert up.returncode == 0, out
         assert "waiting for `onehci pxe serve" in out
 
@@ -149,9 +153,12 @@ def test_vagrant_up_network_boots_the_node_and_destroy_leaves_nothing(libvirtd, 
         assert "running" in _virsh("domstate", f"{PREFIX}lab1")
 
         server.wait_event("lab1", "dhcp", "offer 10.83.0.11", timeout=240)
+        timings["DHCP offer"] = time.monotonic() - started
         server.wait_event("lab1", "tftp", "pxelinux.0", timeout=90)
         server.wait_event("lab1", "tftp", "initrd.gz", timeout=180)
+        timings["installer's initrd fetched"] = time.monotonic() - started
         server.wait_event("lab1", "preseed", "preseed/lab1.cfg", timeout=400)
+        timings["preseed fetched"] = time.monotonic() - started
     finally:
         if up.poll() is None:
             up.terminate()
@@ -159,6 +166,8 @@ def test_vagrant_up_network_boots_the_node_and_destroy_leaves_nothing(libvirtd, 
         destroy = _vagrant(workdir, site, "destroy", "-f")
         if server is not None:
             assert server.stop() == 0
+    timings["destroyed"] = time.monotonic() - started
+    print("vagrant timings (s since `vagrant up`):", {k: round(v) for k, v in timings.items()})
     assert destroy.returncode == 0, destroy.stdout + destroy.stderr
     assert _ours() == {"domains": [], "volumes": [], "networks": []}
     assert not Path(f"/sys/class/net/{BRIDGE}").exists()

@@ -123,6 +123,7 @@ def test_a_node_that_does_not_come_back_stops_the_upgrade_and_the_rerun_continue
         proc = cloud.onehci("upgrade", "--json", "--timeout", "120")
         assert proc.returncode == 1, proc.stderr[-3000:]
         report = json.loads(proc.stdout)
+        assert "stopped_at" in report, proc.stderr[-3000:]  # refused before upg2: the reason is on stderr
         assert (report["ok"], report["stopped_at"], report["untouched"]) == (False, "upg2", ["upg1"]), report
         assert "upgrade stopped at upg2" in proc.stderr and "upg1 not touched" in proc.stderr
         assert "ERROR" in report["error"], report["error"]
