@@ -297,13 +297,17 @@ def register(loaded, plan, client, say: Callable[[str], None] = print, *,
     return report
 
 
+ERROR_ROUNDS = 3  # failed monitoring rounds, all since the wait began, before a host in ERROR fails it
+
+
 def wait_monitored(client, hosts: list[str], timeout: float = 180.0, say: Callable[[str], None] = print, *,
                    interval: float = 1.0) -> dict[str, str]:
     """Wait until every host in HOSTS is MONITORED; {host: state name} at the end.
 
-    A host in ERROR fails the wait with OpenNebula's message once two monitoring rounds that
-    ended after the wait began both failed (each round stamps its own message): one round may
-    have started before the deploy's last change — a new host key, the SSH mesh — landed. A
+    A host in ERROR fails the wait with OpenNebula's message once ERROR_ROUNDS monitoring rounds
+    that ended after the wait began all failed (each round stamps its own message): one round may
+    have started before the deploy's last change — a new host key, the SSH mesh — landed, and a
+    node that has just been deployed can be slow to answer for a minute. A
     disabled or offline host was set so by hand: it is not waited for. A host once seen
     MONITORED during the wait is done: a later failed round (a probe timing out on a busy
     frontend) is for `onehci status` to report, not a reason to fail what came up."""
@@ -335,7 +339,7 @@ def wait_monitored(client, hosts: list[str], timeout: float = 180.0, say: Callab
                     say(f"OpenNebula: host {name} " + ("monitored" if host.STATE == MONITORED else
                                                        f"is {states[name]} (set by hand): not waited for"))
             elif host.STATE == ERROR and errors[name] != old_errors.get(name) and \
-                    len(fresh_errors.setdefault(name, set()) | {errors[name]}) >= 2:
+                    len(fresh_errors.setdefault(name, set()) | {errors[name]}) >= ERROR_ROUNDS:
                 failed.append(f"host {name} is in ERROR: {errors[name] or 'OpenNebula gave no reason'}")
             else:
                 if host.STATE == ERROR and errors[name] != old_errors.get(name):

@@ -302,3 +302,18 @@ def test_wait_monitored_keeps_a_host_it_saw_monitored_when_a_later_round_fails()
     client = NS(hostpool=NS(info=lambda: NS(HOST=next(rounds))))
     states = one.wait_monitored(client, ["n1", "n2"], timeout=20, say=lambda _: None, interval=0)
     assert states == {"n1": "ERROR", "n2": "MONITORED"}
+
+
+def test_wait_monitored_rides_out_two_failed_rounds_of_a_host_that_then_comes_up():
+    """lab1 right after a rebuild's deploy: two probes time out in a row, the third passes."""
+    from types import SimpleNamespace as NS
+
+    def host(name, state, error=""):
+        return NS(NAME=name, STATE=state, TEMPLATE={"ERROR": error} if error else {})
+
+    rounds = iter([[host("n1", one.INIT)],
+                   [host("n1", one.ERROR, "15:12:10 no answer within 30 s")],
+                   [host("n1", one.ERROR, "15:12:43 no answer within 30 s")],
+                   [host("n1", one.MONITORED)]])
+    client = NS(hostpool=NS(info=lambda: NS(HOST=next(rounds))))
+    assert one.wait_monitored(client, ["n1"], timeout=20, say=lambda _: None, interval=0) == {"n1": "MONITORED"}
