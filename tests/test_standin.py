@@ -532,3 +532,21 @@ def test_apt_reads_the_repository(repo, tmp_path):
                              capture_output=True, text=True)
     assert install.returncode == 0, install.stdout + install.stderr
     assert "Inst opennebula-tools" in install.stdout and "Inst opennebula-common" in install.stdout
+
+
+def test_a_probe_that_hangs_says_where(tmp_path):
+    """A fake `ssh` that runs the probe locally with a `mountpoint` that never returns."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "virsh").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "mountpoint").write_text("#!/bin/sh\nexec sleep 6\n")
+    (fake / "ssh").write_text(f'#!/bin/sh\nshift\nPATH={fake}:$PATH exec sh -c "$1"\n')
+    for tool in fake.iterdir():
+        tool.chmod(0o755)
+    result = onemonitor.run_probe([str(fake / "ssh")], "n1", "/var/lib/one/datastores", "", timeout=2)
+    assert not result.ok
+    assert result.reason.startswith("no answer within 2 s to ssh n1 as ")
+    assert result.reason.endswith("(stuck in `mountpoint` of the datastores)"), result.reason
+    (fake / "ssh").write_text("#!/bin/sh\nexec sleep 6\n")  # SSH itself never answers
+    result = onemonitor.run_probe([str(fake / "ssh")], "n1", "/var/lib/one/datastores", "", timeout=2)
+    assert result.reason.endswith("(stuck before the probe started: SSH connection or login)"), result.reason

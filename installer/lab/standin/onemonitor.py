@@ -22,16 +22,19 @@ log = logging.getLogger("onehci-standin")
 DEFAULT_SSH = ("ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5")
 CHECKS_FAILED = 65  # the probe script's exit status when a check failed
 _TAG = "onehci-probe: "
+_STEP = "onehci-probe-step: "  # where the script is, so that a probe that hangs can say where
 
 
 def probe_script(datastores_path: str) -> str:
     """The shell script run on the host; it reports every failed check on stderr."""
     path = shlex.quote(datastores_path)
     return f"""fail=0
+echo '{_STEP}virsh' >&2
 if ! err=$(virsh -c qemu:///system list 2>&1 >/dev/null); then
   printf '{_TAG}virsh -c qemu:///system list failed: %s\\n' "$(printf '%s' "$err" | tr '\\n' ' ')" >&2
   fail=1
 fi
+echo '{_STEP}mountpoint' >&2
 if ! mountpoint -q {path}; then
   printf '{_TAG}%s is not a mount point\\n' {path} >&2
   fail=1
@@ -82,8 +85,9 @@ def run_probe(ssh_command: list[str], host: str, datastores_path: str, probe_use
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL, env=_probe_env(probe_user))
-    except subprocess.TimeoutExpired:
-        return ProbeResult(False, f"no answer within {timeout:g} s to ssh {host} as {who}")
+    except subprocess.TimeoutExpired as expired:
+        return ProbeResult(False, f"no answer within {timeout:g} s to ssh {host} as {who} "
+                                  f"({_stuck_at(expired.stderr)})")
     except OSError as err:
         return ProbeResult(False, f"cannot run {argv[0]}: {err.strerror}")
     if done.returncode == 0:
@@ -96,6 +100,16 @@ def run_probe(ssh_command: list[str], host: str, datastores_path: str, probe_use
         reasons = [line[len(_TAG):] for line in done.stderr.splitlines() if line.startswith(_TAG)]
         return ProbeResult(False, _trim("; ".join(reasons)) + f" (on {host}, as {who})")
     return ProbeResult(False, f"the probe exited with {done.returncode} on {host}: {_trim(done.stderr)}")
+
+
+def _stuck_at(stderr: str | bytes | None) -> str:
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode(errors="replace")
+    steps = [line[len(_STEP):] for line in (stderr or "").splitlines() if line.startswith(_STEP)]
+    if not steps:
+        return "stuck before the probe started: SSH connection or login"
+    return {"virsh": "stuck in `virsh -c qemu:///system list`",
+            "mountpoint": "stuck in `mountpoint` of the datastores"}.get(steps[-1], f"stuck at {steps[-1]}")
 
 
 def _statvfs_mb(path: str) -> tuple[int, int, int] | None:
