@@ -191,3 +191,21 @@ def test_a_refused_upgrade_still_prints_json_for_scripts(write_site, monkeypatch
     report = json.loads(result.stdout)
     assert report["ok"] is False and "lab2 chunkserver not connected" in report["error"]
     assert "error: the cloud is not healthy" in result.stderr
+
+
+def test_preflight_gives_hosts_in_error_a_monitoring_round_but_nothing_else(monkeypatch):
+    rounds = iter([_status(("host upg1", "red"), ("opennebula hosts", "amber")),
+                   _status(("host upg1", "green"), ("opennebula hosts", "green"))])
+    monkeypatch.setattr(status, "gather", lambda *_a: next(rounds))
+    monkeypatch.setattr(upgrade.time, "sleep", lambda _s: None)
+    said: list[str] = []
+    result = upgrade.preflight(None, None, say=said.append)
+    assert [c.colour for c in result.checks] == ["green", "green"]
+    assert said == ["waiting up to 90 s for OpenNebula's next monitoring rounds: host upg1: why; opennebula hosts: why"]
+    # anything else refuses at once, and hosts that stay in error refuse after the wait
+    monkeypatch.setattr(status, "gather", lambda *_a: _status(("host upg1", "red"), ("moosefs master", "red")))
+    with pytest.raises(upgrade.OnehciError, match="no node is upgraded: host upg1: why; moosefs master: why"):
+        upgrade.preflight(None, None, say=said.append)
+    monkeypatch.setattr(status, "gather", lambda *_a: _status(("host upg1", "red")))
+    with pytest.raises(upgrade.OnehciError, match="no node is upgraded: host upg1: why"):
+        upgrade.preflight(None, None, say=said.append, settle=0.05)

@@ -301,13 +301,28 @@ def _resumed_node(data: dict) -> str | None:
     return None
 
 
-def preflight(loaded, plan, allow_host: str | None = None) -> status.Status:
-    result = status.gather(loaded, plan)
-    left = blocking(result, allow_host)
-    if left:
-        raise OnehciError(f"the cloud is not healthy, so no node is upgraded: {_lines(left)} "
-                          "(`onehci status` shows it all; set it right, then run the upgrade again)")
-    return result
+SETTLE = 90.0  # how long hosts in ERROR get to pass a monitoring round again before the upgrade refuses
+
+
+def preflight(loaded, plan, allow_host: str | None = None, *, say: Say = print,
+              settle: float = SETTLE) -> status.Status:
+    """The cloud must be healthy. When only OpenNebula hosts are in the way, OpenNebula's next
+    monitoring rounds decide (a probe that timed out once on a busy host is not a broken host)."""
+    deadline = time.monotonic() + settle
+    told = False
+    while True:
+        result = status.gather(loaded, plan)
+        left = blocking(result, allow_host)
+        if not left:
+            return result
+        hosts_only = all(c.component.startswith("host ") or c.component == "opennebula hosts" for c in left)
+        if not hosts_only or time.monotonic() >= deadline:
+            raise OnehciError(f"the cloud is not healthy, so no node is upgraded: {_lines(left)} "
+                              "(`onehci status` shows it all; set it right, then run the upgrade again)")
+        if not told:
+            say(f"waiting up to {settle:.0f} s for OpenNebula's next monitoring rounds: {_lines(left)}")
+            told = True
+        time.sleep(3)
 
 
 def run(loaded, plan, *, site_arg: str, timeout: float = TIMEOUT, say: Say = print) -> dict:
@@ -319,7 +334,7 @@ def run(loaded, plan, *, site_arg: str, timeout: float = TIMEOUT, say: Say = pri
     fresh = journal.current(loaded.path) is None
     if fresh:  # refused before a journal exists: a refusal leaves no operation open
         say("preflight: the cloud must be healthy before a node is taken out")
-        preflight(loaded, plan)
+        preflight(loaded, plan, say=say)
     with journal.Journal.open(loaded.path, KIND, plan.cluster, steps, params={"order": names},
                               command=command) as jr:
         resumed = _resumed_node(jr.data)
@@ -327,7 +342,7 @@ def run(loaded, plan, *, site_arg: str, timeout: float = TIMEOUT, say: Say = pri
             say(f"continuing the upgrade at {resumed} (its earlier attempt did not finish)")
         if not fresh:
             say("preflight: the cloud must be healthy before a node is taken out")
-            preflight(loaded, plan, allow_host=resumed)
+            preflight(loaded, plan, allow_host=resumed, say=say)
         say(f"upgrading {len(names)} node(s) one at a time: {' -> '.join(names)}")
         results = []
         for index, name in enumerate(names):
