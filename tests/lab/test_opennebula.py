@@ -95,6 +95,12 @@ def test_oneadmin_ssh_mesh(cloud, source, target):
     assert proc.returncode == 0 and "reached" in proc.stdout, proc.stderr
 
 
+@pytest.mark.parametrize("node", ["lab1", "lab2", "lab3"])
+def test_oneadmin_lingers_so_its_logins_never_wait_for_a_stopping_user_manager(cloud, node):
+    linger = sh(cloud.loaded, node, "loginctl show-user oneadmin -p Linger --value").stdout.strip()
+    assert linger == "yes"
+
+
 def test_a_stopped_chunkserver_turns_status_amber_naming_undergoal_chunks(cloud):
     sh(cloud.loaded, "lab2", f"head -c 70M /dev/urandom > {MOUNT}/status-probe.bin")
     sh(cloud.loaded, "lab3", "systemctl stop moosefs-chunkserver")
