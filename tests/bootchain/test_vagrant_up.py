@@ -22,6 +22,7 @@ import pytest
 
 from installer.resources import profiles
 from tests.bootchain.pxeserve import Server
+from tests.lab.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 URI = "qemu:///system"
@@ -47,16 +48,6 @@ def _virsh(*args: str, check: bool = True) -> str:
     return r.stdout
 
 
-def _wait(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
-
-
 def _libvirt_answers() -> bool:
     return subprocess.run(["virsh", "-c", URI, "version"], capture_output=True, timeout=30).returncode == 0
 
@@ -70,11 +61,11 @@ def libvirtd():
         assert Path(daemon).exists(), f"{daemon} is missing: run scripts/setup.sh (libvirt-daemon-system)"
     started = []
     if not _libvirt_answers():
-        log = open(Path(tempfile.gettempdir()) / "onehci-test-libvirtd.log", "a")
-        for daemon in ("/usr/sbin/virtlogd", "/usr/sbin/libvirtd"):
-            started.append(subprocess.Popen([daemon], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True))
-        _wait(_libvirt_answers, 60, "libvirtd answering on " + URI)
+        with open(Path(tempfile.gettempdir()) / "onehci-test-libvirtd.log", "a") as log:
+            for daemon in ("/usr/sbin/virtlogd", "/usr/sbin/libvirtd"):
+                started.append(subprocess.Popen([daemon], stdin=subprocess.DEVNULL, stdout=log,
+                                                stderr=subprocess.STDOUT, start_new_session=True))
+        wait_for("libvirtd answering on " + URI, _libvirt_answers, 60, 0.5)
     try:
         yield
     finally:
@@ -135,8 +126,8 @@ def test_vagrant_up_network_boots_the_node_and_destroy_leaves_nothing(libvirtd, 
     server = None
     try:
         # the Vagrantfile defines the network, then waits for the boot server before the domain starts
-        _wait(lambda: Path(f"/sys/class/net/{BRIDGE}").exists() or up.poll() is not None, 180,
-              f"the bridge {BRIDGE} of the libvirt network")
+        wait_for(f"the bridge {BRIDGE} of the libvirt network",
+                 lambda: Path(f"/sys/class/net/{BRIDGE}").exists() or up.poll() is not None, 180, 0.5)
         assert up.poll() is None, up.stdout.read()
         server = Server(site)
         server.wait_event(None, "serving", timeout=60)
