@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from installer.lab import net
 from installer.resources import profiles
 from tests.bootchain.pxeserve import Server
 from tests.lab.helpers import wait_for
@@ -32,6 +33,8 @@ URI = "qemu:///system"
 CLUSTER = "vgt"
 BRIDGE = "onehci-vg0"
 PREFIX = f"onehci-{CLUSTER}-"  # the Vagrantfile's domain prefix
+GATEWAY = "10.83.0.254"
+GATEWAY_NETNS, GATEWAY_VETH = "onehci-vgt-gw", "onehci-vgw"
 
 
 def _site_text() -> str:
@@ -40,9 +43,21 @@ def _site_text() -> str:
     text = profiles()["lab"].read_text()
     text = text.replace("name: lab\n", f"name: {CLUSTER}\n").replace("domain: lab.", f"domain: {CLUSTER}.")
     text = text.replace("10.71.0.", "10.83.0.").replace("10.72.0.", "10.84.0.").replace("52:54:00:71:", "52:54:00:83:")
-    text = text.replace("gateway: 10.83.0.1 ", "gateway: 10.83.0.254 ").replace("dns: [10.83.0.1]", "dns: [10.83.0.254]")
+    text = text.replace("gateway: 10.83.0.1 ", f"gateway: {GATEWAY} ").replace("dns: [10.83.0.1]", f"dns: [{GATEWAY}]")
     # its own ports too: another boot server (the boot chain test's) may be running on this machine
     return text.replace("interface: onehci-lab0", f"interface: {BRIDGE}\n  http_port: 8083\n  syslog_port: 5583")
+
+
+@contextmanager
+def _gateway_that_leads_nowhere():
+    """The site's gateway as an address in a network namespace of its own with no route out: the installer's
+    network check finds its gateway at once (an absent one costs it a minute of waiting) and nothing it
+    sends can leave this machine. Its end of the pair joins the bridge once the Vagrantfile made it."""
+    try:
+        yield lambda: net.create_veth(GATEWAY_VETH, BRIDGE, GATEWAY_NETNS, cidr=f"{GATEWAY}/24")
+    finally:
+        net.delete_veth(GATEWAY_VETH)
+        net.delete_netns(GATEWAY_NETNS)
 
 
 def _virsh(*args: str, check: bool = True) -> str:
@@ -149,39 +164,43 @@ def test_vagrant_up_network_boots_the_node_and_destroy_leaves_nothing(libvirtd, 
     timings: dict[str, float] = {}
     up = _vagrant(workdir, site, "up", "lab1", background=True)
     server = None
-    try:
-        # the Vagrantfile defines the network, then waits for the boot server before the domain starts
-        wait_for(f"the bridge {BRIDGE} of the libvirt network",
-                 lambda: Path(f"/sys/class/net/{BRIDGE}").exists() or up.poll() is not None, 180, 0.5)
-        assert up.poll() is None, up.stdout.read()
-        server = Server(site)
-        server.wait_event(None, "serving", timeout=60)
-        timings["network up, pxe serve started"] = time.monotonic() - started
-        out, _ = up.communicate(timeout=600)
-        timings["vagrant up returned"] = time.monotonic() - started
-        assert up.returncode == 0, out
-        assert "waiting for `onehci pxe serve" in out
+    with _gateway_that_leads_nowhere() as plug_gateway:
+        try:
+            # the Vagrantfile defines the network, then waits for the boot server before the domain starts
+            wait_for(f"the bridge {BRIDGE} of the libvirt network",
+                     lambda: Path(f"/sys/class/net/{BRIDGE}").exists() or up.poll() is not None, 180, 0.5)
+            assert up.poll() is None, up.stdout.read()
+            plug_gateway()
+            server = Server(site)
+            server.wait_event(None, "serving", timeout=60)
+            timings["network up, pxe serve started"] = time.monotonic() - started
+            out, _ = up.communicate(timeout=600)
+            timings["vagrant up returned"] = time.monotonic() - started
+            assert up.returncode == 0, out
+            assert "waiting for `onehci pxe serve" in out
 
-        xml = _virsh("dumpxml", f"{PREFIX}lab1")
-        assert "type='qemu'" in xml  # software emulation, as asked
-        assert "52:54:00:83:00:11" in xml and f"<source network='onehci-{CLUSTER}'" in xml
-        assert "<serial>lab1-os</serial>" in xml and "<serial>lab1-chunk1</serial>" in xml
-        assert "running" in _virsh("domstate", f"{PREFIX}lab1")
+            xml = _virsh("dumpxml", f"{PREFIX}lab1")
+            assert "type='qemu'" in xml  # software emulation, as asked
+            assert "52:54:00:83:00:11" in xml and f"<source network='onehci-{CLUSTER}'" in xml
+            assert "<serial>lab1-os</serial>" in xml and "<serial>lab1-chunk1</serial>" in xml
+            assert "running" in _virsh("domstate", f"{PREFIX}lab1")
 
-        server.wait_event("lab1", "dhcp", "offer 10.83.0.11", timeout=240)
-        timings["DHCP offer"] = time.monotonic() - started
-        server.wait_event("lab1", "tftp", "pxelinux.0", timeout=90)
-        server.wait_event("lab1", "tftp", "initrd.gz", timeout=180)
-        timings["installer's initrd fetched"] = time.monotonic() - started
-        server.wait_event("lab1", "preseed", "preseed/lab1.cfg", timeout=400)
-        timings["preseed fetched"] = time.monotonic() - started
-    finally:
-        if up.poll() is None:
-            up.terminate()
-            up.wait(60)
-        destroy = _vagrant(workdir, site, "destroy", "-f")
-        if server is not None:
-            assert server.stop() == 0
+            server.wait_event("lab1", "dhcp", "offer 10.83.0.11", timeout=240)
+            timings["DHCP offer"] = time.monotonic() - started
+            server.wait_event("lab1", "tftp", "pxelinux.0", timeout=90)
+            server.wait_event("lab1", "tftp", "initrd.gz", timeout=180)
+            timings["installer's initrd fetched"] = time.monotonic() - started
+            server.wait_event("lab1", "install", "installer log arriving", timeout=300)
+            timings["installer's log arriving"] = time.monotonic() - started
+            server.wait_event("lab1", "preseed", "preseed/lab1.cfg", timeout=300)
+            timings["preseed fetched"] = time.monotonic() - started
+        finally:
+            if up.poll() is None:
+                up.terminate()
+                up.wait(60)
+            destroy = _vagrant(workdir, site, "destroy", "-f")
+            if server is not None:
+                assert server.stop() == 0
     timings["destroyed"] = time.monotonic() - started
     print("vagrant timings (s since `vagrant up`):", {k: round(v) for k, v in timings.items()})
     assert destroy.returncode == 0, destroy.stdout + destroy.stderr
