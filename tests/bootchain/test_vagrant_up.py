@@ -69,7 +69,7 @@ def _virsh(*args: str, check: bool = True) -> str:
 @contextmanager
 def _kvm_device_as_udev_sets_it():
     """These machines run no udev, so /dev/kvm keeps the kernel's root-only mode. libvirt then finds KVM when
-    it probes qemu (as root) but not for its qemu user afterwards, takes its capabilities cache for stale and
+    it probes qemu but not for its qemu user afterwards, takes its capabilities cache for stale and
     probes qemu again on every call: 30 s per domain definition, over 2 minutes per `vagrant up`. Debian's
     udev rule gives the device group kvm and mode 0660; the same here while the test runs, restored after.
     The domains stay in software emulation (domain type qemu): only libvirt's bookkeeping changes."""
@@ -152,7 +152,7 @@ def _volume_names(pool: str) -> list[str]:
 def _ours() -> dict[str, list[str]]:
     """The cluster's domains, volumes and network that libvirt still has."""
     domains = [d for d in _virsh("list", "--all", "--name").split() if d.startswith(PREFIX)]
-    pools = _virsh("pool-list", "--all", "--name").split()
+    pools = _virsh("pool-list", "--name").split()  # the active ones: an inactive pool cannot be listed
     volumes = [v for pool in pools for v in _volume_names(pool) if v.startswith(PREFIX)]
     networks = [n for n in _virsh("net-list", "--all", "--name").split() if n == f"onehci-{CLUSTER}"]
     return {"domains": domains, "volumes": volumes, "networks": networks}
