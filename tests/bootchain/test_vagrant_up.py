@@ -127,6 +127,14 @@ def workdir():
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture
+def site(workdir):
+    path = workdir / "site.yml"
+    path.write_text(_site_text())
+    assert not any(_ours().values()), f"left from an earlier run: {_ours()}"
+    return path
+
+
 def _vagrant(workdir: Path, site: Path, *args: str, background: bool = False, serve_wait: int = 300):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ONEHCI_", "VAGRANT_"))}
     env.update(VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_HOME=str(workdir / "vagrant.d"), NO_COLOR="1",
@@ -158,10 +166,20 @@ def _ours() -> dict[str, list[str]]:
     return {"domains": domains, "volumes": volumes, "networks": networks}
 
 
-def test_vagrant_up_network_boots_the_node_and_destroy_leaves_nothing(libvirtd, workdir):
-    site = workdir / "site.yml"
-    site.write_text(_site_text())
-    assert not any(_ours().values()), f"left from an earlier run: {_ours()}"
+def _assert_lab1_as_the_site_describes_it() -> str:
+    xml = _virsh("dumpxml", f"{PREFIX}lab1")
+    assert "52:54:00:83:00:11" in xml and "<serial>lab1-os</serial>" in xml and "<serial>lab1-chunk1</serial>" in xml
+    assert "running" in _virsh("domstate", f"{PREFIX}lab1")
+    return xml
+
+
+def _assert_nothing_left(destroy: subprocess.CompletedProcess) -> None:
+    assert destroy.returncode == 0, destroy.stdout + destroy.stderr
+    assert _ours() == {"domains": [], "volumes": [], "networks": []}
+    assert not Path(f"/sys/class/net/{BRIDGE}").exists()
+
+
+def test_vagrant_up_network_boots_the_node_and_destroy_leaves_nothing(libvirtd, workdir, site):
     state = {**os.environ, "ONEHCI_STATE_DIR": str(workdir / "state")}
     build = subprocess.run([sys.executable, "-m", "installer", "pxe", "build", "--out", str(workdir / "pxe"), str(site)],
                            capture_output=True, text=True, env=state)
@@ -186,11 +204,9 @@ def test_vagrant_up_network_boots_the_node_and_destroy_leaves_nothing(libvirtd, 
             assert up.returncode == 0, out
             assert "waiting for `onehci pxe serve" in out
 
-            xml = _virsh("dumpxml", f"{PREFIX}lab1")
+            xml = _assert_lab1_as_the_site_describes_it()
             assert "type='qemu'" in xml  # software emulation, as asked
-            assert "52:54:00:83:00:11" in xml and f"<source network='onehci-{CLUSTER}'" in xml
-            assert "<serial>lab1-os</serial>" in xml and "<serial>lab1-chunk1</serial>" in xml
-            assert "running" in _virsh("domstate", f"{PREFIX}lab1")
+            assert f"<source network='onehci-{CLUSTER}'" in xml
 
             server.wait_event("lab1", "dhcp", "offer 10.83.0.11", timeout=240)
             timings["DHCP offer"] = time.monotonic() - started
@@ -210,17 +226,12 @@ def test_vagrant_up_network_boots_the_node_and_destroy_leaves_nothing(libvirtd, 
                 assert server.stop() == 0
     timings["destroyed"] = time.monotonic() - started
     print("vagrant timings (s since `vagrant up`):", {k: round(v) for k, v in timings.items()})
-    assert destroy.returncode == 0, destroy.stdout + destroy.stderr
-    assert _ours() == {"domains": [], "volumes": [], "networks": []}
-    assert not Path(f"/sys/class/net/{BRIDGE}").exists()
+    _assert_nothing_left(destroy)
 
 
-def test_destroying_one_node_keeps_the_others_and_the_network_for_its_rebuild(libvirtd, workdir):
+def test_destroying_one_node_keeps_the_others_and_the_network_for_its_rebuild(libvirtd, workdir, site):
     """The rehearsal of a blank machine in place of a failed one: `vagrant destroy -f lab1 && vagrant up lab1`
     while lab3 runs on. No boot server here (nothing to install): the nodes find no DHCP answer and wait."""
-    site = workdir / "site.yml"
-    site.write_text(_site_text())
-    assert not any(_ours().values()), f"left from an earlier run: {_ours()}"
     try:
         up = _vagrant(workdir, site, "up", "lab1", "lab3", serve_wait=0)
         assert up.returncode == 0, up.stdout + up.stderr
@@ -235,11 +246,7 @@ def test_destroying_one_node_keeps_the_others_and_the_network_for_its_rebuild(li
 
         again = _vagrant(workdir, site, "up", "lab1", serve_wait=0)
         assert again.returncode == 0, again.stdout + again.stderr
-        xml = _virsh("dumpxml", f"{PREFIX}lab1")  # the same machine as far as the site can tell
-        assert "52:54:00:83:00:11" in xml and "<serial>lab1-os</serial>" in xml and "<serial>lab1-chunk1</serial>" in xml
-        assert "running" in _virsh("domstate", f"{PREFIX}lab1")
+        _assert_lab1_as_the_site_describes_it()  # the same machine as far as the site can tell
     finally:
         destroy = _vagrant(workdir, site, "destroy", "-f", serve_wait=0)
-    assert destroy.returncode == 0, destroy.stdout + destroy.stderr
-    assert _ours() == {"domains": [], "volumes": [], "networks": []}
-    assert not Path(f"/sys/class/net/{BRIDGE}").exists()
+    _assert_nothing_left(destroy)
