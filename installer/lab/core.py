@@ -464,7 +464,8 @@ def down(loaded, say: Say = _quiet) -> list[str]:
         if rootfs.mounts_under(directory):  # never delete through a mount
             raise OnehciError(f"something is still mounted under {directory}; unmount it and run `lab down` again")
         known_hosts(loaded).unlink(missing_ok=True)
-        shutil.rmtree(directory)
+        if directory.exists():  # a `lab down` run at the same time removed it while this one waited
+            shutil.rmtree(directory)
     return removed
 
 
