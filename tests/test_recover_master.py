@@ -107,3 +107,53 @@ def test_cli_refuses_a_promotion_without_confirmation_in_a_script(tmp_path):
     result = CliRunner().invoke(cli, ["recover-master", str(tmp_path / "site.yml"), "--from", "rec3"])
     assert result.exit_code == 2
     assert "--yes" in result.output
+
+
+class _Node:
+    def __init__(self, hostname, ip):
+        self.hostname, self.ip = hostname, ip
+
+
+class _Plan:
+    def __init__(self, *nodes):
+        self.nodes = {n.hostname: n for n in nodes}
+        self.moosefs = {"metaloggers": list(self.nodes)}
+
+    def node(self, hostname):
+        return self.nodes[hostname]
+
+
+def _recovery(monkeypatch, connected: list[str], logs: dict[str, int]):
+    """A Recovery whose master (m1) has metaloggers l1 (10.0.0.2) and l2 (10.0.0.3): CONNECTED are
+    the addresses the master lists, LOGS the last changelog entry each one's files hold."""
+    from types import SimpleNamespace
+
+    said: list[str] = []
+    work = object.__new__(rm.Recovery)
+    work.loaded, work.say = SimpleNamespace(site=None), said.append
+    work.new = _Node("m1", "10.0.0.1")
+    monkeypatch.setattr(rm, "make_plan", lambda site: _Plan(work.new, _Node("l1", "10.0.0.2"), _Node("l2", "10.0.0.3")))
+    monkeypatch.setattr(rm.remote, "alive", lambda loaded, ip, timeout=None: True)
+    monkeypatch.setattr(rm.mfs, "health", lambda ip: SimpleNamespace(metaloggers=connected))
+    monkeypatch.setattr(rm, "METALOGGER_WAIT", 0)
+    work.sh = lambda node, script, what: f"log changelog_ml.0.mfs {logs[node.hostname]}\n"
+    return work, said
+
+
+def test_metaloggers_that_hold_the_masters_changes_are_caught_up(monkeypatch):
+    work, said = _recovery(monkeypatch, ["10.0.0.2", "10.0.0.3"], {"l1": 40, "l2": 44})
+    state = work.metaloggers(41)  # the master's next change is 41: entry 40 is its last
+    assert state == {"l1": {"connected": True, "version": 41, "caught_up": True},
+                     "l2": {"connected": True, "version": 45, "caught_up": True}}
+    assert not any("warning" in line for line in said)
+
+
+def test_metaloggers_behind_or_not_connected_are_reported(monkeypatch):
+    work, said = _recovery(monkeypatch, ["10.0.0.3"], {"l1": 40, "l2": 35})
+    state = work.metaloggers(41)
+    assert not state["l1"]["caught_up"] and not state["l1"]["connected"]
+    assert state["l2"] == {"connected": True, "version": 36, "caught_up": False}
+    warnings = [line for line in said if line.startswith("warning:")]
+    assert len(warnings) == 2
+    assert "l1 is not connected" in warnings[0]
+    assert "l2 holds metadata up to version 36, the master 41" in warnings[1] and "promotion" in warnings[1]

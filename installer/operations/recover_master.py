@@ -11,7 +11,8 @@ metadata.mfs - try using option '-a'"), so:
                 metadata.mfs stored), then `systemctl start moosefs-master`: the service runs under
                 systemd again, and a later plain start works
     verify      the master answers, its metadata version is not lower than the one on disk,
-                no chunk is missing once the chunkservers are back
+                no chunk is missing once the chunkservers are back; the site's metaloggers hold
+                the master's changes (waited for METALOGGER_WAIT s at most; one still behind is reported)
     healthy     `onehci status`, reported
 
 Promotion (--from NODE, a metalogger node): the master host is lost for good.
@@ -56,6 +57,9 @@ from installer.plan import make_plan
 Say = Callable[[str], None]
 DATA = "/var/lib/mfs"
 KEPT = "metalogger.before-promotion"  # where the metalogger's own files go, in DATA
+# How long verify waits for the metaloggers to hold the recovered master's changes: they try to
+# reconnect every 5 s (MASTER_RECONNECTION_DELAY), then write what they receive every second.
+METALOGGER_WAIT = 30
 
 IN_PLACE = [
     Step("preflight"),
@@ -493,7 +497,44 @@ class Recovery:
                                   "came back: `onehci status` shows which chunkservers are not connected")
             time.sleep(2)
         self.say(f"metadata version {after} (on disk before: {before}); no chunk missing")
-        return {"before": before, "after": after, "chunks": health.chunks}
+        loggers = self.metaloggers(after)
+        return {"before": before, "after": after, "chunks": health.chunks, "metaloggers": loggers}
+
+    def metalogger_state(self, node, connected: set[str], since: int) -> dict:
+        listing = self.sh(node, _inspect_script(LOGGER_FILES), "reading the metalogger's data directory")
+        version = disk_version(listing)[0]
+        return {"connected": node.ip in connected, "version": version, "caught_up": node.ip in connected
+                and version >= since}
+
+    def metaloggers(self, since: int) -> dict:
+        """The site's metaloggers (those that answer), once they hold every change up to version
+        SINCE, or after METALOGGER_WAIT seconds; those still behind are reported. A metalogger that
+        missed changes while the master was down (the recovery's own `mfsmaster -a` run makes some)
+        only notices at the master's next change, then downloads the metadata again."""
+        plan = make_plan(self.loaded.site)
+        nodes = [plan.node(h) for h in plan.moosefs["metaloggers"] if h != self.new.hostname]
+        nodes = [n for n in nodes if remote.alive(self.loaded, n.ip, timeout=10)]
+        if not nodes:
+            return {}
+        deadline = time.monotonic() + METALOGGER_WAIT
+        while True:
+            connected = set(mfs.health(self.new.ip).metaloggers)
+            state = {n.hostname: self.metalogger_state(n, connected, since) for n in nodes}
+            if all(s["caught_up"] for s in state.values()) or time.monotonic() >= deadline:
+                break
+            time.sleep(2)
+        for hostname, s in state.items():
+            if not s["connected"]:
+                self.say(f"warning: the metalogger on {hostname} is not connected to the master "
+                         f"{METALOGGER_WAIT} s after the recovery: `journalctl -u moosefs-metalogger` there")
+            elif not s["caught_up"]:
+                self.say(f"warning: the metalogger on {hostname} holds metadata up to version {s['version']}, the "
+                         f"master {since}: it downloads the metadata again at the master's next change (any write "
+                         f"on the filesystem); a promotion from {hostname} before that would lose the changes "
+                         "in between")
+            else:
+                self.say(f"the metalogger on {hostname} holds the master's changes (version {s['version']})")
+        return state
 
     def healthy(self) -> dict:
         self.loaded = sitefile.load(self.loaded.path)
@@ -548,6 +589,8 @@ def recover_master(loaded, source: str | None = None, *, say: Say = print,
     result["summary"] = {"master": target, "promoted_from_metalogger": bool(source),
                          "metadata_version_before": (checked or {}).get("before"),
                          "metadata_version_after": (checked or {}).get("after"),
+                         "metaloggers_behind": sorted(h for h, s in ((checked or {}).get("metaloggers") or {}).items()
+                                                      if not s["caught_up"]),
                          "status": (health or {}).get("verdict")}
     say(f"recover-master: the MooseFS master runs on {target} (metadata version {(checked or {}).get('after')}, "
         f"{(checked or {}).get('before')} before); status {(health or {}).get('verdict')}")

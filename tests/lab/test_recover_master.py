@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from installer import lab, mfs, sitefile
+from installer.operations.recover_master import Recovery
 from tests.lab.helpers import sh, tree_hash, wait_for, write_data
 
 SITE = Path(__file__).with_name("recover-site.yml")
@@ -76,6 +77,12 @@ def test_master_process_killed_is_recovered_in_place(cloud):
     assert summary["master"] == "rec2" and not summary["promoted_from_metalogger"]
     assert summary["metadata_version_after"] >= summary["metadata_version_before"] > 0
     assert [s["status"] for s in result["steps"]] == ["done"] * 4
+    # the metalogger reconnected; if it missed the changes of the recovery's own `mfsmaster -a` run,
+    # it catches up at the next change only, and the recovery says so
+    logger = result["steps"][2]["result"]["metaloggers"]["rec3"]
+    assert logger["connected"], done.stderr
+    assert logger["caught_up"] == ("warning: the metalogger on rec3" not in done.stderr), done.stderr
+    assert summary["metaloggers_behind"] == ([] if logger["caught_up"] else ["rec3"])
 
     # under systemd again: the service's main process is the one master
     assert sh(cloud, "rec2", "systemctl is-active moosefs-master").stdout.strip() == "active"
@@ -91,13 +98,18 @@ def test_master_process_killed_is_recovered_in_place(cloud):
 
 
 def test_master_node_destroyed_metalogger_promoted_without_a_saved_image(cloud):
+    # the metalogger holds every change so far: after the in-place recovery above it may still have
+    # been downloading the metadata again, which would put the files below in its image
+    work = Recovery(cloud, None, say=print, confirm=lambda facts: True)
+    assert work.metaloggers(work.version_now(OLD))["rec3"]["caught_up"]
     write_data(cloud, "rec3", f"{DATA}/before-loss", files=4, mib=4)
     before = hashes(cloud)
     # never saved: no metadata image holds these files yet (the master's hourly save has not come);
-    # the metalogger has them only in its changelogs, after its image
+    # the metalogger has them only in its changelogs (written out every second), after its image
     image = "/var/lib/mfs/metadata_ml.mfs.back"
+    wait_for("the metalogger to log the new files",
+             lambda: "before-loss" in sh(cloud, "rec3", "cat /var/lib/mfs/changelog_ml.*.mfs").stdout, 30)
     assert sh(cloud, "rec3", f"grep -c before-loss {image}", check=False).stdout.strip() == "0"
-    assert "before-loss" in sh(cloud, "rec3", "cat /var/lib/mfs/changelog_ml.*.mfs").stdout
 
     lab.kill_node(cloud, "rec2")  # the master host is gone for good
     wait_for("the master to stop answering", lambda: not mfs.health(OLD, timeout=3).reachable, 30)
