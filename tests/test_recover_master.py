@@ -4,6 +4,8 @@ chunkservers, and the site file edit that moves mfs_master."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from installer import yamlpos
@@ -126,8 +128,6 @@ class _Plan:
 def _recovery(monkeypatch, connected: list[str], logs: dict[str, int]):
     """A Recovery whose master (m1) has metaloggers l1 (10.0.0.2) and l2 (10.0.0.3): CONNECTED are
     the addresses the master lists, LOGS the last changelog entry each one's files hold."""
-    from types import SimpleNamespace
-
     said: list[str] = []
     work = object.__new__(rm.Recovery)
     work.loaded, work.say = SimpleNamespace(site=None), said.append

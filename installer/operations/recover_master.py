@@ -502,9 +502,8 @@ class Recovery:
 
     def metalogger_state(self, node, connected: set[str], since: int) -> dict:
         listing = self.sh(node, _inspect_script(LOGGER_FILES), "reading the metalogger's data directory")
-        version = disk_version(listing)[0]
-        return {"connected": node.ip in connected, "version": version, "caught_up": node.ip in connected
-                and version >= since}
+        version, linked = disk_version(listing)[0], node.ip in connected
+        return {"connected": linked, "version": version, "caught_up": linked and version >= since}
 
     def metaloggers(self, since: int) -> dict:
         """The site's metaloggers (those that answer), once they hold every change up to version
