@@ -31,7 +31,7 @@ def ssh_identity(loaded) -> tuple[str | None, Path]:
 
 def opennebula_repo(loaded) -> dict | None:
     """Where the roles install OpenNebula from: a lab's choice (the stand-in repository served on
-    the bootstrap address, when OpenNebula's was unreachable or --standin was given), else None:
+    the bootstrap address, built from OpenNebula's source), else None:
     OpenNebula's own repository, the roles' default."""
     from installer import lab
 

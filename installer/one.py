@@ -218,8 +218,8 @@ def datastore_drift(ds, *, system: bool, mount: str, cluster_id: int, cluster: s
     return [c for c in checks if c]
 
 
-def host_drift(host, *, cluster_id: int, cluster: str) -> list[str]:
-    checks = [_differs("IM_MAD", host.IM_MAD, "kvm"), _differs("VM_MAD", host.VM_MAD, "kvm"),
+def host_drift(host, *, driver: str, cluster_id: int, cluster: str) -> list[str]:
+    checks = [_differs("IM_MAD", host.IM_MAD, driver), _differs("VM_MAD", host.VM_MAD, driver),
               None if host.CLUSTER_ID == cluster_id else
               f"in cluster {host.CLUSTER} ({host.CLUSTER_ID}), not {cluster} ({cluster_id})"]
     return [c for c in checks if c]
@@ -249,6 +249,7 @@ def register(loaded, plan, client, say: Callable[[str], None] = print, *,
     cluster = names["cluster"]
     mount = plan.moosefs["mount"]
     wanted_hosts = [h for h in plan.opennebula["hosts"] if hosts is None or h in hosts]
+    driver = plan.opennebula["vm_driver"]  # the monitoring (IM_MAD) of the same name goes with it
     report = Report()
 
     def note(item: Registered) -> None:
@@ -265,10 +266,10 @@ def register(loaded, plan, client, say: Callable[[str], None] = print, *,
         for name in wanted_hosts:
             host = pool.get(name)
             if host is None:
-                note(Registered("host", name, client.host.allocate(name, "kvm", "kvm", cluster_id), created=True))
+                note(Registered("host", name, client.host.allocate(name, driver, driver, cluster_id), created=True))
             else:
                 note(Registered("host", name, host.ID, created=False,
-                                drift=host_drift(host, cluster_id=cluster_id, cluster=cluster)))
+                                drift=host_drift(host, driver=driver, cluster_id=cluster_id, cluster=cluster)))
 
         pool = _by_name(client.datastorepool.info().DATASTORE)
         for key, system in (("system", True), ("images", False)):

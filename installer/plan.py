@@ -97,6 +97,7 @@ def make_plan(site: Site, warnings: list[str] | None = None) -> Plan:
             "frontend": frontend,
             "frontend_ip": by_name[frontend].ip,
             "hosts": names("kvm"),
+            "vm_driver": site.opennebula.vm_driver,
             "cluster": site.cluster.name,
             "datastores": {"path": DATASTORES_PATH, "tm_mad": "shared", "ds_mad": "fs"},
             "network": {"bridge": vms.bridge, "range": f"{vms.pool().first}-{vms.pool().last}"},

@@ -316,6 +316,12 @@ class Storage(Strict):
     goal: int = Field(default=2, ge=1, le=9)
 
 
+class OpenNebula(Strict):
+    # how the KVM hosts run VMs: `kvm` with the CPU's virtualisation (real servers), `qemu` in
+    # software emulation, for hosts that cannot run KVM guests (nested labs, rehearsal machines)
+    vm_driver: Literal["kvm", "qemu"] = "kvm"
+
+
 class Node(Strict):
     hostname: Hostname
     mac: Mac
@@ -344,6 +350,7 @@ class Site(Strict):
     bootstrap: Bootstrap
     access: Access
     storage: Storage = Storage()
+    opennebula: OpenNebula = OpenNebula()
     nodes: list[Node] = Field(min_length=1)
 
     def with_role(self, role: str) -> list[Node]:

@@ -23,8 +23,8 @@ def _show(lab, as_json: bool) -> None:
         ssh = "-" if n.ssh is None else ("ok" if n.ssh else "no")
         shown = ", ".join(f"{link} -> {dev}" for link, dev in n.disks.items()) or "-"
         click.echo(f"{n.hostname:12} {n.ip:15} {'running' if n.running else 'stopped':8} {ssh:4} {shown}")
-    repo = "OpenNebula's repository" if lab.opennebula_repo == "official" else f"stand-in {lab.opennebula_repo}"
-    click.echo(f"bridge {lab.bridge} ({lab.address}), apt proxy {lab.apt_proxy or 'off'}, OpenNebula from {repo}, "
+    repo = f"OpenNebula {lab.opennebula_version} from {lab.opennebula_repo}" if lab.opennebula_repo else "no OpenNebula repository"
+    click.echo(f"bridge {lab.bridge} ({lab.address}), apt proxy {lab.apt_proxy or 'off'}, {repo}, "
                f"ssh -i {lab.ssh_key} root@IP", err=True)
 
 
@@ -36,14 +36,13 @@ def lab() -> None:
 @lab.command()
 @_site_options
 @click.option("--json", "as_json", is_flag=True, help="Print the lab as JSON.")
-@click.option("--standin", is_flag=True,
-              help="Serve the stand-in OpenNebula packages (docs/standin.md) without trying OpenNebula's repository.")
-def up(site_path: str | None, profile: str | None, as_json: bool, standin: bool) -> None:
-    """Build and boot every node of SITE; a running lab is left as it is."""
+def up(site_path: str | None, profile: str | None, as_json: bool) -> None:
+    """Build and boot every node of SITE; a running lab is left as it is. The first run on a
+    machine also builds OpenNebula's packages from its source (a few minutes; cached)."""
     from installer import lab as lab_mod
 
     loaded = _load(site_path, profile)
-    result = lab_mod.up(loaded, say=_say, standin=standin)
+    result = lab_mod.up(loaded, say=_say)
     _say(f"started: {', '.join(result.started)}" if result.started else "the lab was already up; nothing changed")
     _show(result, as_json)
 
@@ -72,13 +71,32 @@ def status(site_path: str | None, profile: str | None, as_json: bool) -> None:
 @lab.command()
 @click.argument("node")
 @_site_options
-@click.option("--standin", is_flag=True, help="As for `lab up`, when the lab was down.")
-def reinstall(node: str, site_path: str | None, profile: str | None, standin: bool) -> None:
+def reinstall(node: str, site_path: str | None, profile: str | None) -> None:
     """Reinstall NODE: stop it hard, erase its root filesystem, boot it fresh (same MAC, address and
     chunk disks, new SSH host keys) and send the install-complete callback when it was armed."""
     from installer.lab.reinstall import reinstall as run
 
-    run(_load(site_path, profile), node, say=_say, standin=standin)
+    run(_load(site_path, profile), node, say=_say)
+
+
+@lab.command()
+@click.option("--source", type=click.Path(dir_okay=False),
+              help="OpenNebula's release tarball (default: $ONEHCI_OPENNEBULA_SOURCE, else "
+                   "../shared/vendor/opennebula-7.0.2.tar.gz beside this checkout).")
+@click.option("--json", "as_json", is_flag=True, help="Print the build as JSON.")
+def packages(source: str | None, as_json: bool) -> None:
+    """Build OpenNebula's Debian packages from its source, for the lab's repository (cached: a second
+    run with the same source, patches and recipe only shows the packages)."""
+    from installer.lab import core, onebuild
+
+    build = onebuild.ensure(source, fireedge=core.FIREEDGE, say=_say)
+    if as_json:
+        click.echo(json.dumps(build.as_dict(), indent=2))
+        return
+    for deb in build.debs:
+        click.echo(f"{deb.name:22} {deb.version:18} {deb.size / 1e6:6.1f} MB  {deb.file}")
+    how = "from the cache" if build.cached else f"built in {build.seconds:.0f} s"
+    _say(f"{len(build.debs)} packages {how}: {build.directory}")
 
 
 @lab.command(context_settings={"ignore_unknown_options": True})

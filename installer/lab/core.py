@@ -25,10 +25,11 @@ from pathlib import Path
 
 from installer import state
 from installer.errors import OnehciError
-from installer.lab import base, disks, net, onerepo, procs, rootfs
+from installer.lab import base, disks, net, onebuild, onerepo, procs, rootfs
 from installer.plan import PlannedNode, make_plan
 
 LAB_ROOT = Path("/var/lib/onehci/lab")
+FIREEDGE = False  # FireEdge in the lab's OpenNebula build (installer/lab/fireedge.py)
 BOOT_TIMEOUT = 180  # seconds until every sshd answers (3 nodes boot in ~10 s here)
 STOP_TIMEOUT = 20  # seconds for systemd in a node to power off before SIGKILL
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -65,7 +66,8 @@ class Lab:
     ssh_key: str
     nodes: list[NodeState]
     started: list[str] = field(default_factory=list)  # what this call started (empty: nothing changed)
-    opennebula_repo: str = "official"  # where the nodes get OpenNebula: "official" or the stand-in's URL
+    opennebula_repo: str = ""  # the lab's OpenNebula repository (URL)
+    opennebula_version: str = ""  # the version it serves
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -140,10 +142,10 @@ def _check_bridge_address(bridge: str, address: str) -> None:
 
 # --- up -------------------------------------------------------------------------------
 
-def up(loaded, say: Say = _quiet, standin: bool = False) -> Lab:
+def up(loaded, say: Say = _quiet) -> Lab:
     """Build and start the site's lab; on a running lab, change nothing. OpenNebula's packages
-    come from OpenNebula's repository when it answers, else (or with `standin`) from the
-    stand-in repository served on the bootstrap address (installer/lab/onerepo.py)."""
+    are built from OpenNebula's source on this machine and served from the lab's repository on
+    the bootstrap address (installer/lab/onebuild.py, installer/lab/onerepo.py)."""
     check_host()
     site = loaded.site
     boot = site.bootstrap
@@ -172,7 +174,7 @@ def up(loaded, say: Say = _quiet, standin: bool = False) -> Lab:
                 state.write_json(_state_file(loaded), st)
                 started.append("apt-cacher-ng")
 
-        started += _ensure_opennebula_repo(st, standin, address, directory, say)
+        started += _ensure_opennebula_repo(st, address, directory, say)
         state.write_json(_state_file(loaded), st)
 
         base_root = None
@@ -225,32 +227,35 @@ def _start_aptcache(address: str, mirror: str, workdir: Path) -> dict:
     return found.as_dict()
 
 
-def _ensure_opennebula_repo(st: dict, standin: bool, address: str, directory: Path, say: Say) -> list[str]:
-    """Choose the OpenNebula repository once per lab (a later `lab up` keeps the choice, unless
-    --standin asks for the stand-in) and keep the stand-in's server running."""
-    repo = st.get("opennebula_repo")
-    if repo is None or (standin and repo.get("kind") != "standin"):
-        kind, why = onerepo.choose(standin)
-        say(why)
-        repo = st["opennebula_repo"] = {"kind": kind}
-        if kind == "standin":
-            repo["inventory"] = onerepo.standin_record(address)
-    if repo["kind"] != "standin" or procs.alive(procs.Proc.from_dict(st.get("standin_http"))):
-        return []
-    from installer.lab.standin.packages import build_repo
+def _ensure_opennebula_repo(st: dict, address: str, directory: Path, say: Say) -> list[str]:
+    """OpenNebula's packages, built from its source once per machine (installer/lab/onebuild.py),
+    published in the lab's repository and served on the bootstrap address."""
+    build = onebuild.ensure(fireedge=FIREEDGE, say=say)
+    repo = st.get("opennebula_repo") or {}
+    started = []
+    if repo.get("build") != build.key:
+        say(f"publishing OpenNebula {build.debs[0].version} in the lab's repository")
+        onerepo.publish(build.paths(), directory / "opennebula-repo")
+        repo = st["opennebula_repo"] = {"build": build.key, "version": build.debs[0].version,
+                                        "inventory": onerepo.record(address)}
+    if not procs.alive(procs.Proc.from_dict(st.get("repo_http"))):
+        run = directory / "run"
+        run.mkdir(parents=True, exist_ok=True)
+        say(f"serving the lab's OpenNebula repository at {repo['inventory']['url']}")
+        st["repo_http"] = onerepo.serve(directory / "opennebula-repo", address, run / "repo-http.log").as_dict()
+        started.append("OpenNebula repository")
+    return started
 
-    run = directory / "run"
-    run.mkdir(parents=True, exist_ok=True)
-    built = build_repo(directory / "standin-repo")
-    url = repo["inventory"]["url"]
-    say(f"serving the stand-in OpenNebula repository at {url}")
-    st["standin_http"] = onerepo.serve(built, address, run / "standin-repo-http.log").as_dict()
-    return ["stand-in repository"]
+
+def publish_opennebula(loaded, extra: list[Path]) -> None:
+    """Publish EXTRA packages (a newer build, for an upgrade rehearsal) beside the lab's build."""
+    build = onebuild.ensure(fireedge=FIREEDGE)
+    onerepo.publish([*build.paths(), *extra], lab_dir(loaded) / "opennebula-repo")
 
 
 def opennebula_repo(loaded) -> dict | None:
-    """The repository the lab chose for OpenNebula, as the roles' onehci_opennebula_repo;
-    None for OpenNebula's own (the roles' default) or when the site has no lab."""
+    """The lab's OpenNebula repository as the roles' onehci_opennebula_repo; None when the
+    site has no lab (the roles then use OpenNebula's own)."""
     repo = state.read_json(_state_file(loaded), {}).get("opennebula_repo") or {}
     return repo.get("inventory")
 
@@ -382,10 +387,10 @@ def status(loaded, check_ssh: bool = True) -> Lab:
             for n, ok in zip(up_nodes, pool.map(lambda n: _ssh_ok(loaded, n.ip), up_nodes)):
                 n.ssh = ok
     boot = site.bootstrap
-    repo = (st.get("opennebula_repo") or {}).get("inventory") or {}
+    repo = st.get("opennebula_repo") or {}
     return Lab(site.cluster.name, boot.interface, str(boot.address),
                f"http://{boot.address}:3142" if boot.apt_proxy else None, str(lab_ssh_key(loaded)), nodes,
-               opennebula_repo=repo.get("url", "official"))
+               opennebula_repo=(repo.get("inventory") or {}).get("url", ""), opennebula_version=repo.get("version", ""))
 
 
 def _leader(loaded, hostname: str) -> procs.Proc:
@@ -456,7 +461,7 @@ def down(loaded, say: Say = _quiet) -> list[str]:
         if st.get("bridge") and net.link_exists(st["bridge"]):
             net.delete_bridge(st["bridge"])
             removed.append(f"bridge {st['bridge']}")
-        for key, what in (("aptcache", "apt-cacher-ng"), ("standin_http", "stand-in repository server")):
+        for key, what in (("aptcache", "apt-cacher-ng"), ("repo_http", "OpenNebula repository server")):
             proc = procs.Proc.from_dict(st.get(key))
             if procs.alive(proc):
                 procs.stop([proc], signal.SIGTERM, timeout=10)

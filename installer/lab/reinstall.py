@@ -18,8 +18,7 @@ from installer.errors import OnehciError
 from installer.lab import core, rootfs
 
 
-def reinstall(loaded, hostname: str, say: Callable[[str], None] = core._quiet, standin: bool = False,
-              new: bool = False) -> dict:
+def reinstall(loaded, hostname: str, say: Callable[[str], None] = core._quiet, new: bool = False) -> dict:
     """Reinstall one node of a running lab; returns {"node", "host_key", "callback"}. NEW: the
     node may never have been built (a node just added to the site: its first install)."""
     if loaded.site.node(hostname) is None:
@@ -39,7 +38,7 @@ def reinstall(loaded, hostname: str, say: Callable[[str], None] = core._quiet, s
     for layer in ("upper", "work"):  # the OS disk; node_dir/disks (the chunk disks) stays
         shutil.rmtree(node_dir / layer, ignore_errors=True)
     say(f"{hostname}: root filesystem erased; the chunk disks are kept")
-    core.up(loaded, say=say, standin=standin)
+    core.up(loaded, say=say)
     new_key = rootfs.host_key(node_dir / "root")
     if new_key == old_key:
         raise OnehciError(f"{hostname} came back with its old SSH host key: the reinstall did not happen")
