@@ -25,7 +25,7 @@ from pathlib import Path
 
 from installer import state
 from installer.errors import OnehciError
-from installer.lab import base, disks, net, onebuild, onerepo, procs, rootfs
+from installer.lab import base, cgroups, disks, net, onebuild, onerepo, procs, rootfs
 from installer.plan import PlannedNode, make_plan
 
 LAB_ROOT = Path("/var/lib/onehci/lab")
@@ -198,7 +198,8 @@ def up(loaded, say: Say = _quiet) -> Lab:
             root = rootfs.mount_overlay(base_root, node_dir)
             rootfs.configure(root, rootfs.NodeFiles(
                 hostname=node.hostname, fqdn=node.fqdn, hosts=hosts, authorized_keys=authorized,
-                mirror=boot.mirror, proxy=proxy, dns=dns, disks=links))
+                mirror=boot.mirror, proxy=proxy, dns=dns, disks=links,
+                cgroups=tuple(cgroups.controller(p) for p in cgroups.node_cgroups(node.hostname))))
             say(f"starting {node.hostname} ({node.ip})")
             rec.update(_start_node(node.hostname, root, ns, links.values(), node_dir / "console.log"))
             rec["disks"] = links
@@ -280,16 +281,18 @@ def _any_alive(rec: dict) -> bool:
 
 
 def _start_node(hostname: str, root: Path, netns: str, devices, log: Path) -> dict:
+    # the node's own cgroups, writable inside it: libvirt places the VMs there (installer/lab/cgroups.py)
+    node_cgroups = cgroups.node_cgroups(hostname)
     argv = ["systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit",
             f"--network-namespace-path=/run/netns/{netns}", f"--directory={root}", f"--machine={hostname}",
             "--capability=CAP_NET_ADMIN",  # nftables rules and bridges inside the node
             "--bind=/dev/fuse",  # the MooseFS client
-            *[f"--bind={dev}" for dev in devices],
+            *[f"--bind={dev}" for dev in devices], *cgroups.binds(node_cgroups),
             "--resolv-conf=off", "--timezone=off", "--link-journal=no", "--console=read-only"]
     with open(log, "ab") as out:
         # a new session: the node outlives this command and Ctrl-C in this terminal
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=cgroups.joiner(node_cgroups))
     nspawn = procs.identify(proc.pid)
     leader = _wait_for_leader(proc, hostname, log)
     return {"nspawn": nspawn.as_dict(), "leader": leader.as_dict()}
@@ -452,6 +455,7 @@ def down(loaded, say: Say = _quiet) -> list[str]:
         for image in sorted(directory.glob("*/disks/*.img")):
             removed += [f"loop {dev} ({image.name})" for dev in disks.release(image)]
         for hostname in dict.fromkeys([*recs, *(n.hostname for n in site.nodes)]):  # also nodes since removed
+            removed += [f"cgroup {path}" for path in cgroups.remove(hostname)]
             if net.link_exists(veth_name(hostname)):
                 net.delete_veth(veth_name(hostname))
                 removed.append(f"veth {veth_name(hostname)}")

@@ -36,7 +36,7 @@ SOURCE_NAME = f"opennebula-{VERSION}.tar.gz"
 # the release tarball's checksum, pinned here: a tarball that differs is refused before anything
 SOURCE_SHA256 = "2a2e1451d5c626d816dc1dc8fb403d866ec3c307bc85850ba8d90fd1c983d00c"
 REVISION = "1~onehci1"  # `~`: OpenNebula's own 7.0.2-1 sorts above it and wins an upgrade
-RECIPE = 2  # bump when this module changes how the staged tree is split and packaged
+RECIPE = 3  # bump when this module changes how the staged tree is split and packaged
 STAGE_RECIPE = 1  # bump when it changes how the source is compiled and staged
 CACHE = Path(os.environ.get("ONEHCI_OPENNEBULA_CACHE", "/var/cache/onehci/opennebula"))
 DATA = Path(__file__).resolve().parent / "opennebula"  # patches/ and debian/ (maintainer scripts)
@@ -89,7 +89,7 @@ PACKAGES = (
             "adds oneadmin to the libvirt and kvm groups; sudo rules for the network drivers.",
             (f"opennebula-common (= {VERSION}-{REVISION})", "libvirt-daemon-system", "libvirt-clients",
              "qemu-system-x86", "qemu-utils", *RUBY, "pciutils", "libxml2-utils", "genisoimage", "rsync",
-             "iproute2", "nftables", "bridge-utils", "ipset", "cron", "procps", "file"),
+             "iproute2", "iptables", "ipset", "jq", "bc", "gawk", "uuid-runtime", "cron", "procps", "file"),
             ("etc/sudoers.d/opennebula-node-kvm", "usr/lib/tmpfiles.d/opennebula-node.conf",
              "usr/bin/qemu-kvm-one-gen")),
     Package("opennebula-fireedge", "OpenNebula FireEdge: the web UI",
@@ -108,7 +108,7 @@ PACKAGES = (
             (f"opennebula-common (= {VERSION}-{REVISION})", f"opennebula-libs (= {VERSION}-{REVISION})",
              f"opennebula-tools (= {VERSION}-{REVISION})", *RUBY, "ruby-sequel", "ruby-ffi-rzmq", "libzmq5",
              "ruby-treetop", "ruby-parse-cron", "ruby-ipaddress", "openssh-client", "qemu-utils", "genisoimage",
-             "sqlite3", "logrotate", "rsync", "file", "curl"),
+             "sqlite3", "logrotate", "rsync", "file", "curl", "jq", "libxml2-utils", "bc", "gawk", "uuid-runtime"),
             ("usr/bin/oned", "usr/bin/onedb", "usr/bin/one", "usr/lib/one/mads/", "usr/lib/one/sh/",
              "usr/lib/one/ruby/onedb/", "var/lib/one/remotes/", "var/lib/one/vms", "etc/one/", "usr/share/one/",
              "lib/systemd/system/opennebula.service", "lib/systemd/system/opennebula-ssh-agent.service",

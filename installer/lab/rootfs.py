@@ -11,6 +11,7 @@ from pathlib import Path
 from installer.errors import OnehciError
 
 DISK_UNIT = "onehci-lab-disks.service"
+CGROUP_UNIT = "onehci-lab-cgroups.service"
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class NodeFiles:
     proxy: str | None  # http://ADDRESS:3142 when the site uses apt-cacher-ng
     dns: list[str]
     disks: dict[str, str]  # /dev/disk/by-id/... -> /dev/loopN
+    cgroups: tuple[str, ...] = ()  # cgroup v1 controllers bound in at installer.lab.cgroups.INSIDE
 
 
 def _unescape(field: str) -> str:
@@ -112,6 +114,7 @@ def configure(root: Path, files: NodeFiles) -> None:
     _write(ssh_dir / "authorized_keys", "".join(k.strip() + "\n" for k in files.authorized_keys), 0o600)
 
     _disk_links(etc, files.disks)
+    _cgroups(root, files.cgroups)
 
 
 def _disk_links(etc: Path, disks: dict[str, str]) -> None:
@@ -132,6 +135,25 @@ def _disk_links(etc: Path, disks: dict[str, str]) -> None:
     if not wants.is_symlink():
         wants.parent.mkdir(parents=True, exist_ok=True)
         wants.symlink_to(f"/etc/systemd/system/{DISK_UNIT}")
+
+
+def _cgroups(root: Path, controllers: tuple[str, ...]) -> None:
+    """A server's libvirt writes its VMs' cgroups; in a container the controllers are read-only.
+    The node's own cgroups (installer/lab/cgroups.py) are bound over them before libvirtd starts."""
+    from installer.lab.cgroups import INSIDE
+
+    for name in controllers:
+        (root / INSIDE.lstrip("/") / name).mkdir(parents=True, exist_ok=True)
+    binds = "".join(f"ExecStart=/bin/mount --bind {INSIDE}/{name} /sys/fs/cgroup/{name}\n" for name in controllers)
+    _write(root / "etc/systemd/system" / CGROUP_UNIT,
+           "[Unit]\nDescription=onehci lab: the node's own cgroups, writable, for libvirt's VMs\n"
+           "DefaultDependencies=no\nBefore=sysinit.target libvirtd.service\nAfter=local-fs.target\n\n"
+           f"[Service]\nType=oneshot\nRemainAfterExit=yes\n{binds}\n"
+           "[Install]\nWantedBy=sysinit.target\n")
+    wants = root / "etc/systemd/system/sysinit.target.wants" / CGROUP_UNIT
+    if not wants.is_symlink():
+        wants.parent.mkdir(parents=True, exist_ok=True)
+        wants.symlink_to(f"/etc/systemd/system/{CGROUP_UNIT}")
 
 
 def host_key(root: Path) -> str:
