@@ -298,63 +298,73 @@ def register(loaded, plan, client, say: Callable[[str], None] = print, *,
     return report
 
 
-ERROR_ROUNDS = 3  # failed monitoring rounds, all since the wait began, before a host in ERROR fails it
+RETRIES = 1  # fresh monitoring rounds asked for a host in ERROR before its error fails the wait
+OFFLINE_STATUS, ENABLE_STATUS = 2, 0  # one.host.status values
+
+
+def monitor_again(client, host) -> None:
+    """Ask OpenNebula for a new monitoring round of HOST now, as `onehost forceupdate` does
+    (offline, then enabled): a host in ERROR is otherwise retried only minutes later."""
+    with api_errors():
+        client.host.status(host.ID, OFFLINE_STATUS)
+        client.host.status(host.ID, ENABLE_STATUS)
 
 
 def wait_monitored(client, hosts: list[str], timeout: float = 180.0, say: Callable[[str], None] = print, *,
                    interval: float = 1.0) -> dict[str, str]:
     """Wait until every host in HOSTS is MONITORED; {host: state name} at the end.
 
-    A host in ERROR fails the wait with OpenNebula's message once ERROR_ROUNDS monitoring rounds
-    that ended after the wait began all failed (each round stamps its own message): one round may
-    have started before the deploy's last change — a new host key, the SSH mesh — landed, and a
-    node that has just been deployed can be slow to answer for a minute. A
-    disabled or offline host was set so by hand: it is not waited for. A host once seen
-    MONITORED during the wait is done: a later failed round (a probe timing out on a busy
-    frontend) is for `onehci status` to report, not a reason to fail what came up."""
+    OpenNebula monitors a host when it is added or enabled, and retries a host in ERROR only every
+    few minutes (monitord's MONITORING_INTERVAL_HOST). So a host in ERROR — from a round that ran
+    before the deploy that mended it, or from a first round that met a passing fault — is asked
+    for a new round at once (`onehost forceupdate`), RETRIES times; a round that fails after that
+    fails the wait with OpenNebula's message. A host disabled or offline was set so by hand: it is
+    not waited for. A host once seen MONITORED during the wait is done: a later failed round is
+    for `onehci status` to report, not a reason to fail what came up."""
     deadline = time.monotonic() + timeout
-    old_errors: dict[str, str] | None = None
-    fresh_errors: dict[str, set[str]] = {}  # host -> the error messages of rounds since the start
-    told: set[str] = set()
+    retried: dict[str, int] = {}
+    told: dict[str, str] = {}
     if hosts:
         say(f"OpenNebula: waiting up to {timeout:.0f} s for {len(hosts)} host(s) to be monitored")
     while True:
         with api_errors():
             pool = _by_name(client.hostpool.info().HOST)
-        errors = {n: template_value(h, "ERROR") for n, h in pool.items()}
-        if old_errors is None:
-            old_errors = {n: errors[n] for n, h in pool.items() if h.STATE == ERROR}
-        states, failed, pending = {}, [], []
+        failed, pending = [], []
         for name in hosts:
             host = pool.get(name)
-            if name in told and host is not None:
-                states[name] = STATE_NAMES.get(host.STATE, str(host.STATE))
+            if name in told:
                 continue
             if host is None:
                 failed.append(f"host {name} is not registered in OpenNebula")
-                continue
-            states[name] = STATE_NAMES.get(host.STATE, str(host.STATE))
-            if host.STATE in (MONITORED, DISABLED, OFFLINE):
-                if name not in told:
-                    told.add(name)
-                    say(f"OpenNebula: host {name} " + ("monitored" if host.STATE == MONITORED else
-                                                       f"is {states[name]} (set by hand): not waited for"))
-            elif host.STATE == ERROR and errors[name] != old_errors.get(name) and \
-                    len(fresh_errors.setdefault(name, set()) | {errors[name]}) >= ERROR_ROUNDS:
-                failed.append(f"host {name} is in ERROR: {errors[name] or 'OpenNebula gave no reason'}")
+            elif host.STATE in (MONITORED, DISABLED, OFFLINE):
+                told[name] = STATE_NAMES[host.STATE]
+                say(f"OpenNebula: host {name} " + ("monitored" if host.STATE == MONITORED else
+                                                   f"is {told[name]} (set by hand): not waited for"))
+            elif host.STATE == ERROR and retried.get(name, 0) < RETRIES:
+                retried[name] = retried.get(name, 0) + 1
+                say(f"OpenNebula: host {name} is in ERROR ({_error_line(host)}): asking for a new monitoring round")
+                monitor_again(client, host)
+                pending.append(name)
+            elif host.STATE == ERROR:
+                failed.append(f"host {name} is in ERROR: {_error_line(host)} (OpenNebula's monitoring log: "
+                              "/var/log/one/monitor.log on the frontend)")
             else:
-                if host.STATE == ERROR and errors[name] != old_errors.get(name):
-                    fresh_errors.setdefault(name, set()).add(errors[name])
                 pending.append(name)
         if failed:
             raise OnehciError(scrub("; ".join(failed), sessions=False))
         if not pending:
-            return states
+            return {name: told[name] for name in hosts}
         if time.monotonic() >= deadline:
             raise OnehciError(scrub("; ".join(
-                f"host {name} is not monitored after {timeout:.0f} s (state {states[name]}"
-                + (f": {errors[name]})" if errors[name] else ")") for name in pending), sessions=False))
+                f"host {name} is not monitored after {timeout:.0f} s (state "
+                f"{STATE_NAMES.get(pool[name].STATE, pool[name].STATE)})" for name in pending), sessions=False))
         time.sleep(interval)
+
+
+def _error_line(host) -> str:
+    """OpenNebula's message for a host in ERROR, on one line."""
+    text = " ".join(template_value(host, "ERROR").split())
+    return text or "OpenNebula gave no reason"
 
 
 def register_cloud(loaded, plan, *, hosts: list[str] | None = None, timeout: float = 180.0,

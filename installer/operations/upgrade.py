@@ -185,36 +185,15 @@ def _client(loaded, plan, timeout: float, say: Say):
             time.sleep(2)
 
 
-def _host(client, name: str):
+def _monitor_again(loaded, plan, names: list[str]) -> None:
+    """A new monitoring round now for the hosts among NAMES that are in ERROR (`onehost
+    forceupdate`): OpenNebula retries them by itself only minutes later."""
+    client = one.client_for(loaded, plan)
     with one.api_errors():
-        found = next((h for h in client.hostpool.info().HOST or [] if h.NAME == name), None)
-    if found is None:
-        raise OnehciError(f"host {name} is not registered in OpenNebula")
-    return found
-
-
-def last_monitored(host) -> int:
-    """The time of the host's last successful monitoring round (MONITORING/TIMESTAMP), 0 if none."""
-    try:
-        return int(getattr(getattr(host, "MONITORING", None), "TIMESTAMP", 0) or 0)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _wait_fresh_round(client, name: str, since: int, timeout: float, say: Say) -> None:
-    """Until a monitoring round of host NAME newer than SINCE has ended (MONITORED with a later
-    timestamp) or one has failed (ERROR). Enabling a host gives it back its last state at once,
-    MONITORED from a round that may have run before the upgrade: that proves nothing."""
-    say(f"OpenNebula: waiting for a monitoring round of {name} that ran after its upgrade")
-    deadline = time.monotonic() + timeout
-    while True:
-        host = _host(client, name)
-        if host.STATE == one.ERROR or (host.STATE == one.MONITORED and last_monitored(host) > since):
-            return
-        if time.monotonic() >= deadline:
-            raise OnehciError(f"host {name} was not monitored again within {timeout:.0f} s of its upgrade "
-                              f"(state {one.STATE_NAMES.get(host.STATE, host.STATE)})")
-        time.sleep(1)
+        pool = {h.NAME: h for h in client.hostpool.info().HOST or []}
+    for name in names:
+        if name in pool and pool[name].STATE == one.ERROR:
+            one.monitor_again(client, pool[name])
 
 
 def _wait_status(loaded, plan, timeout: float, say: Say) -> status.Status:
@@ -253,16 +232,18 @@ def upgrade_node(loaded, plan, name: str, *, timeout: float = TIMEOUT, say: Say 
     else:
         say(f"{name}: nothing to upgrade" + (f" ({len(sim.kept_back)} kept back)" if sim.kept_back else "")
             + "; checking it is healthy")
-    fresh = kvm and bool(sim.packages)  # the host's state must come from a round after the upgrade
-    since = last_monitored(_host(_client(loaded, plan, timeout, say), name)) if fresh else 0
     _wait_units(loaded, node, timeout)
     storage.wait_safe(plan.moosefs["master_ip"], timeout=timeout, say=say,
                       what=f"every chunk to have its copies after {name}'s upgrade")
     if kvm:
         client = _client(loaded, plan, timeout, say)
-        hosts.set_state(client, name, hosts.ENABLE)
-        if fresh:
-            _wait_fresh_round(client, name, since, timeout, say)
+        if sim.packages:
+            # the state it had before says nothing of the upgraded host (its probes may be new too):
+            # a new monitoring round now, as `onehost forceupdate`, leaves it in INIT until that round ends
+            say(f"OpenNebula: host {name} enabled; waiting for a monitoring round that runs after its upgrade")
+            one.monitor_again(client, hosts.host(client, name))
+        else:
+            hosts.set_state(client, name, hosts.ENABLE)
         hosts.wait_monitored(client, name, timeout=timeout, say=say)  # ERROR: failed unless it recovers
     result = _wait_status(loaded, plan, timeout, say)
     record["status"] = result.verdict
@@ -301,13 +282,13 @@ def _resumed_node(data: dict) -> str | None:
     return None
 
 
-SETTLE = 90.0  # how long hosts in ERROR get to pass a monitoring round again before the upgrade refuses
+SETTLE = 90.0  # how long hosts in ERROR get to pass a new monitoring round before the upgrade refuses
 
 
 def preflight(loaded, plan, allow_host: str | None = None, *, say: Say = print,
               settle: float = SETTLE) -> status.Status:
-    """The cloud must be healthy. When only OpenNebula hosts are in the way, OpenNebula's next
-    monitoring rounds decide (a probe that timed out once on a busy host is not a broken host)."""
+    """The cloud must be healthy. When only OpenNebula hosts are in the way, a new monitoring
+    round of each decides (a probe that timed out once on a busy host is not a broken host)."""
     deadline = time.monotonic() + settle
     told = False
     while True:
@@ -320,7 +301,8 @@ def preflight(loaded, plan, allow_host: str | None = None, *, say: Say = print,
             raise OnehciError(f"the cloud is not healthy, so no node is upgraded: {_lines(left)} "
                               "(`onehci status` shows it all; set it right, then run the upgrade again)")
         if not told:
-            say(f"waiting up to {settle:.0f} s for OpenNebula's next monitoring rounds: {_lines(left)}")
+            say(f"asking OpenNebula for a new monitoring round and waiting up to {settle:.0f} s: {_lines(left)}")
+            _monitor_again(loaded, plan, [c.component.removeprefix("host ") for c in left])
             told = True
         time.sleep(3)
 
