@@ -330,23 +330,22 @@ def wait_monitored(client, hosts: list[str], timeout: float = 180.0, say: Callab
         with api_errors():
             pool = _by_name(client.hostpool.info().HOST)
         failed, pending = [], []
-        for name in hosts:
+        for name in (n for n in hosts if n not in told):
             host = pool.get(name)
-            if name in told:
-                continue
-            if host is None:
+            verdict = host_verdict(host, retried.get(name, 0))
+            if verdict == "missing":
                 failed.append(f"host {name} is not registered in OpenNebula")
-            elif host.STATE in (MONITORED, DISABLED, OFFLINE):
+            elif verdict == "done":
                 told[name] = STATE_NAMES[host.STATE]
                 say(f"OpenNebula: host {name} " + ("monitored" if host.STATE == MONITORED else
                                                    f"is {told[name]} (set by hand): not waited for"))
-            elif host.STATE == ERROR and retried.get(name, 0) < RETRIES:
+            elif verdict == "retry":
                 retried[name] = retried.get(name, 0) + 1
-                say(f"OpenNebula: host {name} is in ERROR ({_error_line(host)}): asking for a new monitoring round")
+                say(f"OpenNebula: host {name} is in ERROR ({error_line(host)}): asking for a new monitoring round")
                 monitor_again(client, host)
                 pending.append(name)
-            elif host.STATE == ERROR:
-                failed.append(f"host {name} is in ERROR: {_error_line(host)} (OpenNebula's monitoring log: "
+            elif verdict == "failed":
+                failed.append(f"host {name} is in ERROR: {error_line(host)} (OpenNebula's monitoring log: "
                               "/var/log/one/monitor.log on the frontend)")
             else:
                 pending.append(name)
@@ -361,7 +360,20 @@ def wait_monitored(client, hosts: list[str], timeout: float = 180.0, say: Callab
         time.sleep(interval)
 
 
-def _error_line(host) -> str:
+def host_verdict(host, retries: int) -> str:
+    """What the wait makes of a host it has not seen come up yet, given the new monitoring rounds
+    it already asked for: missing | done (monitored, or disabled/offline by hand) | retry (in
+    ERROR, a new round can still be asked for) | failed | wait."""
+    if host is None:
+        return "missing"
+    if host.STATE in (MONITORED, DISABLED, OFFLINE):
+        return "done"
+    if host.STATE == ERROR:
+        return "retry" if retries < RETRIES else "failed"
+    return "wait"
+
+
+def error_line(host) -> str:
     """OpenNebula's message for a host in ERROR, on one line."""
     text = " ".join(template_value(host, "ERROR").split())
     return text or "OpenNebula gave no reason"

@@ -12,6 +12,7 @@ then judged by pure functions that the tests feed canned facts.
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -79,6 +80,7 @@ class OneView:
 class Mount:
     ok: bool
     detail: str  # the mount's source when ok, else why not
+    libvirt: str = ""  # on a KVM host: libvirtd's state as systemd says it ("active", ...); "" not checked
 
 
 # --- judging ------------------------------------------------------------------------
@@ -186,8 +188,15 @@ def host_check(name: str, found: tuple[int, str] | None) -> Check:
 
 
 def mount_checks(mounts: dict[str, Mount], mount: str) -> list[Check]:
-    return [Check(f"mount {name}", GREEN if m.ok else RED,
-                  f"{mount} mounted from {m.detail}" if m.ok else m.detail) for name, m in mounts.items()]
+    checks = [Check(f"mount {name}", GREEN if m.ok else RED,
+                    f"{mount} mounted from {m.detail}" if m.ok else m.detail) for name, m in mounts.items()]
+    # OpenNebula notices a stopped libvirtd only when a VM is started there or at its next system
+    # probe, minutes later: status asks systemd on every KVM host itself
+    checks += [Check(f"libvirt {name}", GREEN if m.libvirt == "active" else RED,
+                     "libvirtd running" if m.libvirt == "active" else
+                     f"libvirtd is not running ({m.libvirt}): no VM can start or be monitored there")
+               for name, m in mounts.items() if m.libvirt]
+    return checks
 
 
 def judge(plan, health: mfs.Health, view: OneView, mounts: dict[str, Mount], seconds: float = 0.0) -> Status:
@@ -221,21 +230,30 @@ def one_view(loaded, plan, timeout: float = TIMEOUT) -> OneView:
     return read_one(client, url)
 
 
-def check_mount(argv: list[str], mount: str, timeout: float = TIMEOUT) -> Mount:
-    """What is mounted at MOUNT, through ARGV (ssh ... root@HOST). MooseFS 3.0 under FUSE 3
-    shows as type `fuse` with source `mfs#MASTER:PORT` (older clients: `fuse.mfs`)."""
+LIBVIRT_MARK = "libvirtd:"
+
+
+def check_mount(argv: list[str], mount: str, timeout: float = TIMEOUT, *, libvirt: bool = False) -> Mount:
+    """What is mounted at MOUNT, through ARGV (ssh ... root@HOST), and with LIBVIRT whether
+    libvirtd runs there (systemd's word, read-only: virsh would start it through its socket).
+    MooseFS 3.0 under FUSE 3 shows as type `fuse` with source `mfs#MASTER:PORT` (older clients:
+    `fuse.mfs`)."""
+    script = f"findmnt -n -o FSTYPE,SOURCE --mountpoint {shlex.quote(mount)}; found=$?"
+    if libvirt:
+        script += f"; echo {LIBVIRT_MARK}$(systemctl is-active libvirtd)"
     try:
-        done = subprocess.run([*argv, "findmnt", "-n", "-o", "FSTYPE,SOURCE", "--mountpoint", mount],
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run([*argv, f"{script}; exit $found"], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return Mount(False, f"cannot check: no answer over SSH within {timeout:g} s")
     if done.returncode in (0, 1):  # 1: findmnt found nothing
-        fields = done.stdout.split()
+        lines = done.stdout.splitlines()
+        state = next((ln.removeprefix(LIBVIRT_MARK) for ln in lines if ln.startswith(LIBVIRT_MARK)), "")
+        fields = next((ln for ln in lines if not ln.startswith(LIBVIRT_MARK)), "").split()
         if len(fields) >= 2 and fields[0] in ("fuse", "fuse.mfs") and fields[1].startswith("mfs"):
-            return Mount(True, fields[1])
+            return Mount(True, fields[1], state)
         if fields:
-            return Mount(False, f"{mount} holds a {fields[0]} filesystem, not MooseFS")
-        return Mount(False, f"MooseFS is not mounted at {mount}")
+            return Mount(False, f"{mount} holds a {fields[0]} filesystem, not MooseFS", state)
+        return Mount(False, f"MooseFS is not mounted at {mount}", state)
     last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
     return Mount(False, f"cannot check over SSH: {last}")
 
@@ -252,6 +270,7 @@ def gather(loaded, plan, *, timeout: float = TIMEOUT) -> Status:
         health = pool.submit(mfs.health, plan.moosefs["master_ip"], timeout)
         view = pool.submit(one_view, loaded, plan, timeout)
         mounts = {n.hostname: pool.submit(check_mount, remote.ssh_argv(n.ip, ssh_key, str(known_hosts), timeout),
-                                          plan.moosefs["mount"], timeout + 1) for n in clients}
+                                          plan.moosefs["mount"], timeout + 1,
+                                          libvirt=n.hostname in plan.opennebula["hosts"]) for n in clients}
         return judge(plan, health.result(), view.result(), {n: f.result() for n, f in mounts.items()},
                      time.monotonic() - started)

@@ -91,19 +91,3 @@ def line_of(text: str, marker: str) -> int:
     hits = [i + 1 for i, line in enumerate(text.splitlines()) if marker in line]
     assert len(hits) == 1, f"marker {marker!r} found on lines {hits}"
     return hits[0]
-
-
-@pytest.fixture
-def standin(tmp_path):
-    """Start stand-in oned daemons (tests/standin_daemon.py) in tmp_path; stop them afterwards."""
-    from tests.standin_daemon import standin_daemons
-
-    yield from standin_daemons(tmp_path)
-
-
-@pytest.fixture
-def cloud(standin, tmp_path, write_site, monkeypatch):
-    """The test site's cloud on a stand-in, ready to register (tests/standin_daemon.py)."""
-    from tests.standin_daemon import make_cloud
-
-    return make_cloud(standin, tmp_path, write_site, monkeypatch)

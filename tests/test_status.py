@@ -1,24 +1,22 @@
 """`onehci status`: each rule from canned MooseFS, OpenNebula and mount facts gives the colour
-and exit code docs/opennebula.md promises; the OpenNebula part read from the stand-in; the
-mount check through a fake ssh; the checks run concurrently; the verb's output and exit."""
+and exit code docs/opennebula.md promises; the mount and libvirt check through a stand-in for
+ssh; the checks run concurrently; the verb's output and exit. Status against the lab's real
+OpenNebula and MooseFS: tests/lab/test_opennebula.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import threading
 
 import pytest
 from click.testing import CliRunner
 
 from installer import mfs, one, remote, sitefile, status
-from installer import plan as plan_module
 from installer.cli.main import cli
 from installer.plan import make_plan
 from installer.status import AMBER, GREEN, RED, Mount, OneView
 from tests.conftest import BASE_SITE
-from tests.standin_daemon import PASSWORD, set_password_file, wait_for
 
 GIB = 1024 ** 3
 IPS = {"n1": "192.168.10.11", "n2": "192.168.10.12"}  # n3's address is allocated by the plan
@@ -144,51 +142,6 @@ def test_an_unreachable_master_or_api_stands_alone(plan):
                                              "reason": "192.168.10.11 does not answer"}
 
 
-# --- the OpenNebula part, read from the stand-in --------------------------------------
-
-
-def test_opennebula_view_of_a_registered_cloud(cloud, tmp_path):
-    cloud.break_host("n2", "error: failed to connect to the hypervisor")
-    ids = {o.name: o.id for o in cloud.register().objects}
-    mount = cloud.plan.moosefs["mount"]
-    for name in ("test-system", "test-images"):
-        os.makedirs(f"{mount}/{ids[name]}", exist_ok=True)  # (the stand-in makes them too)
-    client = cloud.client
-    wait_for(lambda: client.host.info(ids["n2"]).STATE == one.ERROR and client.host.info(ids["n3"]).STATE ==
-             one.MONITORED and client.datastore.info(ids["test-images"]).TOTAL_MB > 0, "monitoring and sizes")
-    view = status.one_view(cloud.loaded, cloud.plan)
-    assert view.error == "" and view.version == "7.0.0 (onehci stand-in)"
-    checks = {c.component: c for c in status.opennebula_checks(view, cloud.plan)}
-    assert checks["opennebula api"] == status.Check("opennebula api", GREEN,
-                                                    f"OpenNebula 7.0.0 (onehci stand-in) at {cloud.daemon.url}")
-    assert checks["opennebula hosts"].colour == AMBER and checks["opennebula hosts"].reason == "2 of 3 monitored"
-    assert checks["host n1"].colour == GREEN
-    assert checks["host n2"].colour == RED
-    assert "Error monitoring Host n2 (1): virsh -c qemu:///system list failed: error: failed to connect " \
-           "to the hypervisor" in checks["host n2"].reason
-    st = os.statvfs(mount)
-    free = 100 * st.f_bavail / st.f_blocks
-    expected = RED if free < status.RED_FREE else AMBER if free < status.AMBER_FREE else GREEN
-    for name in ("test-system", "test-images"):
-        assert checks[f"datastore {name}"].colour == expected
-        assert f"GiB free of {st.f_blocks * st.f_frsize / GIB:.1f} GiB" in checks[f"datastore {name}"].reason
-
-
-def test_opennebula_view_with_a_wrong_password_is_red_and_keeps_it_secret(cloud):
-    set_password_file(cloud.loaded, "wrong-Pw-77")
-    view = status.one_view(cloud.loaded, cloud.plan)
-    (api,) = status.opennebula_checks(view, cloud.plan)
-    assert (api.colour, api.fatal) == (RED, True)
-    assert "refused the password in" in api.reason
-    assert "wrong-Pw-77" not in api.reason and PASSWORD not in api.reason
-
-
-def test_opennebula_view_when_the_daemon_stops(cloud):
-    cloud.daemon.stop()
-    view = status.read_one(cloud.daemon.one(), cloud.daemon.url)
-    assert view.error.startswith(f"OpenNebula's API at {cloud.daemon.url} is unreachable (connection refused)")
-
-
 # --- the mount check ------------------------------------------------------------------
 
 
@@ -203,17 +156,33 @@ def test_check_mount_reads_findmnt_over_ssh(tmp_path):
     # MooseFS 3.0 under FUSE 3, as seen in the lab
     mounted = fake_ssh(tmp_path, 'echo "$*" > "$(dirname "$0")/argv"; echo "fuse   mfs#mfsmaster:9421"\n')
     assert status.check_mount(mounted, "/var/lib/one/datastores") == Mount(True, "mfs#mfsmaster:9421")
-    assert (tmp_path / "argv").read_text() == "findmnt -n -o FSTYPE,SOURCE --mountpoint /var/lib/one/datastores\n"
+    assert (tmp_path / "argv").read_text() == ("findmnt -n -o FSTYPE,SOURCE --mountpoint /var/lib/one/datastores; "
+                                               "found=$?; exit $found\n")
     other = fake_ssh(tmp_path, 'echo "ext4 /dev/vdb1"\n')
     assert status.check_mount(other, "/d") == Mount(False, "/d holds a ext4 filesystem, not MooseFS")
-    # findmnt run for real here: nothing is mounted at tmp_path
-    local = fake_ssh(tmp_path, 'exec "$@"\n')
+    # the script run for real here, by sh: nothing is mounted at tmp_path
+    local = fake_ssh(tmp_path, 'exec sh -c "$1"\n')
     assert status.check_mount(local, str(tmp_path)) == Mount(False, f"MooseFS is not mounted at {tmp_path}")
     refused = fake_ssh(tmp_path, 'echo "ssh: connect to host 10.0.0.9 port 22: Connection refused" >&2; exit 255\n')
     assert status.check_mount(refused, "/m") == Mount(
         False, "cannot check over SSH: ssh: connect to host 10.0.0.9 port 22: Connection refused")
     hung = fake_ssh(tmp_path, "exec sleep 30\n")
     assert status.check_mount(hung, "/m", timeout=0.2) == Mount(False, "cannot check: no answer over SSH within 0.2 s")
+
+
+def test_check_mount_on_a_kvm_host_asks_systemd_about_libvirtd(tmp_path):
+    stopped = fake_ssh(tmp_path, 'echo "$*" > "$(dirname "$0")/argv"; echo "fuse mfs#mfsmaster:9421"; '
+                                 'echo "libvirtd:inactive"\n')
+    found = status.check_mount(stopped, "/var/lib/one/datastores", libvirt=True)
+    assert found == Mount(True, "mfs#mfsmaster:9421", "inactive")
+    assert "systemctl is-active libvirtd" in (tmp_path / "argv").read_text()
+    checks = {c.component: c for c in status.mount_checks({"n2": found}, "/var/lib/one/datastores")}
+    assert checks["mount n2"].colour == GREEN
+    assert checks["libvirt n2"] == status.Check("libvirt n2", RED, "libvirtd is not running (inactive): no VM can "
+                                                "start or be monitored there")
+    running = status.mount_checks({"n2": Mount(False, "MooseFS is not mounted at /d", "active")}, "/d")
+    assert [(c.component, c.colour) for c in running] == [("mount n2", RED), ("libvirt n2", GREEN)]
+    assert [c.component for c in status.mount_checks({"n1": Mount(True, "x")}, "/d")] == ["mount n1"]  # not a KVM host
 
 
 def test_ssh_argv_uses_the_sites_identity_and_learns_a_key_only_when_asked():
@@ -241,7 +210,7 @@ def test_gather_runs_every_check_at_once(plan, monkeypatch, tmp_path):
         barrier.wait()
         return view
 
-    def fake_mount(argv, mount, timeout):
+    def fake_mount(argv, mount, timeout, libvirt=False):
         seen.append(("mount", argv[-1], mount))
         barrier.wait()
         return Mount(True, "mfsmaster:9421")
@@ -315,26 +284,3 @@ def test_status_watch_redraws_until_ctrl_c_and_exits_with_the_last_verdict(canne
     canned[1].clear()
     result = CliRunner().invoke(cli, ["status", "--watch", "--every", "0", str(write_site())], catch_exceptions=False)
     assert result.exit_code == 1 and "degraded (exit 1)" in result.stdout
-
-
-def test_status_verb_on_a_registered_cloud_says_healthy_and_keeps_the_password(cloud, monkeypatch):
-    """The verb end to end: OpenNebula for real (the stand-in), MooseFS and the mounts canned."""
-    ids = {o.name: o.id for o in cloud.register().objects}
-    mount = cloud.plan.moosefs["mount"]
-    for name in ("test-system", "test-images"):
-        os.makedirs(f"{mount}/{ids[name]}", exist_ok=True)  # (the stand-in makes them too)
-    client = cloud.client
-    wait_for(lambda: all(h.STATE == one.MONITORED for h in client.hostpool.info().HOST)
-             and client.datastore.info(ids["test-images"]).TOTAL_MB > 0, "hosts monitored, datastores sized")
-    health, _, _ = healthy(cloud.plan)
-    monkeypatch.setattr(status.mfs, "health", lambda master, timeout: health)
-    monkeypatch.setattr(status, "check_mount", lambda argv, mount, timeout: Mount(True, "mfsmaster:9421"))
-    monkeypatch.setattr(plan_module, "make_plan", lambda site: cloud.plan)  # the plan onto tmp
-    result = CliRunner().invoke(cli, ["status", "--json", str(cloud.loaded.path)], catch_exceptions=False)
-    data = json.loads(result.stdout)
-    st = os.statvfs(mount)
-    roomy = 100 * st.f_bavail / st.f_blocks >= status.AMBER_FREE  # datastores share this machine's disk
-    assert (data["verdict"], result.exit_code) == (("healthy", 0) if roomy else ("degraded", 1))
-    assert [c["component"] for c in data["checks"] if c["colour"] != "green"] == \
-        ([] if roomy else ["datastore test-system", "datastore test-images"])
-    assert PASSWORD not in result.output

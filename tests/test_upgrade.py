@@ -1,12 +1,10 @@
 """The pure parts of `onehci upgrade`: the order of the nodes, apt's simulated upgrade read back,
-which status lines stop an upgrade, and publishing a newer stand-in package (for the lab test)."""
+which status lines stop an upgrade, and the preflight's new monitoring round."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -28,11 +26,11 @@ The following packages will be upgraded:
 4 upgraded, 0 newly installed, 0 to remove and 2 not upgraded.
 Inst bash [5.2.15-2+b8] (5.2.15-2+b13 Debian:12.15/oldstable [amd64])
 Inst libgcrypt20 [1.10.1-3] (1.10.1-3+deb12u1 Debian:12.15/oldstable, Debian-Security:12/oldstable-security [amd64]) []
-Inst opennebula-node-kvm [7.0.0-1~onehci.standin] (7.0.0-2~onehci.standin 10.79.0.1:8633 [all])
+Inst opennebula-node-kvm [7.0.2-1~onehci1] (7.0.2-1~onehci2 onehci lab:stable [all])
 Inst python3-jwt [2.6.0-1] (2.6.0-1+deb12u1 Debian:12.15/oldstable, Debian-Security:12/oldstable-security [all])
 Conf bash (5.2.15-2+b13 Debian:12.15/oldstable [amd64])
 Conf libgcrypt20 (1.10.1-3+deb12u1 Debian:12.15/oldstable, Debian-Security:12/oldstable-security [amd64])
-Conf opennebula-node-kvm (7.0.0-2~onehci.standin 10.79.0.1:8633 [all])
+Conf opennebula-node-kvm (7.0.2-1~onehci2 onehci lab:stable [all])
 Conf python3-jwt (2.6.0-1+deb12u1 Debian:12.15/oldstable, Debian-Security:12/oldstable-security [all])
 """
 
@@ -42,13 +40,13 @@ def test_simulation_lists_every_package_with_both_versions_and_what_is_kept_back
     assert [(p.package, p.installed, p.candidate) for p in sim.packages] == [
         ("bash", "5.2.15-2+b8", "5.2.15-2+b13"),
         ("libgcrypt20", "1.10.1-3", "1.10.1-3+deb12u1"),
-        ("opennebula-node-kvm", "7.0.0-1~onehci.standin", "7.0.0-2~onehci.standin"),
+        ("opennebula-node-kvm", "7.0.2-1~onehci1", "7.0.2-1~onehci2"),
         ("python3-jwt", "2.6.0-1", "2.6.0-1+deb12u1"),
     ]
     assert sim.packages[1].origin == "Debian:12.15/oldstable, Debian-Security:12/oldstable-security"
-    assert sim.packages[2].origin == "10.79.0.1:8633"
+    assert sim.packages[2].origin == "onehci lab:stable"
     assert sim.kept_back == ["linux-image-amd64", "qemu-system-x86"]
-    assert sim.packages[2].line() == "opennebula-node-kvm 7.0.0-1~onehci.standin -> 7.0.0-2~onehci.standin"
+    assert sim.packages[2].line() == "opennebula-node-kvm 7.0.2-1~onehci1 -> 7.0.2-1~onehci2"
 
 
 def test_simulation_of_an_up_to_date_node_is_empty():
@@ -123,60 +121,6 @@ def test_cli_help_and_a_missing_site(tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
 
 
-def test_publish_adds_a_newer_version_beside_the_old_one(tmp_path):
-    from installer.lab.standin import packages
-
-    repo = packages.build_repo(tmp_path / "repo")
-    newer = f"{packages.ONE_VERSION}-2~onehci.standin"
-    made = packages.publish(repo, ["opennebula-node-kvm"], newer)
-    assert [p.name for p in made] == [f"opennebula-node-kvm_{newer}_all.deb"] and made[0].exists()
-    index = gzip.decompress((repo / "Packages.gz").read_bytes()).decode()
-    versions = [b.split("Version: ")[1].split("\n")[0] for b in index.split("\n\n")
-                if "Package: opennebula-node-kvm\n" in b]
-    assert sorted(versions) == sorted([packages.VERSION, newer])
-    assert (repo / "opennebula_" f"{packages.VERSION}_all.deb").exists()
-    assert packages.build_repo(repo) == repo and (repo / made[0].name).exists()  # a later lab up keeps it
-    with pytest.raises(ValueError):
-        packages.publish(repo, ["no-such-package"], newer)
-    with pytest.raises(ValueError):
-        packages.publish(Path(tmp_path / "empty"), ["opennebula"], newer)
-
-
-class _Host:
-    def __init__(self, state, stamp):
-        self.NAME, self.STATE = "upg2", state
-        self.MONITORING = type("M", (), {"TIMESTAMP": stamp})() if stamp is not None else None
-
-
-class _Client:
-    """hostpool.info() answering one state after the other (the last one repeated)."""
-
-    def __init__(self, *answers):
-        self.answers, self.calls = list(answers), 0
-        self.hostpool = self
-
-    def info(self):
-        self.calls += 1
-        host = self.answers[min(self.calls, len(self.answers)) - 1]
-        return type("Pool", (), {"HOST": [host]})()
-
-
-def test_a_host_counts_as_back_only_after_a_monitoring_round_newer_than_its_upgrade(monkeypatch):
-    from installer import one
-
-    monkeypatch.setattr(upgrade.time, "sleep", lambda _s: None)
-    assert upgrade.last_monitored(_Host(one.MONITORED, None)) == 0
-    stale, fresh = _Host(one.MONITORED, 100), _Host(one.MONITORED, 130)
-    client = _Client(stale, stale, fresh)
-    upgrade._wait_fresh_round(client, "upg2", 100, 60, lambda _m: None)
-    assert client.calls == 3  # the MONITORED state from before the upgrade was not taken
-    failed = _Client(stale, _Host(one.ERROR, 100))
-    upgrade._wait_fresh_round(failed, "upg2", 100, 60, lambda _m: None)  # ERROR: hosts.wait_monitored judges
-    assert failed.calls == 2
-    with pytest.raises(upgrade.OnehciError, match="not monitored again within 0 s"):
-        upgrade._wait_fresh_round(_Client(stale), "upg2", 100, 0, lambda _m: None)
-
-
 def test_a_refused_upgrade_still_prints_json_for_scripts(write_site, monkeypatch):
     from click.testing import CliRunner
 
@@ -198,10 +142,14 @@ def test_preflight_gives_hosts_in_error_a_monitoring_round_but_nothing_else(monk
                    _status(("host upg1", "green"), ("opennebula hosts", "green"))])
     monkeypatch.setattr(status, "gather", lambda *_a: next(rounds))
     monkeypatch.setattr(upgrade.time, "sleep", lambda _s: None)
+    asked: list[list[str]] = []
+    monkeypatch.setattr(upgrade, "_monitor_again", lambda _loaded, _plan, names: asked.append(names))
     said: list[str] = []
     result = upgrade.preflight(None, None, say=said.append)
     assert [c.colour for c in result.checks] == ["green", "green"]
-    assert said == ["waiting up to 90 s for OpenNebula's next monitoring rounds: host upg1: why; opennebula hosts: why"]
+    assert said == ["asking OpenNebula for a new monitoring round and waiting up to 90 s: host upg1: why; "
+                    "opennebula hosts: why"]
+    assert asked == [["upg1", "opennebula hosts"]]  # (only hosts in ERROR are asked: _monitor_again looks)
     # anything else refuses at once, and hosts that stay in error refuse after the wait
     monkeypatch.setattr(status, "gather", lambda *_a: _status(("host upg1", "red"), ("moosefs master", "red")))
     with pytest.raises(upgrade.OnehciError, match="no node is upgraded: host upg1: why; moosefs master: why"):

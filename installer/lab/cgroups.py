@@ -81,6 +81,8 @@ def remove(hostname: str) -> list[Path]:
             _rmdir(directory)
         if _rmdir(top):
             removed.append(top)
+        if not any(p.is_dir() for p in (mount / PARENT).iterdir()):
+            _rmdir(mount / PARENT)  # the last node's: leave nothing of the lab behind
     return removed
 
 
