@@ -109,7 +109,7 @@ def publish(debs: list[Path], repo: Path) -> Path:
 
 def _release(suite_dir: Path) -> bytes:
     files = sorted(p for p in suite_dir.rglob("Packages*") if p.is_file())
-    lines = [f"Origin: onehci lab", f"Label: OpenNebula (built from source by onehci)", f"Suite: {SUITE}",
+    lines = ["Origin: onehci lab", "Label: OpenNebula (built from source by onehci)", f"Suite: {SUITE}",
              f"Codename: {SUITE}", f"Date: {formatdate(usegmt=True)}", "Architectures: amd64 all",
              f"Components: {COMPONENT}", "Acquire-By-Hash: no"]
     for field, algorithm in (("MD5Sum", hashlib.md5), ("SHA256", hashlib.sha256)):

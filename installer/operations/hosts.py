@@ -15,7 +15,7 @@ from installer.errors import OnehciError
 ENABLE, DISABLE, OFFLINE = 0, 1, 2
 
 
-def host(client, name: str):
+def find_host(client, name: str):
     with one.api_errors():
         found = {h.NAME: h for h in client.hostpool.info().HOST or []}.get(name)
     if found is None:
@@ -25,7 +25,7 @@ def host(client, name: str):
 
 def vms_on(client, name: str) -> list[int]:
     """The IDs of the VMs OpenNebula places on host NAME."""
-    host = host(client, name)
+    host = find_host(client, name)
     with one.api_errors():
         info = client.host.info(host.ID)
     return [int(i) for i in (info.VMS.ID if info.VMS is not None and info.VMS.ID else [])]
@@ -33,12 +33,12 @@ def vms_on(client, name: str) -> list[int]:
 
 def set_state(client, name: str, status: int) -> str:
     """ENABLE, DISABLE or OFFLINE host NAME (a no-op when it already is); its state name after."""
-    host = host(client, name)
+    host = find_host(client, name)
     wanted = {ENABLE: (one.MONITORED, one.INIT, one.ERROR), DISABLE: (one.DISABLED,), OFFLINE: (one.OFFLINE,)}
     if host.STATE not in wanted[status]:
         with one.api_errors():
             client.host.status(host.ID, status)
-    return one.STATE_NAMES.get(host(client, name).STATE, "?")
+    return one.STATE_NAMES.get(find_host(client, name).STATE, "?")
 
 
 def running(client, vm: int) -> bool:

@@ -241,7 +241,7 @@ def upgrade_node(loaded, plan, name: str, *, timeout: float = TIMEOUT, say: Say 
             # the state it had before says nothing of the upgraded host (its probes may be new too):
             # a new monitoring round now, as `onehost forceupdate`, leaves it in INIT until that round ends
             say(f"OpenNebula: host {name} enabled; waiting for a monitoring round that runs after its upgrade")
-            one.monitor_again(client, hosts.host(client, name))
+            one.monitor_again(client, hosts.find_host(client, name))
         else:
             hosts.set_state(client, name, hosts.ENABLE)
         hosts.wait_monitored(client, name, timeout=timeout, say=say)  # ERROR: failed unless it recovers

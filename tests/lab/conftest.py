@@ -47,7 +47,7 @@ def lab_cloud(tmp_path_factory) -> Cloud:
     path.write_text(profile_site("lab").read_text())
     loaded = sitefile.load(path)
     lab.down(loaded)
-    up = onehci("lab", "up", "--standin", str(path))
+    up = onehci("lab", "up", str(path))
     assert up.returncode == 0, up.stderr[-3000:]
     first = onehci("deploy", "--json", str(path))
     assert first.returncode == 0, first.stderr[-3000:]

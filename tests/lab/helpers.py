@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 
 from installer import lab
 
@@ -39,3 +40,62 @@ def write_data(loaded, node: str, path: str, files: int = 8, mib: int = 8) -> No
     """FILES files of MIB MiB of random data (and a nested directory) under PATH on NODE."""
     sh(loaded, node, f"mkdir -p {path}/nested && for i in $(seq 1 {files}); do "
        f"head -c {mib}M /dev/urandom > {path}/file$i; done && echo small > {path}/nested/note && sync")
+
+
+def repack(debs: list[Path], revision: str, into: Path) -> list[Path]:
+    """A newer build of the lab's OpenNebula packages, as a rebuild would publish: each .deb
+    unpacked and packed again with its Debian revision (and the exact-version dependencies
+    between the packages) set to REVISION."""
+    into.mkdir(parents=True, exist_ok=True)
+    made = []
+    for deb in debs:
+        root = into / deb.stem
+        subprocess.run(["dpkg-deb", "-R", str(deb), str(root)], check=True)
+        control = root / "DEBIAN/control"
+        old = next(ln.split(": ", 1)[1] for ln in control.read_text().splitlines() if ln.startswith("Version: "))
+        new = old.rsplit("-", 1)[0] + "-" + revision
+        control.write_text(control.read_text().replace(old, new))
+        target = into / deb.name.replace(old, new)
+        subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "-z1", "--build", str(root), str(target)],
+                       check=True, capture_output=True)
+        made.append(target)
+    return made
+
+
+def blank_vm(loaded, host: str, name: str, timeout: float = 240) -> int:
+    """A real VM placed on HOST and RUNNING: a blank 16 MiB disk cloned from the images datastore
+    (made once, on the frontend) and a NIC on the site's VM network; QEMU runs in software
+    emulation and finds nothing to boot, which is all the tests here need of it."""
+    from installer import one
+    from installer.plan import make_plan
+
+    plan = make_plan(loaded.site)
+    client = one.client_for(loaded, plan)
+    names = one.object_names(plan.cluster)
+    found = {i.NAME: i.ID for i in client.imagepool.info(-2, -1, -1).IMAGE}
+    image = found.get("blank")
+    if image is None:
+        sh(loaded, plan.opennebula["frontend"], "truncate -s 16M /var/tmp/blank.img && chown oneadmin: /var/tmp/blank.img")
+        store = {d.NAME: d.ID for d in client.datastorepool.info().DATASTORE}[names["images"]]
+        image = client.image.allocate('NAME = "blank"\nPATH = "/var/tmp/blank.img"\nTYPE = "OS"\nFORMAT = "raw"\n',
+                                      store)
+        wait_for("the blank image to be ready", lambda: client.image.info(image).STATE == 1, 120)  # READY
+    host_id = {h.NAME: h.ID for h in client.hostpool.info().HOST}[host]
+    vm = client.vm.allocate(f'NAME = "{name}"\nCPU = 0.1\nVCPU = 1\nMEMORY = 64\nDISK = [ IMAGE_ID = "{image}" ]\n'
+                            f'NIC = [ NETWORK = "{names["network"]}" ]\n', False)
+    client.vm.deploy(vm, host_id, False, -1)
+    wait_for(f"VM {name} running on {host}", lambda: vm_state(client, vm) == ("ACTIVE", "RUNNING"), timeout, 2)
+    return vm
+
+
+def vm_state(client, vm: int) -> tuple[str, str]:
+    import pyone
+
+    info = client.vm.info(vm)
+    assert info.LCM_STATE != pyone.LCM_STATE.BOOT_FAILURE, info.USER_TEMPLATE.get("ERROR")
+    return pyone.VM_STATE(info.STATE).name, pyone.LCM_STATE(info.LCM_STATE).name
+
+
+def terminate(client, vm: int, timeout: float = 120) -> None:
+    client.vm.action("terminate-hard", vm)
+    wait_for(f"VM {vm} gone", lambda: vm_state(client, vm)[0] == "DONE", timeout, 2)

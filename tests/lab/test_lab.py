@@ -1,6 +1,8 @@
 """A real 3-node lab from profiles/lab.yml: nspawn nodes booted with systemd, reached over
-SSH with the lab key, chunk disks as loop devices, apt through apt-cacher-ng; a second
-`up` changes nothing; `down` leaves nothing behind and can run twice.
+SSH with the lab key, chunk disks as loop devices, apt through apt-cacher-ng, OpenNebula's
+packages (built from its source) in the lab's signed repository, each node in cgroups of its own
+that libvirt can write; a second `up` changes nothing; `down` leaves nothing behind and can run
+twice.
 
 Needs root and the packages of scripts/apt-packages.txt; a missing one fails the tests.
 The lab is built once for the module (the base image is cached in /var/cache/onehci/lab)."""
@@ -40,7 +42,7 @@ def running(loaded):
     lab.down(loaded)  # leftovers of an interrupted run
     cold = not base.path().exists()
     started = time.monotonic()
-    first = lab.up(loaded, say=print, standin=True)
+    first = lab.up(loaded, say=print)
     TIMINGS["lab up (base image built)" if cold else "lab up (base image cached)"] = time.monotonic() - started
     yield first
     lab.down(loaded)
@@ -64,7 +66,7 @@ def test_bridge_address_used_by_something_else_is_refused(loaded):
         subprocess.run(["ip", "addr", "add", "10.71.0.1/24", "dev", dummy], check=True)
         with pytest.raises(OnehciError, match=f"10.71.0.1 is already in use on this host by {dummy}, "
                                               f"not by the lab bridge {BRIDGE}"):
-            lab.up(loaded, standin=True)
+            lab.up(loaded)
     finally:
         subprocess.run(["ip", "link", "del", dummy], check=True)
     assert BRIDGE not in _links()
@@ -73,10 +75,31 @@ def test_bridge_address_used_by_something_else_is_refused(loaded):
 
 def test_every_node_runs_and_answers_ssh(running):
     assert [n.hostname for n in running.nodes] == NODES
-    assert set(running.started) >= {*NODES, "apt-cacher-ng", f"bridge {BRIDGE}"}
+    assert set(running.started) >= {*NODES, "apt-cacher-ng", f"bridge {BRIDGE}", "OpenNebula repository"}
     for node in running.nodes:
         assert node.running and node.ssh, node
 
+
+def test_nodes_install_opennebula_from_the_labs_signed_repository(loaded, running):
+    """What the opennebula_repo role writes on a site, by hand here: apt checks the signature."""
+    assert running.opennebula_repo == "http://10.71.0.1:8633/" and running.opennebula_version == "7.0.2-1~onehci1"
+    script = ("python3 -c \"import urllib.request as u; open('/tmp/one.asc', 'wb').write(u.urlopen("
+              "'http://10.71.0.1:8633/repo.key').read())\" && echo 'deb [signed-by=/tmp/one.asc] "
+              "http://10.71.0.1:8633/ stable opennebula' > /etc/apt/sources.list.d/t.list && "
+              "apt-get -o Acquire::http::Proxy::10.71.0.1=DIRECT update 2>&1 | tail -3; "
+              "apt-cache policy opennebula-node-kvm; rm /etc/apt/sources.list.d/t.list")
+    proc = lab.node_exec(loaded, "lab2", ["sh", "-c", script])
+    assert "Candidate: 7.0.2-1~onehci1" in proc.stdout and "NO_PUBKEY" not in proc.stdout, proc.stdout
+
+
+def test_libvirt_in_a_node_writes_cgroups_of_its_own(loaded, running):
+    """OpenNebula gives every VM CPU shares: libvirt must be able to make cgroups in the node."""
+    for node in ("lab1", "lab3"):
+        proc = lab.node_exec(loaded, node, ["sh", "-c", "mkdir /sys/fs/cgroup/cpu/onehci-probe && "
+                                            "cat /sys/fs/cgroup/cpu/onehci-probe/cpu.shares && "
+                                            "rmdir /sys/fs/cgroup/cpu/onehci-probe"])
+        assert (proc.returncode, proc.stdout.strip()) == (0, "1024"), proc.stderr
+    assert Path("/sys/fs/cgroup/cpu/onehci/lab1").is_dir()  # on this machine: the node's own
 
 def test_ssh_as_root_with_the_lab_key(loaded, running):
     key = lab.lab_ssh_key(loaded)
@@ -131,7 +154,7 @@ def test_status_and_shell_commands(running):
 def test_second_up_changes_nothing(loaded, running):
     state_file = lab.lab_dir(loaded) / "lab.json"
     before = state_file.read_bytes()
-    proc = _onehci("lab", "up", "--standin", "--json")
+    proc = _onehci("lab", "up", "--json")
     assert proc.returncode == 0, proc.stderr
     again = json.loads(proc.stdout)
     assert again["started"] == []
@@ -153,7 +176,7 @@ def test_a_killed_node_comes_back_with_its_data(loaded, running):
     assert our_processes({old.pid, old.leader}, "--machine=lab3") == []
     assert [n.running for n in lab.status(loaded, check_ssh=False).nodes] == [True, True, False]
     started = time.monotonic()
-    back = lab.up(loaded, standin=True)
+    back = lab.up(loaded)
     TIMINGS["one node restart"] = time.monotonic() - started
     assert back.started == ["lab3"]
     assert all(n.running and n.ssh for n in back.nodes)
@@ -185,6 +208,8 @@ def test_down_leaves_nothing_behind(loaded, running):
     assert (base.path() / "etc/os-release").exists()
     assert lab.lab_ssh_key(loaded).exists()
 
+    assert not Path("/sys/fs/cgroup/cpu/onehci").exists()  # the nodes' cgroups
+    assert subprocess.run(["ss", "-ltn", "sport = :8633"], capture_output=True, text=True).stdout.count("\n") <= 1
     assert lab.down(loaded) == []  # twice is fine
     proc = _onehci("lab", "down")
     assert (proc.returncode, proc.stdout) == (0, "nothing to remove: the lab is down\n"), proc.stderr

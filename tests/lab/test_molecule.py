@@ -51,7 +51,7 @@ def molecule_lab(tmp_path_factory):
     lab.down(loaded)  # leftovers of an interrupted run
     try:
         started = time.monotonic()
-        lab.up(loaded, say=print, standin=True)
+        lab.up(loaded, say=print)
         TIMINGS["lab up"] = time.monotonic() - started
         shown = subprocess.run([sys.executable, "-m", "installer", "inventory", str(loaded.path)],
                                capture_output=True, text=True, timeout=60)

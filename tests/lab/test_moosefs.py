@@ -61,7 +61,7 @@ def deploy_killed_while_installing(loaded) -> Interrupted:
 def fresh_lab():
     loaded = sitefile.load(SITE)
     lab.down(loaded)
-    lab.up(loaded, standin=True)
+    lab.up(loaded)
     try:
         yield loaded
     finally:
@@ -163,7 +163,7 @@ def test_a_disk_holding_a_filesystem_is_not_formatted(cluster):
                                      "chunk_disks: [{serial: lab3-chunk1}, {serial: lab3-chunk2}]"))
         loaded = sitefile.load(SITE)
         lab.kill_node(loaded, "lab3")  # a new disk needs the node started again
-        lab.up(loaded, standin=True)
+        lab.up(loaded)
         sh(loaded, "lab3", "mkfs.ext4 -q -L precious /dev/disk/by-id/virtio-lab3-chunk2")
         result = deploy("--limit", "lab3")
         assert result.returncode == 1

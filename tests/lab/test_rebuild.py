@@ -1,10 +1,10 @@
 """`onehci rebuild` and `onehci add-node` on the 3-node cloud test_opennebula.py checked (a private
-copy of the lab profile, tests/lab/conftest.py), with the OpenNebula stand-in: data written
-through the MooseFS mount before every fault is checked after with a tree hash (paths, sizes,
-sha256).
+copy of the lab profile, tests/lab/conftest.py), with OpenNebula built from its source: data
+written through the MooseFS mount before every fault is checked after with a tree hash (paths,
+sizes, sha256).
 
 - refused for a node whose loss would break the goal: nothing changed;
-- a live node (lab3) with a (stand-in) VM on it, interrupted twice (SIGKILL after its drain,
+- a live node (lab3) with a running VM on it, interrupted twice (SIGKILL after its drain,
   Ctrl-C after its reinstall) and run again each time: completes, no done step runs again, the reinstall happened once;
 - a node killed first (lab2, container stopped hard): rebuilt, nothing lost;
 - a fourth node written in the site joins as chunkserver and monitored host, the others keep
@@ -28,7 +28,7 @@ from installer.lab import rootfs
 from installer.operations import hosts
 from installer.plan import make_plan
 from tests.lab.conftest import onehci
-from tests.lab.helpers import sh, tree_hash, wait_for, write_data
+from tests.lab.helpers import blank_vm, sh, tree_hash, vm_state, wait_for, write_data
 
 LAB4 = """  - hostname: lab4
     mac: 52:54:00:71:00:14
@@ -131,19 +131,9 @@ def _run_until(loaded, stop_after: str, sig: int) -> None:
             proc.wait()
 
 
-def vm_on(loaded, host: str, name: str) -> int:
-    """A stand-in VM placed on HOST (placement only: docs/standin.md)."""
-    client = one.client_for(loaded, make_plan(loaded.site))
-    host_id = {h.NAME: h.ID for h in client.hostpool.info().HOST}[host]
-    vm = client.vm.allocate(f'NAME = "{name}"\nCPU = 0.1\nMEMORY = 64', False)
-    client.vm.deploy(vm, host_id, False, -1)
-    assert vm in hosts.vms_on(client, host)
-    return vm
-
-
 def test_a_live_node_rebuilt_through_two_interruptions_loses_nothing_and_repeats_nothing(cloud, data):
     old_key = host_key(cloud.loaded, "lab3")
-    vm = vm_on(cloud.loaded, "lab3", "rebuild-probe")
+    vm = blank_vm(cloud.loaded, "lab3", "rebuild-probe")
     # the boot states' lock held here stops the rebuild in its next step (arm) until the kill: the
     # interruption lands after the drain, never in the reinstall
     with state.locked(state.state_dir(cloud.path), "boot"):
@@ -172,6 +162,7 @@ def test_a_live_node_rebuilt_through_two_interruptions_loses_nothing_and_repeats
     assert step(record, "flush")["result"]["moved"] == [vm]
     client = cloud.client()
     assert hosts.vms_on(client, "lab3") == [] and vm in hosts.vms_on(client, "lab1") + hosts.vms_on(client, "lab2")
+    assert vm_state(client, vm) == ("ACTIVE", "RUNNING")  # moved running: a live migration
     assert step(record, "preflight")["result"]["alive"] is True
 
     assert host_states(cloud.loaded)["lab3"] == one.MONITORED
@@ -182,7 +173,7 @@ def test_a_live_node_rebuilt_through_two_interruptions_loses_nothing_and_repeats
 
 
 def test_a_dead_node_is_rebuilt_and_nothing_is_lost(cloud, data):
-    vm = vm_on(cloud.loaded, "lab2", "stranded-probe")
+    vm = blank_vm(cloud.loaded, "lab2", "stranded-probe")
     lab.kill_node(cloud.loaded, "lab2")
     started = time.monotonic()
     proc = onehci("rebuild", "lab2", "--yes", "--json", cloud.site)

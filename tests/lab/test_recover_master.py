@@ -37,7 +37,7 @@ def cloud(tmp_path_factory):
     shutil.copy(SITE, site)  # the state directory (journal, keys) stays private to this run
     loaded = sitefile.load(site)
     lab.down(loaded)
-    up = onehci("lab", "up", "--standin", str(site))
+    up = onehci("lab", "up", str(site))
     assert up.returncode == 0, up.stderr[-3000:]
     first = onehci("deploy", str(site))
     assert first.returncode == 0, first.stderr[-3000:]

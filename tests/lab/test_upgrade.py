@@ -1,10 +1,11 @@
 """`onehci upgrade` on a 2-node lab of its own (tests/lab/upgrade-site.yml: upg1 frontend + MooseFS
-master + kvm + chunkserver, upg2 kvm + chunkserver + metalogger) with the OpenNebula stand-in.
+master + kvm + chunkserver, upg2 kvm + chunkserver + metalogger) with OpenNebula built from its source.
 
-A newer opennebula-node-kvm is published in the lab's stand-in repository: `--check` lists it on
-both nodes and changes nothing; the upgrade takes upg2 first and upg1 (master and frontend) last,
-each node healthy before the next, data intact. Then an upgrade that breaks libvirt on upg2 stops
-there with upg1 untouched, and once upg2 is set right the same command continues at upg2."""
+A newer build of the OpenNebula packages is published in the lab's repository: `--check` lists it
+on both nodes and changes nothing; the upgrade takes upg2 first and upg1 (master and frontend) last,
+each node healthy before the next (oned restarted on upg1, a fresh monitoring round of each host),
+data intact. Then an upgrade that breaks libvirt on upg2 stops there with upg1 untouched, and once
+upg2 is set right the same command continues at upg2."""
 
 from __future__ import annotations
 
@@ -17,16 +18,16 @@ from pathlib import Path
 import pytest
 
 from installer import journal, lab, sitefile, state
-from installer.lab.standin import packages
-from tests.lab.helpers import sh, tree_hash, write_data
+from installer.lab import onebuild
+from tests.lab.helpers import repack, sh, tree_hash, write_data
 
 SOURCE = Path(__file__).with_name("upgrade-site.yml")
 MOUNT = "/var/lib/one/datastores"
 DATA = f"{MOUNT}/upgrade-test"
 PKG = "opennebula-node-kvm"
-OLD = packages.VERSION
-NEW = f"{packages.ONE_VERSION}-2~onehci.standin"
-NEWER = f"{packages.ONE_VERSION}-3~onehci.standin"
+OLD = f"{onebuild.VERSION}-{onebuild.REVISION}"
+NEW = f"{onebuild.VERSION}-1~onehci2"
+NEWER = f"{onebuild.VERSION}-1~onehci3"
 NODES = ["upg1", "upg2"]
 HOOK = "/etc/apt/apt.conf.d/99onehci-test-break-libvirt"
 LIBVIRT = "libvirtd.service libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket"
@@ -37,6 +38,7 @@ class Cloud:
         self.site = site
         self.loaded = sitefile.load(site)
         self.hash = ""
+        self.newer: list[Path] = []
 
     def onehci(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "installer", *args, str(self.site)], capture_output=True,
@@ -46,8 +48,9 @@ class Cloud:
         return sh(self.loaded, node, f"dpkg-query -W -f '${{Version}}' {PKG}").stdout.strip()
 
     def publish(self, version: str) -> None:
-        made = packages.publish(lab.lab_dir(self.loaded) / "standin-repo", [PKG], version)
-        assert [p.name for p in made] == [f"{PKG}_{version}_all.deb"]
+        """Every package of the lab's build again, as VERSION, beside the build (and earlier ones)."""
+        self.newer += repack(onebuild.ensure().paths(), version.rsplit("-", 1)[1], self.site.parent / version)
+        lab.publish_opennebula(self.loaded, self.newer)
 
     def history(self) -> list[dict]:
         folder = state.state_dir(self.site) / "operations" / "history"
@@ -61,7 +64,7 @@ def cloud(tmp_path_factory):
     c = Cloud(work / "site.yml")
     lab.down(c.loaded)
     try:
-        up = c.onehci("lab", "up", "--standin")
+        up = c.onehci("lab", "up")
         assert up.returncode == 0, up.stderr[-3000:]
         deployed = c.onehci("deploy")
         assert deployed.returncode == 0, deployed.stderr[-3000:]
@@ -117,7 +120,7 @@ def test_upgrade_takes_one_node_at_a_time_master_and_frontend_last(cloud):
 def test_a_node_that_does_not_come_back_stops_the_upgrade_and_the_rerun_continues(cloud):
     cloud.publish(NEWER)
     # the upgrade itself breaks upg2: once dpkg has run there, libvirt is stopped and masked,
-    # so the stand-in's monitoring puts the host in ERROR
+    # which status names (libvirt upg2) and OpenNebula cannot monitor
     sh(cloud.loaded, "upg2", f"echo 'DPkg::Post-Invoke {{ \"systemctl mask --now {LIBVIRT} || true\"; }};' > {HOOK}")
     try:
         proc = cloud.onehci("upgrade", "--json", "--timeout", "120")
@@ -126,7 +129,7 @@ def test_a_node_that_does_not_come_back_stops_the_upgrade_and_the_rerun_continue
         assert "stopped_at" in report, proc.stderr[-3000:]  # refused before upg2: the reason is on stderr
         assert (report["ok"], report["stopped_at"], report["untouched"]) == (False, "upg2", ["upg1"]), report
         assert "upgrade stopped at upg2" in proc.stderr and "upg1 not touched" in proc.stderr
-        assert "ERROR" in report["error"], report["error"]
+        assert "libvirt" in report["error"], report["error"]
         assert "Traceback" not in proc.stderr
         assert (cloud.version("upg2"), cloud.version("upg1")) == (NEWER, NEW)  # upg1 untouched
         stopped = journal.current(cloud.site)
