@@ -1,4 +1,4 @@
-"""The whole cloud on the 3-node lab with the OpenNebula stand-in: first deploy (MooseFS,
+"""The whole cloud on the 3-node lab with OpenNebula built from its source: first deploy (MooseFS,
 OpenNebula, registration, hosts monitored), second deploy, and `onehci status`.
 Run as root: .venv/bin/python bench/cloud_deploy.py (about 6 minutes; tears the lab down and up,
 so not beside the lab tests)."""
@@ -30,7 +30,7 @@ def timed(*args: str, ok=(0,)) -> float:
 def main() -> None:
     loaded = sitefile.load(SITE)
     lab.down(loaded)
-    lab.up(loaded, standin=True)
+    lab.up(loaded)
     first = timed("deploy")
     second = timed("deploy")
     status = [timed("status") for _ in range(5)]

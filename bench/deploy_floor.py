@@ -39,7 +39,7 @@ def installed_by_deploy(loaded, node: str) -> list[str]:
 
 def fresh_lab(loaded) -> None:
     lab.down(loaded)
-    lab.up(loaded, standin=True)
+    lab.up(loaded)
 
 
 def main() -> None:
@@ -51,8 +51,18 @@ def main() -> None:
     packages = {node.hostname: installed_by_deploy(loaded, node.hostname) for node in loaded.site.nodes}
     fresh_lab(loaded)
 
+    repo = lab.opennebula_repo(loaded)
+    # the OpenNebula repository as the opennebula_repo role sets it (key, signed source, no proxy):
+    # the floor's fresh nodes install from it too
+    source = (f"python3 -c \"import urllib.request as u; open('/etc/apt/keyrings/opennebula.asc', 'wb')"
+              f".write(u.urlopen('{repo['key_url']}').read())\" && echo 'deb [signed-by=/etc/apt/keyrings/"
+              f"opennebula.asc] {repo['url']} {repo['suite']} {' '.join(repo['components'])}' "
+              f"> /etc/apt/sources.list.d/opennebula.list && echo 'Acquire::http::Proxy::{repo['url'].split('/')[2].split(':')[0]} "
+              f"\"DIRECT\";' > /etc/apt/apt.conf.d/02onehci-opennebula-direct && ")
+
     def floor(node: str) -> float:
         argv = lab.nsenter_argv(loaded, node, ["env", "DEBIAN_FRONTEND=noninteractive", "sh", "-c",
+                                                "mkdir -p /etc/apt/keyrings && " + source +
                                                 "apt-get update -qq && apt-get install -y -qq " + " ".join(packages[node])])
         return timed(argv)
 

@@ -1,4 +1,4 @@
-"""`onehci rebuild` of a live node and of a dead one on the 3-node lab (stand-in OpenNebula), and
+"""`onehci rebuild` of a live node and of a dead one on the 3-node lab (OpenNebula built from its source), and
 `onehci add-node` of a fourth node: time from the command to status green, the OS reinstall
 (`lab reinstall`, the journal's reinstall step) shown apart.
 Run as root: .venv/bin/python bench/rebuild.py (about 15 minutes; a lab of its own, "rbench", made
@@ -60,7 +60,7 @@ def main() -> None:
     site.write_text(bench_site(profile_site("lab").read_text()))
     loaded = sitefile.load(site)
     lab.down(loaded)
-    lab.up(loaded, standin=True)
+    lab.up(loaded)
     onehci(site, "deploy")
     write_data(loaded, "rbn1", "/var/lib/one/datastores/bench", files=16, mib=16)  # 256 MiB: the drain copies chunks
     print(f"rebuild of a live node (rbn3): {measured(site, 'rebuild', 'rbn3', '--yes')}", flush=True)

@@ -47,7 +47,7 @@ def main() -> None:
     loaded = sitefile.load(site)
     lab.down(loaded)
     try:
-        onehci("lab", "up", "--standin", str(site))
+        onehci("lab", "up", str(site))
         onehci("deploy", str(site))
         lab.node_exec(loaded, "rec1", ["sh", "-c", "mkdir -p /var/lib/one/datastores/bench && for i in 1 2 3 4; do "
                                        "head -c 8M /dev/urandom > /var/lib/one/datastores/bench/f$i; done; sync"])

@@ -1,5 +1,5 @@
 """Rolling upgrade time per node on the 2-node upgrade lab (tests/lab/upgrade-site.yml) with the
-OpenNebula stand-in: a newer opennebula-node-kvm is published in the lab's repository, then
+OpenNebula built from its source: a newer build of its packages is published in the lab's repository, then
 `onehci upgrade --json` runs and each node's time (simulate, disable and flush, apt-get upgrade,
 restarts, MooseFS copies, host monitored, status green) is read from its journal step.
 Also times `onehci upgrade --check` and a second `onehci upgrade` with nothing left to upgrade.
@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from installer import lab, sitefile  # noqa: E402
-from installer.lab.standin import packages  # noqa: E402
+from installer.lab import onebuild  # noqa: E402
+from tests.lab.helpers import repack  # noqa: E402
 
 SOURCE = Path(__file__).resolve().parent.parent / "tests" / "lab" / "upgrade-site.yml"
 
@@ -41,10 +42,9 @@ def main() -> None:
         loaded = sitefile.load(site)
         lab.down(loaded)
         try:
-            timed(site, "lab", "up", "--standin")
+            timed(site, "lab", "up")
             timed(site, "deploy")
-            packages.publish(lab.lab_dir(loaded) / "standin-repo", ["opennebula-node-kvm"],
-                             f"{packages.ONE_VERSION}-2~onehci.standin")
+            lab.publish_opennebula(loaded, repack(onebuild.ensure().paths(), "1~onehci2", Path(work) / "newer"))
             check, _ = timed(site, "upgrade", "--check")
             total, out = timed(site, "upgrade", "--json")
             again, out2 = timed(site, "upgrade", "--json")

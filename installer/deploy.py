@@ -48,7 +48,7 @@ def inventory_for(loaded, plan: Plan | None = None, *, format_consent: list[str]
                            known_hosts=str(known_hosts), format_consent=list(format_consent),
                            oneadmin_password_file=str(state.oneadmin_password_file(loaded.path)),
                            opennebula_repo=opennebula_repo(loaded), marked=storage.marks(loaded.path),
-                           master_options=lab.moosefs_master_options(loaded))
+                           role_vars=lab.role_variables(loaded))
 
 
 def learn_host_keys(nodes, known_hosts: Path, ssh_key: str | None) -> None:

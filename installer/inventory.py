@@ -15,10 +15,10 @@ GROUPS = ("mfs_master", "mfs_metalogger", "mfs_chunkserver", "frontend", "kvm")
 def build_inventory(site, plan: Plan, *, ssh_key: str | None = None, known_hosts: str | None = None,
                     format_consent: list[str] = (), oneadmin_password_file: str | None = None,
                     opennebula_repo: dict | None = None, marked: dict[str, list[str]] | None = None,
-                    master_options: dict | None = None) -> dict:
+                    role_vars: dict | None = None) -> dict:
     """The inventory as the dict ansible-runner takes (YAML inventory structure).
     `opennebula_repo` ({url, trusted, ...}: docs/roles/opennebula_repo.md) replaces OpenNebula's
-    own repository, e.g. with the lab's stand-in."""
+    own repository, e.g. with the lab's."""
     mgmt, vms = site.networks.management, site.networks.vms
     hosts = {}
     for node in plan.nodes:
@@ -59,8 +59,7 @@ def build_inventory(site, plan: Plan, *, ssh_key: str | None = None, known_hosts
     }
     if ssh_key:
         allvars["ansible_ssh_private_key_file"] = ssh_key
-    if master_options:
-        allvars["moosefs_master__options"] = dict(master_options)
+    allvars.update(role_vars or {})  # role variables the caller sets (the lab's: installer.lab.role_variables)
     if oneadmin_password_file:
         allvars["onehci_oneadmin_password_file"] = oneadmin_password_file
     if opennebula_repo:

@@ -52,7 +52,7 @@ def test_no_password_hash_or_key_content_in_inventory(tmp_path):
 
 
 def test_a_drain_in_progress_and_the_labs_master_options_reach_the_roles():
-    inv = _inventory("lab", marked={"lab3": ["serial:lab3-chunk1"]}, master_options={"CHUNKS_LOOP_MIN_TIME": 60})
+    inv = _inventory("lab", marked={"lab3": ["serial:lab3-chunk1"]}, role_vars={"moosefs_master__options": {"CHUNKS_LOOP_MIN_TIME": 60}})
     hosts = inv["all"]["hosts"]
     assert hosts["lab3"]["moosefs_chunkserver__marked_for_removal"] == ["serial:lab3-chunk1"]
     assert "moosefs_chunkserver__marked_for_removal" not in hosts["lab2"]

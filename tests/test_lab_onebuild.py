@@ -107,3 +107,24 @@ def test_versions_say_where_they_come_from_and_lose_to_opennebulas_own():
     assert "onehci" in ours
     # dpkg's own comparison: OpenNebula's 7.0.2-1 upgrades ours
     assert subprocess.run(["dpkg", "--compare-versions", ours, "lt", f"{onebuild.VERSION}-1"]).returncode == 0
+
+
+def test_a_build_that_fails_names_the_step_and_keeps_the_cached_build(tmp_path, monkeypatch):
+    """A patch that does not apply to the real source: one line naming it and its log; the
+    packages an earlier build left in the cache stay as they were, and nothing else is added."""
+    source = onebuild.default_source()
+    monkeypatch.setattr(onebuild, "CACHE", tmp_path / "cache")
+    bad = tmp_path / "0002-does-not-apply.patch"
+    bad.write_text("--- a/SConstruct\n+++ b/SConstruct\n@@ -1,1 +1,1 @@\n-no such line\n+other line\n")
+    monkeypatch.setattr(onebuild, "patches", lambda: [*sorted((onebuild.DATA / "patches").glob("*.patch")), bad])
+    earlier = tmp_path / "cache" / f"{onebuild.VERSION}-earlier"
+    earlier.mkdir(parents=True)
+    (earlier / "manifest.json").write_text("{}")
+    with pytest.raises(OnehciError) as err:
+        onebuild.ensure(source)
+    message = str(err.value)
+    assert message.startswith("the patch 0002-does-not-apply.patch failed (exit 1): ")
+    assert "nothing was published and an earlier build is kept" in message and "build.log" in message
+    cache = sorted(p.name for p in (tmp_path / "cache").iterdir() if not p.name.startswith("."))
+    assert cache == [earlier.name, f"stage-{onebuild.VERSION}-{onebuild.stage_key()}.partial"]  # no build added
+    assert (earlier / "manifest.json").read_text() == "{}"

@@ -23,6 +23,11 @@ def _show(lab, as_json: bool) -> None:
         ssh = "-" if n.ssh is None else ("ok" if n.ssh else "no")
         shown = ", ".join(f"{link} -> {dev}" for link, dev in n.disks.items()) or "-"
         click.echo(f"{n.hostname:12} {n.ip:15} {'running' if n.running else 'stopped':8} {ssh:4} {shown}")
+    from installer.lab import core
+
+    if not core.FIREEDGE:
+        click.echo("FireEdge not installed in the lab: its web UI is not part of the lab's OpenNebula build "
+                   "(docs/lab.md, Limits)", err=True)
     repo = f"OpenNebula {lab.opennebula_version} from {lab.opennebula_repo}" if lab.opennebula_repo else "no OpenNebula repository"
     click.echo(f"bridge {lab.bridge} ({lab.address}), apt proxy {lab.apt_proxy or 'off'}, {repo}, "
                f"ssh -i {lab.ssh_key} root@IP", err=True)

@@ -267,9 +267,12 @@ def opennebula_repo(loaded) -> dict | None:
 LAB_MASTER_OPTIONS = {"CHUNKS_LOOP_MIN_TIME": 60}
 
 
-def moosefs_master_options(loaded) -> dict:
-    """mfsmaster.cfg settings for the site's master when it runs as a lab; {} otherwise."""
-    return dict(LAB_MASTER_OPTIONS) if state.read_json(_state_file(loaded), {}).get("nodes") else {}
+def role_variables(loaded) -> dict:
+    """Role variables for the site when it runs as a lab ({} otherwise): MooseFS's chunk loop at
+    its floor, and no FireEdge while the lab's OpenNebula build has none."""
+    if not state.read_json(_state_file(loaded), {}).get("nodes"):
+        return {}
+    return {"moosefs_master__options": dict(LAB_MASTER_OPTIONS), "opennebula_frontend__fireedge": FIREEDGE}
 
 
 def _node_running(rec: dict) -> bool:

@@ -275,12 +275,12 @@ def ensure(source: Path | None = None, *, fireedge: bool = False, say: Say = lam
 def _build(source: Path, fireedge: bool, say: Say) -> Build:
     key = build_key(fireedge=fireedge)
     final = CACHE / f"{VERSION}-{key}"
+    started = time.monotonic()
+    stage = _staged(source, fireedge, say)
     work = final.with_name(final.name + ".partial")
     if work.exists():  # an interrupted build: start over
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    started = time.monotonic()
-    stage = _staged(source, fireedge, say)
     log = work / "package.log"
     say("  splitting the staged tree into packages")
     debs_dir = work / "debs"
