@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from installer import lab, one, state
+from installer import ansible, lab, one, state
 from installer.errors import OnehciError
 from tests.lab.conftest import onehci
 from tests.lab.helpers import blank_vm, sh, terminate, wait_for
@@ -171,8 +171,9 @@ def test_registration_limited_to_a_host_looks_at_that_host_only(cloud):
 def test_a_host_that_cannot_be_monitored_fails_the_wait_with_opennebulas_error_then_recovers(cloud):
     client = cloud.client()
     # the frontend's monitoring copies its drivers to /var/tmp/one on the host first: a file in
-    # the way fails every round (SSH itself would not do: oneadmin's connections are multiplexed)
-    sh(cloud.loaded, "lab3", "mv /var/tmp/one /var/tmp/one.away && touch /var/tmp/one")
+    # the way fails every round (SSH itself would not do: oneadmin's connections are multiplexed),
+    # and the monitoring agent already running there stops sending
+    sh(cloud.loaded, "lab3", "mv /var/tmp/one /var/tmp/one.away && touch /var/tmp/one && { pkill -f '[m]onitord-client.rb' || true; }")
     try:
         one.monitor_again(client, {h.NAME: h for h in client.hostpool.info().HOST}["lab3"])
         said: list[str] = []
@@ -212,13 +213,16 @@ def test_hosts_stay_monitored_with_only_the_explicit_firewall_rules(cloud, tmp_p
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(onehci("inventory", cloud.site).stdout)
 
-    def playbook(accept: str) -> None:
+    def playbook(accept: bool) -> None:
+        env = {**os.environ, **ansible.strategy_env(), "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+               "ANSIBLE_PIPELINING": "True"}
         run = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory),
-                              str(ROOT / "playbooks/site.yml"), "-e", f"common__firewall_accept_cluster={accept}"],
-                             capture_output=True, text=True, env={**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles")})
+                              str(ROOT / "playbooks/site.yml"), "-e",
+                              json.dumps({"common__firewall_accept_cluster": accept})],
+                             capture_output=True, text=True, env=env)
         assert run.returncode == 0, run.stdout[-3000:]
 
-    playbook("false")
+    playbook(False)
     try:
         ruleset = sh(cloud.loaded, "lab1", "nft list chain inet onehci input").stdout
         assert "ip saddr @cluster4 accept" not in ruleset  # the blanket rule is gone
@@ -229,7 +233,7 @@ def test_hosts_stay_monitored_with_only_the_explicit_firewall_rules(cloud, tmp_p
         assert one.wait_monitored(client, KVM, timeout=150, say=lambda _m: None, interval=2) == \
             {h: "MONITORED" for h in KVM}
     finally:
-        playbook("true")
+        playbook(True)
     assert "ip saddr @cluster4 accept" in sh(cloud.loaded, "lab1", "nft list chain inet onehci input").stdout
 
 
