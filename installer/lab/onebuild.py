@@ -30,6 +30,7 @@ from pathlib import Path
 
 from installer import state
 from installer.errors import OnehciError
+from installer.lab import fireedge as fireedge_build
 
 VERSION = "7.0.2"
 SOURCE_NAME = f"opennebula-{VERSION}.tar.gz"
@@ -94,7 +95,7 @@ PACKAGES = (
              "usr/bin/qemu-kvm-one-gen")),
     Package("opennebula-fireedge", "OpenNebula FireEdge: the web UI",
             "FireEdge, OpenNebula's web interface (Sunstone), served by Node.js on port 2616.",
-            (f"opennebula-common (= {VERSION}-{REVISION})", "nodejs"),
+            (f"opennebula-common (= {VERSION}-{REVISION})", "nodejs (>= 18)", "nodejs (<< 19)", "libzmq5"),
             ("usr/lib/one/fireedge/", "etc/one/fireedge/", "etc/one/fireedge-server.conf", "usr/bin/fireedge-server",
              "lib/systemd/system/opennebula-fireedge.service", "etc/logrotate.d/opennebula-fireedge")),
     Package("opennebula-libs", "OpenNebula Ruby libraries",
@@ -332,9 +333,7 @@ def _staged(source: Path, fireedge: bool, say: Say) -> Path:
     say(f"  compiling (scons -j{os.cpu_count() or 1})")
     _run(["scons", f"-j{os.cpu_count() or 1}", *SCONS_OPTIONS], tree, log, "the compilation (scons)")
     if fireedge:
-        from installer.lab import fireedge as fireedge_build
-
-        say("  building FireEdge (npm)")
+        say("  building FireEdge (npm ci, then webpack: about 6 minutes)")
         fireedge_build.build(tree / "src/fireedge", log, _run)
     say("  staging the installation (install.sh)")
     stage = work / "stage"
@@ -342,6 +341,9 @@ def _staged(source: Path, fireedge: bool, say: Say) -> Path:
     _run(["./install.sh", "-u", "root", "-g", "root"], tree, log, "install.sh", env={"DESTDIR": str(stage)})
     if not (stage / "usr/bin/oned").exists():
         raise OnehciError(f"install.sh staged no oned; see {log}")
+    if fireedge:
+        kept = fireedge_build.prune(stage / "usr/lib/one/fireedge")
+        say(f"  FireEdge: the {len(kept)} npm packages its server loads kept, build tools and source maps left out")
     for target, (origin, mode) in EXTRAS.items():
         if "fireedge" in target and not fireedge:
             continue

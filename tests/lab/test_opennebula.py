@@ -212,12 +212,15 @@ def test_hosts_stay_monitored_with_only_the_explicit_firewall_rules(cloud, tmp_p
     of every host passes. Then the default comes back."""
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(onehci("inventory", cloud.site).stdout)
+    firewall = tmp_path / "firewall.yml"  # the preflight and the role that owns the ruleset, nothing else
+    firewall.write_text(f"- import_playbook: {ROOT / 'playbooks/preflight.yml'}\n"
+                        "- hosts: all\n  gather_facts: false\n  roles: [common]\n")
 
     def playbook(accept: bool) -> None:
         env = {**os.environ, **ansible.strategy_env(), "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
                "ANSIBLE_PIPELINING": "True"}
         run = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory),
-                              str(ROOT / "playbooks/site.yml"), "-e",
+                              str(firewall), "-e",
                               json.dumps({"common__firewall_accept_cluster": accept})],
                              capture_output=True, text=True, env=env)
         assert run.returncode == 0, run.stdout[-3000:]
