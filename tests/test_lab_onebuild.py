@@ -93,11 +93,13 @@ def test_the_cache_key_follows_the_source_the_patches_and_the_recipe(tmp_path):
     assert onebuild.build_key(source_sha256="0" * 64) != base
     assert onebuild.build_key(recipe=onebuild.RECIPE + 1) != base
     assert onebuild.build_key(fireedge=True) != base
-    patch = tmp_path / onebuild.patches()[0].name
-    shutil.copyfile(onebuild.patches()[0], patch)
-    assert onebuild.build_key(patch_files=[patch]) == base
-    patch.write_text(patch.read_text() + "\n")
-    assert onebuild.build_key(patch_files=[patch]) != base
+    copies = [tmp_path / p.name for p in onebuild.patches()]
+    for original, copy in zip(onebuild.patches(), copies):
+        shutil.copyfile(original, copy)
+    assert onebuild.build_key(patch_files=copies) == base
+    copies[0].write_text(copies[0].read_text() + "\n")
+    assert onebuild.build_key(patch_files=copies) != base
+    assert onebuild.build_key(patch_files=copies[1:]) != base  # a patch fewer
 
 
 def test_versions_say_where_they_come_from_and_lose_to_opennebulas_own():

@@ -187,16 +187,18 @@ class Build:
 # --- inputs ----------------------------------------------------------------------------------
 
 
+SHARED_VENDOR = Path("/work/shared/vendor")  # where the development and CI machines keep third-party sources
+
+
 def default_source() -> Path:
     """Where the release tarball is: $ONEHCI_OPENNEBULA_SOURCE, else ../shared/vendor next to
-    this checkout (the project's own tree never holds third-party sources)."""
+    this checkout or the current directory, else the machines' shared vendor directory (the
+    project's own tree never holds third-party sources)."""
     if os.environ.get("ONEHCI_OPENNEBULA_SOURCE"):
         return Path(os.environ["ONEHCI_OPENNEBULA_SOURCE"])
     top = Path(__file__).resolve().parents[2]
-    for candidate in (top.parent / "shared/vendor" / SOURCE_NAME, Path.cwd().parent / "shared/vendor" / SOURCE_NAME):
-        if candidate.exists():
-            return candidate
-    return top.parent / "shared/vendor" / SOURCE_NAME
+    candidates = [top.parent / "shared/vendor", Path.cwd().parent / "shared/vendor", SHARED_VENDOR]
+    return next((c / SOURCE_NAME for c in candidates if (c / SOURCE_NAME).exists()), candidates[0] / SOURCE_NAME)
 
 
 def sha256(path: Path) -> str:

@@ -244,7 +244,13 @@ def upgrade_node(loaded, plan, name: str, *, timeout: float = TIMEOUT, say: Say 
             one.monitor_again(client, hosts.find_host(client, name))
         else:
             hosts.set_state(client, name, hosts.ENABLE)
-        hosts.wait_monitored(client, name, timeout=timeout, say=say)  # ERROR: failed unless it recovers
+        try:
+            hosts.wait_monitored(client, name, timeout=timeout, say=say)  # ERROR: failed unless it recovers
+        except OnehciError as exc:
+            # OpenNebula's message for a host in ERROR is often empty: status says what is wrong there
+            here = [c for c in status.gather(loaded, plan).checks
+                    if c.colour != status.GREEN and c.component.endswith(f" {name}")]
+            raise OnehciError(f"{exc}" + (f"; on {name}: {_lines(here)}" if here else "")) from None
     result = _wait_status(loaded, plan, timeout, say)
     record["status"] = result.verdict
     record["not_green"] = [c.component for c in result.checks if c.colour != status.GREEN]
