@@ -17,6 +17,7 @@ from pathlib import Path
 
 from installer import state
 from installer.errors import OnehciError
+from installer.inventory import to_yaml
 from installer.resources import data_dir
 
 
@@ -113,10 +114,14 @@ def run_playbook(site_path: Path, inventory: dict, playbook: str, *, limit: list
     cmdline = "--check --diff" if check else None
     # the ansible-playbook installed next to this Python (a venv need not be on PATH)
     path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    # written here, not handed to ansible-runner as a dict: it would dump it as JSON, and the
+    # !unsafe marks (values from site.yml are never templated) would be lost
+    hosts_file = run_dir / "inventory" / "hosts.yml"
+    state.write_private(hosts_file, to_yaml(inventory).encode())
     runner = ansible_runner.run(
         private_data_dir=str(run_dir),
         playbook=str(playbook_path),
-        inventory=inventory,
+        inventory=str(hosts_file),
         extravars=extravars or {},
         limit=",".join(limit) if limit else None,
         forks=forks or max(hosts, 5),

@@ -15,9 +15,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from installer.checks import APT_PROXY_PORT as PORT
 from installer.errors import OnehciError
 
-PORT = 3142
 PACKAGE_CONFIG = Path("/etc/apt-cacher-ng")
 CACHE_DIR = Path("/var/cache/onehci/apt-cacher-ng")
 

@@ -20,7 +20,7 @@ LineOf = Callable[[tuple[Any, ...]], "int | None"]
 def check(site: Site, line_of: LineOf) -> list[Finding]:
     """Every cross-field error and warning of a site that passed field validation."""
     findings: list[Finding] = []
-    for rule in (_unique_names, _addresses, _vms_network, _roles, _disks, _allocation):
+    for rule in (_unique_names, _addresses, _vms_network, _roles, _disks, _allocation, _ports):
         findings.extend(rule(site, line_of))
     return findings
 
@@ -185,3 +185,13 @@ def _allocation(site: Site, line_of: LineOf) -> Iterator[Finding]:
         ipplan.allocate(site)
     except ipplan.PoolExhausted as exc:
         yield _error(("networks", "management", "pool" if site.networks.management.pool else "cidr"), str(exc))
+
+
+APT_PROXY_PORT = 3142  # apt-cacher-ng on the bootstrap address (installer/aptcache.py)
+
+
+def _ports(site: Site, line_of: LineOf) -> Iterator[Finding]:
+    boot = site.bootstrap
+    if boot.apt_proxy and boot.http_port == APT_PROXY_PORT:
+        yield _error(("bootstrap", "http_port"), f"{APT_PROXY_PORT} is apt-cacher-ng's port on the boot server "
+                     "(bootstrap.apt_proxy): give the boot server's HTTP another one, e.g. 8080")

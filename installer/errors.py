@@ -3,7 +3,16 @@ technician; the CLI turns them into one line (or one line per problem) and exit 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # control characters, C0 and C1
+
+
+def printable(text: str) -> str:
+    """TEXT safe to show on a terminal or in a log line: control characters (an escape sequence,
+    a newline splitting a line) written as \\xNN."""
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 class OnehciError(Exception):
@@ -24,7 +33,7 @@ class Problem:
         where = f"{self.file}:{self.line}" if self.line else self.file
         field = f" {self.field}:" if self.field else ""
         kind = " warning:" if self.severity == "warning" else ""
-        return f"{where}{field}{kind} {self.message}"
+        return printable(f"{where}{field}{kind} {self.message}")
 
     def as_dict(self) -> dict:
         return {"file": self.file, "line": self.line, "field": self.field,

@@ -3,9 +3,16 @@
 Only addresses, names, roles and disk names go in: no secret is ever part of an inventory
 (the oneadmin password goes by the path of its file on the control machine, read by the
 frontend role under no_log).
+
+Every value comes from site.yml or is derived from it, and Ansible templates whatever it is not
+told to leave alone: a `{{ lookup('pipe', ...) }}` in a value would run on the control machine.
+So the inventory reaches Ansible as YAML (`to_yaml`) with every string tagged `!unsafe`,
+Ansible's own mark for data that is never templated; `onehci inventory` prints the same text.
 """
 
 from __future__ import annotations
+
+import yaml
 
 from installer.plan import Plan
 
@@ -65,3 +72,27 @@ def build_inventory(site, plan: Plan, *, ssh_key: str | None = None, known_hosts
     if opennebula_repo:
         allvars["onehci_opennebula_repo"] = dict(opennebula_repo)
     return {"all": {"hosts": hosts, "vars": allvars, "children": groups}}
+
+
+class _Unsafe(str):
+    """A string Ansible must never template."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(_Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", str(value)))
+
+
+def _mark(value):
+    if isinstance(value, dict):
+        return {key: _mark(item) for key, item in value.items()}  # keys are names onehci chose
+    if isinstance(value, (list, tuple)):
+        return [_mark(item) for item in value]
+    return _Unsafe(value) if isinstance(value, str) else value
+
+
+def to_yaml(inventory: dict) -> str:
+    """The inventory as YAML for Ansible, every string value tagged !unsafe."""
+    return yaml.dump(_mark(inventory), Dumper=_Dumper, sort_keys=False, default_flow_style=False)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from installer import node_packages
-from installer.errors import OnehciError
+from installer.errors import CONTROL, OnehciError, printable
 from installer.resources import data_dir
 
 DEFAULT_NETBOOT = Path("/usr/lib/debian-installer/images/12/amd64/text")
@@ -67,17 +67,35 @@ def kernel_cmdline(site, node, base_url: str) -> str:
     return " ".join(parts + console + ["---"] + (console or ["quiet"]))
 
 
+def shell_quote(value) -> str:
+    """VALUE as one single-quoted shell word, whatever it holds (the site's values are checked
+    already: this is the second line of defence)."""
+    return "'" + str(value).replace("'", "'\"'\"'") + "'"
+
+
+def _one_line(value):
+    """Jinja's finalize: nothing rendered into a boot file (preseed, GRUB, pxelinux, dnsmasq,
+    shell) may split a line or carry a terminal escape."""
+    if isinstance(value, str) and CONTROL.search(value):
+        raise OnehciError(f"'{printable(value)[:80]}' would break a line of the boot files (it holds a control "
+                          "character); nothing was written")
+    return value
+
+
 def _environment():
     import jinja2
 
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_dir("pxe"))),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
         autoescape=False,
+        finalize=_one_line,
     )
+    env.filters["shell_quote"] = shell_quote
+    return env
 
 
 def netboot_files(netboot: Path) -> dict[str, CopyOf]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import urllib.parse
 import zoneinfo
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -25,7 +26,12 @@ _MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _LOCALE = re.compile(r"^[a-z]{2,3}_[A-Z]{2}(\.UTF-8)?$")
 _KEYMAP = re.compile(r"^[a-z]{2,8}(-[a-z0-9]+)?$")
-_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[^\s]*)?$")
+# what udev itself puts in a /dev/disk/by-id name (others become '_' or \xNN escapes)
+_BY_ID_NAME = re.compile(r"[A-Za-z0-9#+:=@_][A-Za-z0-9#+.:=@_-]{0,254}")
+# a mirror's path: RFC 3986 unreserved characters, '/', '%' escapes and a few sub-delimiters;
+# no quote, space, brace, '$' or backquote reaches a shell, a template or a configuration line
+_URL_PATH = re.compile(r"(/[A-Za-z0-9._~%+,=@:-]*)*")
+_CONSOLE = re.compile(r"tty[A-Za-z]*[0-9]+(,[0-9]+[noe]?[5-8]?)?")
 _SHA512_CRYPT = re.compile(r"^\$6\$(rounds=\d{4,9}\$)?[./0-9A-Za-z]{1,16}\$[./0-9A-Za-z]{86}$")
 _YESCRYPT = re.compile(r"^\$y\$[./0-9A-Za-z]+\$[./0-9A-Za-z]{1,86}\$[./0-9A-Za-z]{43}$")
 _SERIAL = re.compile(r"^[A-Za-z0-9_.:+-]{1,64}$")
@@ -37,6 +43,12 @@ _SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-n
 def _type_name(value: object) -> str:
     return {bool: "true/false", int: "a number", float: "a number", dict: "a mapping",
             list: "a list", type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """A value as an error message shows it: cut short (a file that is not a site must not be
+    echoed whole)."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _need_str(value: object, what: str) -> str:
@@ -72,23 +84,34 @@ def _parse_network(value: object) -> netaddr.IPNetwork:
         raise ValueError(f"'{text}' has host bits set; the network is {net.cidr}")
     if net.prefixlen > 30:
         raise ValueError(f"'{text}' is too small: a /{net.prefixlen} has no room for hosts")
+    for special, what in _SPECIAL_NETWORKS:
+        if net in special or special in net:
+            raise ValueError(f"'{text}' is {what}, not a network of servers")
     return net
+
+
+_SPECIAL_NETWORKS = [(netaddr.IPNetwork("0.0.0.0/8"), "'this network' (0.0.0.0/8)"),
+                     (netaddr.IPNetwork("127.0.0.0/8"), "loopback (127.0.0.0/8)"),
+                     (netaddr.IPNetwork("224.0.0.0/4"), "multicast (224.0.0.0/4)"),
+                     (netaddr.IPNetwork("240.0.0.0/4"), "reserved (240.0.0.0/4)")]
 
 
 def _parse_mac(value: object) -> str:
     text = _need_str(value, "a MAC address like 52:54:00:12:34:56").lower()
-    if not _MAC.match(text):
-        raise ValueError(f"'{text}' is not a MAC address (six pairs of hex digits separated by ':' or '-')")
+    if not _MAC.fullmatch(text):
+        raise ValueError(f"'{_shown(text)}' is not a MAC address (six pairs of hex digits separated by ':' or '-')")
     mac = text.replace("-", ":")
     if int(mac[:2], 16) & 1:
         raise ValueError(f"'{mac}' is a multicast address, not a network card's")
+    if mac == "00:00:00:00:00:00":
+        raise ValueError("00:00:00:00:00:00 is no network card's address (a placeholder? run `onehci discover`)")
     return mac
 
 
 def _parse_hostname(value: object) -> str:
     text = _need_str(value, "a host name")
-    if not _LABEL.match(text) or text.isdigit():
-        raise ValueError(f"'{text}' is not a valid host name: use 1-63 lowercase letters, digits "
+    if not _LABEL.fullmatch(text) or text.isdigit():
+        raise ValueError(f"'{_shown(text)}' is not a valid host name: use 1-63 lowercase letters, digits "
                          "and '-', not starting or ending with '-'")
     return text
 
@@ -96,8 +119,8 @@ def _parse_hostname(value: object) -> str:
 def _parse_domain(value: object) -> str:
     text = _need_str(value, "a DNS domain").rstrip(".")
     labels = text.split(".")
-    if len(text) > 253 or not all(_LABEL.match(lbl) for lbl in labels):
-        raise ValueError(f"'{text}' is not a valid DNS domain")
+    if len(text) > 253 or not all(_LABEL.fullmatch(lbl) for lbl in labels):
+        raise ValueError(f"'{_shown(text)}' is not a valid DNS domain")
     return text
 
 
@@ -134,30 +157,57 @@ def _parse_disk(value: object) -> DiskRef:
             extra = ", ".join(sorted(str(k) for k in value if k != "serial")) or "nothing"
             raise ValueError(f"a disk given as a mapping takes exactly one key, 'serial' (found: {extra})")
         serial = _need_str(value["serial"], "a disk serial number")
-        if not _SERIAL.match(serial):
-            raise ValueError(f"'{serial}' does not look like a disk serial number")
+        if not _SERIAL.fullmatch(serial):
+            raise ValueError(f"'{_shown(serial)}' does not look like a disk serial number")
         return DiskRef(serial=serial)
     text = _need_str(value, "a /dev/disk/by-id/ path or {serial: ...}")
     if text.startswith(_BY_ID) and len(text) > len(_BY_ID) and "/" not in text[len(_BY_ID):]:
+        if not _BY_ID_NAME.fullmatch(text[len(_BY_ID):]):
+            raise ValueError(f"'{_shown(text)}' is not a name udev makes under {_BY_ID}: those hold only letters, "
+                             "digits and # + - . : = @ _ (copy it from `ls /dev/disk/by-id` or `onehci discover`)")
         return DiskRef(by_id=text)
     if text.startswith("/dev/"):
-        raise ValueError(f"'{text}' can name another disk after a reboot; name it by "
+        raise ValueError(f"'{_shown(text)}' can name another disk after a reboot; name it by "
                          "/dev/disk/by-id/... or {serial: ...} (run `onehci discover` on the server to see them)")
-    raise ValueError(f"'{text}' is not a disk: use a /dev/disk/by-id/... path or {{serial: ...}}")
+    raise ValueError(f"'{_shown(text)}' is not a disk: use a /dev/disk/by-id/... path or {{serial: ...}}")
 
 
 Disk = Annotated[DiskRef, PlainValidator(_parse_disk), PlainSerializer(lambda d: d.to_data())]
 
 
+def _parse_mirror(value: str) -> str:
+    """An http(s) URL whose every part is what a Debian mirror's URL holds: it goes into apt
+    sources, the preseed, apt-cacher-ng's backends and the inventory."""
+    wrong = f"'{_shown(value)}' is not an http:// or https:// mirror URL"
+    if any(ord(c) < 0x21 or 0x7F <= ord(c) <= 0x9F for c in value):
+        raise ValueError(f"{wrong}: it holds a space or a control character")
+    parts = urllib.parse.urlsplit(value)
+    if "@" in parts.netloc:  # never shown: it may be a password
+        raise ValueError("a mirror URL with a user name or password is not accepted: every node would get it in "
+                         "its apt sources and the preseed is served on the LAN; use a mirror (or proxy) that needs none")
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    host_ok = bool(host) and all(_LABEL.fullmatch(label) for label in host.split("."))
+    if parts.scheme not in ("http", "https") or not host_ok or port == 0 or parts.query or parts.fragment \
+            or value.endswith(("?", "#")) or not _URL_PATH.fullmatch(parts.path):
+        raise ValueError(f"{wrong} (scheme, host name, port 1-65535, and a path of letters, digits and "
+                         "- . _ ~ % + , = @ : /)")
+    return value.rstrip("/")
+
+
 def _interface_name(value: str) -> str:
-    if not _IFNAME.match(value):
-        raise ValueError(f"'{value}' is not a Linux interface name (1-15 letters, digits, '_', '.', '-')")
+    if not _IFNAME.fullmatch(value) or value in (".", ".."):
+        raise ValueError(f"'{_shown(value)}' is not a Linux interface name (1-15 letters, digits, '_', '.', '-'; "
+                         "not . or ..)")
     return value
 
 
 def _parse_password_hash(value: object) -> str:
     text = _need_str(value, "a password hash")
-    if _SHA512_CRYPT.match(text) or _YESCRYPT.match(text):
+    if _SHA512_CRYPT.fullmatch(text) or _YESCRYPT.fullmatch(text):
         return text
     raise ValueError("is not a SHA-512 ($6$) or yescrypt ($y$) crypt hash; "
                      "run `onehci hash-password` and paste its output")
@@ -181,11 +231,14 @@ def _parse_ssh_key(value: object) -> str:
     # A structural check of the public key blob (no crypto library at start-up: it costs
     # 0.15 s on every command): base64, fields that fit exactly, the declared type inside.
     text = " ".join(_need_str(value, "an SSH public key line").split())
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text):
+        raise ValueError("this SSH key line holds a control character (in its comment?): copy the .pub file's "
+                         "line again")
     if "PRIVATE KEY" in text:
         raise ValueError("this is a private key; give the public key (the .pub file)")
     parts = text.split(" ")
     if len(parts) < 2 or parts[0] not in _SSH_KEY_TYPES:
-        raise ValueError(f"'{text[:40]}' is not an SSH public key line (type, base64 key, comment)")
+        raise ValueError(f"'{_shown(text, 40)}' is not an SSH public key line (type, base64 key, comment)")
     try:
         fields = _ssh_fields(base64.b64decode(parts[1], validate=True))
         if not fields or fields[0].decode("ascii") != parts[0]:
@@ -230,15 +283,15 @@ class Cluster(Strict):
     @field_validator("locale")
     @classmethod
     def _locale_form(cls, value: str) -> str:
-        if not _LOCALE.match(value):
-            raise ValueError(f"'{value}' is not a locale like fr_FR.UTF-8")
+        if not _LOCALE.fullmatch(value):
+            raise ValueError(f"'{_shown(value)}' is not a locale like fr_FR.UTF-8")
         return value if value.endswith(".UTF-8") else value + ".UTF-8"
 
     @field_validator("keyboard")
     @classmethod
     def _keymap_form(cls, value: str) -> str:
-        if not _KEYMAP.match(value):
-            raise ValueError(f"'{value}' is not a keyboard layout like fr or us")
+        if not _KEYMAP.fullmatch(value):
+            raise ValueError(f"'{_shown(value)}' is not a keyboard layout like fr or us")
         return value
 
 
@@ -294,17 +347,15 @@ class Bootstrap(Strict):
     @field_validator("console")
     @classmethod
     def _console(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^tty[A-Za-z]*[0-9]+(,[0-9]+[noe]?[5-8]?)?$", value):
-            raise ValueError(f"'{value}' is not a kernel console like ttyS0,115200n8")
+        if value is not None and not _CONSOLE.fullmatch(value):
+            raise ValueError(f"'{_shown(value)}' is not a kernel console like ttyS0,115200n8")
         return value
 
 
     @field_validator("mirror")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not _URL.match(value):
-            raise ValueError(f"'{value}' is not an http:// or https:// mirror URL")
-        return value.rstrip("/")
+        return _parse_mirror(value)
 
 
 class Access(Strict):

@@ -21,9 +21,16 @@ def site(tmp_path, monkeypatch):
     return path
 
 
+class _Loader(yaml.SafeLoader):
+    """Reads the !unsafe tag as the plain string it marks."""
+
+
+_Loader.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))
+
+
 def show(*args: str):
     result = CliRunner().invoke(cli, ["inventory", *args], catch_exceptions=False)
-    return result, (yaml.safe_load(result.stdout) if result.exit_code == 0 else None)
+    return result, (yaml.load(result.stdout, Loader=_Loader) if result.exit_code == 0 else None)
 
 
 def test_prints_the_inventory_of_deploy(site, tmp_path):
@@ -62,3 +69,33 @@ def test_site_and_profile_together_are_refused(site):
     result, _ = show(str(site), "--profile", "lab")
     assert (result.exit_code, result.stdout) == (1, "")
     assert "not both" in result.stderr
+
+
+def test_ansible_templates_no_value_of_the_printed_inventory(site):
+    """A value shaped like a template (a mirror path, as site.yml once let through) stays text
+    when Ansible itself reads the inventory: every string is tagged !unsafe."""
+    from ansible._internal._datatag._tags import TrustedAsTemplate
+    from ansible.parsing.utils.yaml import from_yaml
+
+    from installer.inventory import to_yaml
+
+    inventory = inventory_for(sitefile.load(site))
+    inventory["all"]["vars"]["onehci_mirror"] = "http://deb.debian.org/{{ lookup('pipe', 'id') }}"
+    loaded = from_yaml(TrustedAsTemplate().tag(to_yaml(inventory)))
+
+    def strings(value):
+        if isinstance(value, dict):
+            for item in value.values():
+                yield from strings(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from strings(item)
+        elif isinstance(value, str):
+            yield value
+
+    found = list(strings(loaded))
+    assert "http://deb.debian.org/{{ lookup('pipe', 'id') }}" in found and len(found) > 40
+    assert not [v for v in found if TrustedAsTemplate.is_tagged_on(v)]
+    # the same document without the tags: Ansible would template every one of them
+    plain = from_yaml(TrustedAsTemplate().tag(yaml.safe_dump(inventory)))
+    assert TrustedAsTemplate.is_tagged_on(plain["all"]["vars"]["onehci_mirror"])

@@ -58,3 +58,25 @@ def test_a_drain_in_progress_and_the_labs_master_options_reach_the_roles():
     assert "moosefs_chunkserver__marked_for_removal" not in hosts["lab2"]
     assert inv["all"]["vars"]["moosefs_master__options"] == {"CHUNKS_LOOP_MIN_TIME": 60}
     assert "moosefs_master__options" not in _inventory("lab")["all"]["vars"]  # a real site: MooseFS's defaults
+
+
+def test_ansible_playbook_never_evaluates_a_template_from_the_inventory(tmp_path):
+    """End to end with ansible-playbook itself: a lookup in a value is printed, not run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from installer.inventory import to_yaml
+
+    marker = tmp_path / "ran"
+    probe = f"{{{{ lookup('pipe', 'touch {marker} && echo EVALUATED') }}}}"
+    inventory = {"all": {"hosts": {"localhost": {"ansible_connection": "local", "probe": probe}},
+                         "vars": {"ansible_python_interpreter": sys.executable}}}
+    (tmp_path / "inventory.yml").write_text(to_yaml(inventory))
+    (tmp_path / "play.yml").write_text("- hosts: all\n  gather_facts: false\n  tasks:\n"
+                                       "    - ansible.builtin.debug:\n        var: probe\n")
+    run = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(tmp_path / "inventory.yml"),
+                          str(tmp_path / "play.yml")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "EVALUATED" not in run.stdout.replace("echo EVALUATED", "") and not marker.exists()
+    assert "lookup('pipe'" in run.stdout

@@ -8,7 +8,7 @@ import sys
 import click
 
 from installer import __version__
-from installer.errors import OnehciError, SiteInvalid
+from installer.errors import OnehciError, SiteInvalid, printable
 
 
 def debug_enabled() -> bool:
@@ -36,14 +36,14 @@ class OnehciGroup(click.Group):
         except OnehciError as exc:
             if debug_enabled():
                 raise
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {printable(str(exc))}", err=True)
             sys.exit(1)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit, KeyboardInterrupt):
             raise
         except Exception as exc:  # a bug: say so in one line unless --debug
             if debug_enabled():
                 raise
-            click.echo(f"internal error: {type(exc).__name__}: {exc} (this is a bug in onehci; "
+            click.echo(f"internal error: {type(exc).__name__}: {printable(str(exc))} (this is a bug in onehci; "
                        "run again with --debug for the traceback)", err=True)
             sys.exit(1)
 
