@@ -15,7 +15,9 @@ building twice changes nothing and `--diff` can show what a build would do.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -104,11 +106,19 @@ def netboot_files(netboot: Path) -> dict[str, CopyOf]:
         raise OnehciError(f"no Debian netboot tree at {netboot}: install it with "
                           f"`apt-get install {NETBOOT_PACKAGE}` or give --netboot PATH")
     files: dict[str, CopyOf] = {}
+    root = netboot.resolve()
     for path in sorted(netboot.rglob("*")):
         rel = path.relative_to(netboot).as_posix()
         if any(rel == r or rel.startswith(r + "/") for r in _REPLACED) or path.is_dir():
             continue
-        files[f"tftp/{rel}"] = CopyOf(path.resolve())
+        source = path.resolve()
+        if root not in source.parents:
+            raise OnehciError(f"{printable(str(path))} leads out of the netboot tree {root} (to {printable(str(source))}): "
+                              "nothing was written; give Debian's netboot tree as it is packaged")
+        if not source.stat().st_mode & 0o004:
+            raise OnehciError(f"{printable(str(path))} is not readable by everyone, as every file of a netboot tree "
+                              "is (served to the whole LAN over TFTP): nothing was written")
+        files[f"tftp/{rel}"] = CopyOf(source)
     # The signed shim asks for grubx64.efi at the TFTP root, not next to itself.
     files["tftp/grubx64.efi"] = CopyOf((netboot / "debian-installer/amd64/grubx64.efi").resolve())
     files["tftp/bootnetx64.efi"] = CopyOf((netboot / "debian-installer/amd64/bootnetx64.efi").resolve())
@@ -167,8 +177,20 @@ def _current(out: Path) -> set[str]:
     for managed in _MANAGED_DIRS:
         base = out / managed
         if base.is_dir():
-            found.update(p.relative_to(out).as_posix() for p in base.rglob("*") if p.is_file())
+            _inside(out, base)  # never list, nor delete, through a link to somewhere else
+            for top, dirs, names in os.walk(base):  # links to directories are not followed
+                found.update((Path(top) / n).relative_to(out).as_posix() for n in names)
     return found
+
+
+def _inside(out: Path, target: Path) -> None:
+    """TARGET must be in OUT through real directories: a symbolic link planted in the tree
+    (http/onehci -> /etc) would have a build write or delete elsewhere."""
+    parent = target.parent.resolve()
+    if parent != out.resolve() / target.parent.relative_to(out) or target.is_symlink():
+        link = next((p for p in [target, *target.parents] if p.is_symlink() and out in p.parents), target)
+        raise OnehciError(f"{printable(str(link))} is a symbolic link: onehci writes its boot tree only into "
+                          "real directories; remove the link and build again (nothing was written)")
 
 
 def _same(target: Path, content: bytes | CopyOf) -> bool:
@@ -182,32 +204,92 @@ def _same(target: Path, content: bytes | CopyOf) -> bool:
 
 
 def write_tree(out: Path, files: dict[str, bytes | CopyOf]) -> tuple[list[str], list[str]]:
-    """Write what changed; remove managed files no longer produced. Returns (written, removed)."""
-    written, removed = [], []
-    out.mkdir(parents=True, exist_ok=True)
-    os.chmod(out, 0o755)  # dnsmasq's TFTP server runs as nobody
-    for rel, content in sorted(files.items(), key=lambda kv: kv[0]):
-        target = out / rel
-        if _same(target, content):
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        os.close(fd)
-        try:
+    """Write what changed; remove managed files no longer produced. Returns (written, removed).
+
+    Every changed file is first written beside its place under a temporary name; only when all
+    are written do they take their places (renames, which need no room): a full disk or an
+    error leaves the tree as it was, never half of a new one."""
+    pending: list[tuple[str, str, Path]] = []  # (relative name, temporary file, target)
+    try:
+        for rel, content in sorted(files.items(), key=lambda kv: kv[0]):
+            target = out / rel
+            if _same(target, content):
+                continue
+            _make_dirs(out, target.parent)
+            _inside(out, target)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+            pending.append((rel, tmp, target))
+            os.close(fd)
             if isinstance(content, CopyOf):
                 shutil.copy2(content.source, tmp)
             else:
                 Path(tmp).write_bytes(content)
             os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
+    except BaseException as exc:
+        for _, tmp, _ in pending:
             Path(tmp).unlink(missing_ok=True)
-            raise
-        written.append(rel)
-    for rel in sorted(_current(out) - set(files)):
+        if isinstance(exc, OSError):
+            raise OnehciError(f"cannot write the boot tree in {out}: {exc.strerror}; the tree was left as it "
+                              "was") from None
+        raise
+    for _, tmp, target in pending:
+        os.replace(tmp, target)
+    removed = sorted(_current(out) - set(files))
+    for rel in removed:
         (out / rel).unlink()
-        removed.append(rel)
-    return written, removed
+    return [rel for rel, _, _ in pending], removed
+
+
+def _make_dirs(out: Path, directory: Path) -> None:
+    """The directories of the tree, made readable by everyone (dnsmasq's TFTP server runs as
+    nobody); only those made here get a mode, never one that was there."""
+    missing = [d for d in [directory, *directory.parents] if out in d.parents and not d.exists()]
+    for made in reversed(missing):
+        made.mkdir()
+        os.chmod(made, 0o755)
+
+
+# where a boot tree must never be built: the system's own directories
+_SYSTEM_DIRS = {Path(p) for p in ("/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/media",
+                                  "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr",
+                                  "/usr/bin", "/usr/lib", "/usr/local", "/usr/sbin", "/usr/share", "/var",
+                                  "/var/lib", "/var/tmp", "/var/log", "/var/cache")}
+MARKER = ".onehci-boot-tree"  # in a boot tree: the site file it was built for
+
+
+def claim_out(out: Path, site_path: Path) -> None:
+    """OUT may hold this site's boot tree: new, empty, or built for this same site before.
+    Refused: a system directory, a directory holding anything else, another site's tree, a
+    name dnsmasq.conf could not carry. Made (mode 0755) when missing."""
+    shown = printable(str(out))
+    if CONTROL.search(str(out)) or "," in str(out):
+        raise OnehciError(f"{shown}: a boot tree's path goes into dnsmasq.conf (tftp-root=), where a comma or a "
+                          "control character breaks the line; choose another --out")
+    resolved = out.resolve()
+    if resolved in _SYSTEM_DIRS:
+        raise OnehciError(f"{shown} is a system directory: give the boot tree a directory of its own, e.g. "
+                          "/srv/onehci/pxe")
+    site = str(Path(site_path).resolve())
+    if out.exists():
+        if not out.is_dir():
+            raise OnehciError(f"{shown} exists and is not a directory")
+        marker = out / MARKER
+        legacy = (out / "dnsmasq.conf").is_file() and \
+            (out / "dnsmasq.conf").read_text(errors="replace").startswith("# Generated by onehci")
+        if marker.is_file() and not marker.is_symlink():
+            owner = marker.read_text(errors="replace").strip()
+            if owner != site:
+                raise OnehciError(f"{shown} holds the boot tree of {printable(owner)}: one tree per site (each "
+                                  "build removes the other site's files); give this one another --out")
+        elif not legacy and any(out.iterdir()):
+            raise OnehciError(f"{shown} is not empty and holds no onehci boot tree: give an empty or a new "
+                              "directory (a build removes files there it did not make)")
+    else:
+        resolved.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs(resolved.parent, resolved)
+    if not (out / MARKER).is_file() or (out / MARKER).read_text(errors="replace").strip() != site:
+        (out / MARKER).unlink(missing_ok=True)
+        (out / MARKER).write_text(site + "\n")
 
 
 def diff_tree(out: Path, files: dict[str, bytes | CopyOf]) -> list[str]:
@@ -225,6 +307,18 @@ def diff_tree(out: Path, files: dict[str, bytes | CopyOf]) -> list[str]:
                                           f"a/{rel}" if old else "/dev/null", f"b/{rel}"))
     lines.extend(f"removed: {rel}" for rel in sorted(_current(out) - set(files)))
     return lines
+
+
+@contextlib.contextmanager
+def _tree_lock(out: Path):
+    """One build at a time per boot tree, whichever site or state directory asks (the tree's
+    own directory keeps its mode: dnsmasq reads it as nobody)."""
+    with open(out / ".onehci-build.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -258,7 +352,7 @@ def build(loaded, out: Path | None = None, netboot: Path | None = None, *, diff:
     from installer.pxecheck import check_files
 
     out = Path(out) if out else tree_of(loaded.path)
-    netboot = Path(netboot or _recorded(loaded.path).get("netboot") or DEFAULT_NETBOOT)
+    netboot = Path(netboot or _recorded(loaded.path).get("netboot") or DEFAULT_NETBOOT).resolve()
     plan = make_plan(loaded.site)
     states_dir = state.state_dir(loaded.path)
     boots = BootStates(states_dir)
@@ -271,7 +365,8 @@ def build(loaded, out: Path | None = None, netboot: Path | None = None, *, diff:
         raise OnehciError("the boot tree failed its checks; nothing was written:\n  " + "\n  ".join(problems))
     if diff:
         return BuildResult(out, len(files), [], [], diff_tree(out, files))
-    with state.locked(states_dir, "pxe-tree"):
+    claim_out(out, loaded.path)
+    with _tree_lock(out), state.locked(states_dir, "pxe-tree"):
         written, removed = write_tree(out, files)
         state.write_json(states_dir / "pxe.json", {"tree": str(out.resolve()), "netboot": str(netboot)})
     return BuildResult(out, len(files), written, removed)

@@ -7,12 +7,14 @@ Also writes allocated addresses back into the file, keeping comments and order.
 from __future__ import annotations
 
 import difflib
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from installer import yamlpos
-from installer.errors import OnehciError, Problem, SiteInvalid
+from installer.errors import OnehciError, Problem, SiteInvalid, printable
 
 Loc = tuple[Any, ...]
 
@@ -41,19 +43,43 @@ class LoadedSite:
     warnings: list[Problem] = field(default_factory=list)
 
 
-def read_yaml(path: Path) -> yamlpos.Parsed:
-    """Parse a site file's YAML, keeping lines, or raise a clear error."""
-    name = str(path)
+MAX_SIZE = 4 * 1024 * 1024  # bytes: a 1,000-node site is about 300 KB
+
+
+def read_text(path: Path) -> str:
+    """A site file's text: a regular file (a link to one is followed), of a sane size, UTF-8;
+    anything else is one clear line (a FIFO would hang, /dev/zero would fill the memory)."""
+    name = printable(str(path))
     try:
-        text = path.read_text(encoding="utf-8")
+        # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise OnehciError(f"{name}: no such file (create one with `onehci init --profile NAME DIR`)") from None
     except IsADirectoryError:
         raise OnehciError(f"{name}: is a directory, not a site file") from None
     except PermissionError:
         raise OnehciError(f"{name}: permission denied") from None
+    except OSError as exc:  # a loop of symbolic links, a name too long...
+        raise OnehciError(f"{name}: cannot be opened: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if stat.S_ISDIR(info.st_mode):
+            raise OnehciError(f"{name}: is a directory, not a site file")
+        if not stat.S_ISREG(info.st_mode):
+            raise OnehciError(f"{name}: is not a regular file (a device, a FIFO or a socket), not a site file")
+        data = fh.read(MAX_SIZE + 1)
+    if len(data) > MAX_SIZE:
+        raise OnehciError(f"{name}: larger than {MAX_SIZE // (1024 * 1024)} MiB: not a site file")
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise OnehciError(f"{name}: not UTF-8 text (byte {exc.start})") from None
+
+
+def read_yaml(path: Path) -> yamlpos.Parsed:
+    """Parse a site file's YAML, keeping lines, or raise a clear error."""
+    name = str(path)
+    text = read_text(path)
     try:
         parsed = yamlpos.parse(text)
     except yamlpos.YamlError as exc:
@@ -75,6 +101,10 @@ def load(path: str | Path) -> LoadedSite:
     path = Path(path)
     locator = read_yaml(path)
     data = locator.data
+    if "format" not in data and not set(map(str, data)) & set(Site.model_fields):
+        # another kind of file (a mistyped path, a link to /etc/passwd): one line, none of its content
+        raise SiteInvalid([Problem(str(path), 1, "", "not a site file: it has no 'format: 1' and none of a "
+                                   "site's sections (cluster, networks, bootstrap, access, nodes...)")])
     if data.get("format") not in (None, 1) and isinstance(data.get("format"), int):
         raise SiteInvalid([Problem(str(path), locator.line(("format",)), "format",
                                    f"unknown format {data['format']}; this onehci reads format 1")])
@@ -148,7 +178,9 @@ def _from_pydantic(err: dict, file: str, locator: yamlpos.Parsed, data: Any) -> 
                    "output in access.root_password_hash")
         else:
             close = difflib.get_close_matches(key, _known_fields(loc), n=1, cutoff=0.6)
-            msg = f"unknown field '{key}'" + (f"; did you mean '{close[0]}'?" if close else "")
+            shown = key if len(key) <= 40 else key[:40] + "..."
+            msg = f"unknown field '{shown}'" + (f"; did you mean '{close[0]}'?" if close else "")
+            field_name = dotted(loc[:-1] + (shown,))
         return Problem(file, locator.line(loc), field_name, msg)
     if kind == "missing":
         return Problem(file, locator.line(loc), field_name, "required field is missing")
@@ -203,16 +235,20 @@ def _shown(value: Any) -> str:
 
 
 def write_addresses(path: Path, addresses: dict[str, str]) -> list[str]:
-    """Pin allocated addresses: add `ip: X` right after the `mac:` line of each named node
-    that has none. The rest of the file is kept byte for byte (comments, order, quoting).
-    Returns the hostnames written. The file is replaced atomically."""
-    import os
+    """Pin allocated addresses: add `ip: X` after the `mac:` value of each named node that has
+    none. The rest of the file is kept byte for byte (comments, order, quoting, line endings).
+    Returns the hostnames written. The new text must load as the same site with the addresses
+    pinned before it replaces the file, atomically; a symbolic link named as the site file
+    stays a link (its target is rewritten)."""
     import tempfile
 
-    text = path.read_text(encoding="utf-8")
+    target = path.resolve()
+    text = read_text(path)
+    newline = "\r\n" if "\r\n" in text else "\n"
     lines = text.splitlines(keepends=True)
     parsed = yamlpos.parse(text)
-    edits: dict[int, str] = {}  # 0-based line -> replacement text for that line
+    replace: dict[int, str] = {}  # 0-based line -> its new text
+    insert: dict[int, str] = {}  # 0-based line -> text inserted before it
     written = []
     for i, node in enumerate(parsed.data.get("nodes") or []):
         name = node.get("hostname") if isinstance(node, dict) else None
@@ -222,26 +258,43 @@ def write_addresses(path: Path, addresses: dict[str, str]) -> list[str]:
         if mapping.flow_style:
             raise OnehciError(f"{path}: node {name} is written on one line ({{...}}); add "
                               f"'ip: {addresses[name]}' to it by hand")
-        keys = {k.value: k.start_mark for k, _ in mapping.value if hasattr(k, "value")}
+        keys = {k.value: (k, v) for k, v in mapping.value if hasattr(k, "value")}
         if "ip" in keys:  # `ip:` present but empty: fill it in, keeping any comment
-            row, col = keys["ip"].line, keys["ip"].column
-            comment = lines[row][lines[row].find("#"):] if "#" in lines[row] else ""
-            edits[row] = f"{' ' * col}ip: {addresses[name]}" + (f"  {comment}" if comment else "\n")
+            row, col = keys["ip"][0].start_mark.line, keys["ip"][0].start_mark.column
+            comment = lines[row][lines[row].find("#"):].rstrip("\r\n") if "#" in lines[row] else ""
+            replace[row] = f"{' ' * col}ip: {addresses[name]}" + (f"  {comment}" if comment else "") + newline
         else:
-            row, col = keys["mac"].line, keys["mac"].column
-            edits[row] = lines[row] + (
-                "" if lines[row].endswith("\n") else "\n") + f"{' ' * col}ip: {addresses[name]}\n"
+            key, value = keys["mac"]
+            end = value.end_mark  # after the value, wherever it ends (next line, block scalar)
+            row = end.line if end.column == 0 else end.line + 1
+            insert[row] = insert.get(row, "") + f"{' ' * key.start_mark.column}ip: {addresses[name]}{newline}"
         written.append(name)
     if not written:
         return []
-    new_text = "".join(edits.get(i, line) for i, line in enumerate(lines))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    if lines and not lines[-1].endswith(("\n", "\r")) and len(lines) in insert:
+        lines[-1] += newline
+    new_text = "".join(insert.get(i, "") + replace.get(i, line) for i, line in enumerate(lines)) + insert.get(len(lines), "")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(new_text)
-        os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
+        _check_pinned(Path(tmp), path, {n: addresses[n] for n in written})
+        os.chmod(tmp, target.stat().st_mode & 0o7777)
+        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return written
+
+
+def _check_pinned(candidate: Path, path: Path, pinned: dict[str, str]) -> None:
+    """The rewritten text must still be a valid site whose nodes now carry the pinned addresses."""
+    try:
+        site = load(candidate).site
+    except OnehciError as exc:
+        raise OnehciError(f"{path}: adding the addresses would not give a valid site file ({exc}); the file was "
+                          "not changed: add the ip: lines by hand") from None
+    found = {n.hostname: str(n.ip) for n in site.nodes if n.hostname in pinned}
+    if found != pinned:
+        raise OnehciError(f"{path}: adding the addresses did not pin them as planned; the file was not changed: "
+                          "add the ip: lines by hand")

@@ -6,6 +6,7 @@ import difflib
 import os
 from pathlib import Path
 
+from installer import state
 from installer.errors import OnehciError
 from installer.resources import profiles
 
@@ -33,10 +34,11 @@ def init_site(profile: str, directory: str | Path, *, force: bool = False) -> Pa
         raise OnehciError(f"{target} already exists; nothing was written (use --force to overwrite it)")
     if Path(directory).exists() and not Path(directory).is_dir():
         raise OnehciError(f"{directory} exists and is not a directory")
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(".site.yml.tmp")
-    tmp.write_text(available[profile].read_text(encoding="utf-8"), encoding="utf-8")
-    os.replace(tmp, target)
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    except PermissionError:
+        raise OnehciError(f"cannot create {directory}: permission denied") from None
+    state.write_atomic(target, available[profile].read_bytes())
     return target
 
 
@@ -56,7 +58,5 @@ def profile_site(name: str) -> Path:
     text = available[name].read_text(encoding="utf-8")
     if not target.exists() or target.read_text(encoding="utf-8") != text:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(".site.yml.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
+        state.write_atomic(target, text.encode("utf-8"))
     return target

@@ -37,9 +37,18 @@ def ensure(directory: Path) -> Path:
 def write_private(path: Path, data: bytes) -> None:
     """Write a file readable by its owner only, atomically."""
     ensure(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    write_atomic(path, data, 0o600)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write PATH whole or not at all: a new file of a name nobody could have planted (a link
+    left at a fixed temporary name is never followed), synced, then renamed over PATH."""
     try:
-        os.fchmod(fd, 0o600)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except PermissionError:
+        raise OnehciError(f"cannot write in {path.parent}: permission denied") from None
+    try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

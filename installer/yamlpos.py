@@ -35,6 +35,9 @@ _HEX = re.compile(r"^0x[0-9a-fA-F]+$")
 _FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
 _STANDARD_TAG = "tag:yaml.org,2002:"
 MAX_DEPTH = 50
+# values built from one document: a 1,000-node site has about 15,000; aliases that refer to
+# aliases (a "billion laughs" file) would otherwise expand a few hundred bytes into gigabytes
+MAX_VALUES = 200_000
 
 
 class YamlError(Exception):
@@ -50,6 +53,7 @@ class Parsed:
     data: Any
     lines: dict[tuple, int]  # location tuple -> 1-based line of that key or item
     nodes: dict[tuple, Any]  # location tuple -> the YAML node (for edits that keep the text)
+    built: int = 0  # values built so far (MAX_VALUES)
 
     def line(self, loc: tuple) -> int | None:
         """Line of the deepest part of `loc` present in the document."""
@@ -78,6 +82,10 @@ def parse(text: str) -> Parsed:
 def _build(node: yaml.Node, loc: tuple, out: Parsed, path: frozenset[int]) -> Any:
     if len(loc) > MAX_DEPTH or id(node) in path:
         raise YamlError("the document nests too deeply or refers to itself", node.start_mark.line + 1)
+    out.built += 1
+    if out.built > MAX_VALUES:
+        raise YamlError(f"the document expands to more than {MAX_VALUES:,} values (aliases that repeat "
+                        "aliases?): a site file is far smaller", node.start_mark.line + 1)
     path = path | {id(node)}
     if isinstance(node, yaml.MappingNode):
         result: dict = {}
