@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from installer import aptcache, netprobe, state
-from installer.bootstate import INSTALLED, BootStates
-from installer.errors import OnehciError
+from installer.bootstate import INSTALL, INSTALLED, BootStates
+from installer.errors import OnehciError, printable
 
 _DHCP = re.compile(r"(DHCP[A-Z]+|PXE|BOOTP)\((\S+)\) (?:(\d+\.\d+\.\d+\.\d+) )?([0-9a-f]{2}(?::[0-9a-f]{2}){5})(?: (.*))?")
 _TFTP_SENT = re.compile(r"sent (\S+) to (\d+\.\d+\.\d+\.\d+)")
@@ -46,7 +46,38 @@ class Event:
     detail: str
 
     def line(self) -> str:
-        return f"{self.time[11:19]} {self.node or '-':12} {self.kind:16} {self.detail}"
+        # what a client sent (a URL, a syslog line) may carry terminal escapes: shown escaped
+        return printable(f"{self.time[11:19]} {self.node or '-':12} {self.kind:16} {self.detail}")
+
+
+MAX_CLIENTS = 32  # HTTP connections served at once; more are closed at once (a LAN is not trusted)
+IDLE_TIMEOUT = 15.0  # seconds a connection may stay silent
+
+
+class _HttpServer(http.server.ThreadingHTTPServer):
+    """One thread per connection, at most MAX_CLIENTS of them."""
+
+    daemon_threads = True
+
+    def __init__(self, address, handler):
+        self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
 def _end(child: subprocess.Popen | None) -> None:
@@ -154,8 +185,7 @@ class BootServer:
             [dnsmasq, "--keep-in-foreground", f"--conf-file={self.tree / 'dnsmasq.conf'}", "--log-facility=-"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
         self._thread(self._read_dnsmasq)
-        self.httpd = http.server.ThreadingHTTPServer((str(boot.address), boot.http_port), self._handler())
-        self.httpd.daemon_threads = True
+        self.httpd = _HttpServer((str(boot.address), boot.http_port), self._handler())
         self._thread(self.httpd.serve_forever)
         self.syslog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.syslog.bind((str(boot.address), boot.syslog_port))
@@ -295,33 +325,46 @@ class BootServer:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             server_version = "onehci"
+            timeout = IDLE_TIMEOUT  # an idle connection is closed, its thread freed
 
             def log_message(self, *args) -> None:  # events replace the access log
                 pass
 
             def do_GET(self) -> None:
                 url = urllib.parse.urlsplit(self.path)
-                node = server.by_ip.get(self.client_address[0])
+                client = self.client_address[0]
+                node = server.by_ip.get(client)
                 if url.path.startswith("/installed/"):
-                    return self._callback(url)
+                    return self._callback(url, client)
                 rel = url.path.lstrip("/")
                 target = (server.tree / "http" / rel).resolve()
                 if not str(target).startswith(str((server.tree / "http").resolve()) + "/") or not target.is_file():
                     server.emit(node, "http-missing", url.path)
                     return self._reply(404, b"not found\n")
+                if node is None:  # the boot files are for the site's nodes only
+                    server.emit(None, "http-refused", f"{rel} asked by {client}, which is no node of the site")
+                    return self._reply(403, b"refused\n")
                 if rel.startswith("preseed/"):
-                    server.emit(node or rel[8:-4], "preseed", f"{rel} fetched by {self.client_address[0]}")
+                    host = rel.removeprefix("preseed/").removesuffix(".cfg")
+                    refusal = server.preseed_refusal(host, client)
+                    if refusal:
+                        server.emit(host, "preseed-refused", refusal)
+                        return self._reply(403, b"refused\n")
+                    server.emit(host, "preseed", f"{rel} fetched by {client}")
                 else:
                     server.emit(node, "http", rel)
                 return self._reply(200, target.read_bytes())
 
-            def _callback(self, url) -> None:
+            def _callback(self, url, client: str) -> None:
                 host = url.path.rsplit("/", 1)[-1]
                 token = urllib.parse.parse_qs(url.query).get("token", [""])[0]
+                if server.by_ip.get(client) != host:
+                    server.emit(None, "callback-refused", f"callback for {host} from {client}, which is not its address")
+                    return self._reply(403, b"refused\n")
                 try:
                     server.complete(host, token)
-                except OnehciError:
-                    server.emit(host, "callback-refused", f"wrong token from {self.client_address[0]}")
+                except OnehciError as exc:
+                    server.emit(host, "callback-refused", f"from {client}: {exc}")
                     return self._reply(403, b"refused\n")
                 return self._reply(200, b"ok\n")
 
@@ -334,10 +377,21 @@ class BootServer:
 
         return Handler
 
+    def preseed_refusal(self, host: str, client: str) -> str:
+        """Why HOST's preseed (with its install token) is not given to CLIENT; "" to give it:
+        only to the node itself (its planned address, or the lease DHCP gave its MAC) and only
+        while it is armed for an install."""
+        if self.by_ip.get(client) != host:
+            return f"{host}'s preseed asked by {client}, which is not {host}'s address"
+        boot = self.boots.get(host)
+        if boot is None or boot.state != INSTALL:
+            return f"{host} is installed, not armed: its preseed is not served (`onehci pxe arm {host} SITE` to reinstall)"
+        return ""
+
     def complete(self, host: str, token: str) -> None:
-        """The install-complete callback: mark installed, then switch its entries to local boot."""
+        """The install-complete callback: switch the node's entries to local boot, then record it
+        installed (a failed rebuild of the tree leaves it armed, and says so)."""
         from installer import pxe
 
-        self.boots.complete(host, token)
-        pxe.build(self.loaded, self.tree, check=False)
+        self.boots.complete(host, token, lambda states: pxe.build(self.loaded, self.tree, check=False, states=states))
         self.emit(host, "installed", "install complete; next network boot goes to the local disk")

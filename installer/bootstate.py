@@ -7,9 +7,11 @@ A node never seen before starts in `install`. Only `pxe arm` (and rebuild) go ba
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,22 +71,28 @@ class BootStates:
     def all(self) -> dict[str, NodeBoot]:
         return {h: NodeBoot(h, **e) for h, e in sorted(self._load().items())}
 
-    def arm(self, hostname: str) -> NodeBoot:
-        """Back to `install`, with a new token (an old preseed cannot complete the new install)."""
-        with state.locked(self.directory, "boot"):
-            data = self._load()
-            data[hostname] = {"state": INSTALL, "token": secrets.token_urlsafe(24), "changed": _now()}
-            state.write_json(self.path, data)
-            return NodeBoot(hostname, **data[hostname])
+    def arm(self, hostname: str, then: Callable[[dict[str, NodeBoot]], None] = lambda _s: None) -> NodeBoot:
+        """Back to `install`, with a new token (an old preseed cannot complete the new install).
+        THEN (rebuilding the boot tree) runs with the new states first: they are kept only if it
+        succeeds."""
+        return self._change(hostname, INSTALL, then)
 
-    def complete(self, hostname: str, token: str) -> NodeBoot:
-        """The installer's callback: mark installed when the token matches."""
+    def complete(self, hostname: str, token: str,
+                 then: Callable[[dict[str, NodeBoot]], None] = lambda _s: None) -> NodeBoot:
+        """The installer's callback: when the token matches and the node is armed, mark it
+        installed; the token is spent (a new one replaces it). THEN as for arm()."""
         with state.locked(self.directory, "boot"):
+            entry = self._load().get(hostname)
+            if entry is None or entry["state"] != INSTALL or \
+                    not hmac.compare_digest(entry["token"].encode(), token.encode()):
+                raise OnehciError(f"install callback for {hostname} refused: wrong or spent token, or the node "
+                                  "is not armed")
+            return self._change(hostname, INSTALLED, then, locked=True)
+
+    def _change(self, hostname: str, new_state: str, then, locked: bool = False) -> NodeBoot:
+        with contextlib.nullcontext() if locked else state.locked(self.directory, "boot"):
             data = self._load()
-            entry = data.get(hostname)
-            if entry is None or not hmac.compare_digest(entry["token"].encode(), token.encode()):
-                raise OnehciError(f"install callback for {hostname} refused: wrong token")
-            if entry["state"] != INSTALLED:
-                entry.update(state=INSTALLED, changed=_now())
-                state.write_json(self.path, data)
-            return NodeBoot(hostname, **entry)
+            data[hostname] = {"state": new_state, "token": secrets.token_urlsafe(24), "changed": _now()}
+            then({h: NodeBoot(h, **e) for h, e in data.items()})  # the work first...
+            state.write_json(self.path, data)  # ...then the record of it
+            return NodeBoot(hostname, **data[hostname])

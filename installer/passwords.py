@@ -39,6 +39,8 @@ def sha512_crypt(password: str) -> str:
     """A `$6$` hash with a fresh 16-character salt."""
     if not password:
         raise OnehciError("an empty password cannot be hashed")
+    if "\0" in password:  # crypt(3) would stop there and hash only the start
+        raise OnehciError("the password holds a NUL byte, which crypt(3) cannot take")
     salt = "".join(secrets.choice(_SALT_ALPHABET) for _ in range(16))
     return crypt(password, f"$6${salt}$")
 

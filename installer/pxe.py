@@ -78,8 +78,10 @@ def shell_quote(value) -> str:
 def _one_line(value):
     """Jinja's finalize: nothing rendered into a boot file (preseed, GRUB, pxelinux, dnsmasq,
     shell) may split a line or carry a terminal escape."""
-    if isinstance(value, str) and CONTROL.search(value):
-        raise OnehciError(f"'{printable(value)[:80]}' would break a line of the boot files (it holds a control "
+    found = CONTROL.search(value) if isinstance(value, str) else None
+    if found:
+        around = printable(value[max(0, found.start() - 40):found.end() + 20])
+        raise OnehciError(f"'...{around}...' would break a line of the boot files (it holds a control "
                           "character); nothing was written")
     return value
 
@@ -343,9 +345,10 @@ def tree_of(site_path: Path) -> Path:
 
 
 def build(loaded, out: Path | None = None, netboot: Path | None = None, *, diff: bool = False,
-          check: bool = True) -> BuildResult:
+          check: bool = True, states: dict | None = None) -> BuildResult:
     """Render, check, then write the boot tree of a loaded site (or only diff it).
-    `check=False` is for re-renders that only change boot states (the install callback)."""
+    `check=False` is for re-renders that only change boot states (the install callback);
+    STATES, boot states about to be recorded (pxe arm, the callback), instead of the recorded ones."""
     from installer import state
     from installer.bootstate import BootStates
     from installer.plan import make_plan
@@ -357,7 +360,7 @@ def build(loaded, out: Path | None = None, netboot: Path | None = None, *, diff:
     states_dir = state.state_dir(loaded.path)
     boots = BootStates(states_dir)
     hostnames = [n.hostname for n in plan.nodes]
-    current = boots.preview(hostnames) if diff else boots.ensure(hostnames)
+    current = boots.preview(hostnames) if diff else states or boots.ensure(hostnames)
     tokens = {h: b.token for h, b in current.items()}
     files = render(loaded.site, plan, current, tokens, out, netboot)
     problems = check_files(files, state.secret_values(states_dir)) if check else []
@@ -378,9 +381,9 @@ def arm(loaded, hostname: str) -> str:
     from installer import state
     from installer.bootstate import BootStates
 
-    BootStates(state.state_dir(loaded.path)).arm(hostname)
     tree = tree_of(loaded.path)
-    if (tree / "dnsmasq.conf").exists():
-        build(loaded, tree)
-        return f"{tree} updated"
-    return f"run `onehci pxe build {loaded.path}` before serving"
+    built = (tree / "dnsmasq.conf").exists()
+    # the tree first, then the state: a failed build leaves the node as it was
+    BootStates(state.state_dir(loaded.path)).arm(
+        hostname, lambda states: build(loaded, tree, states=states) if built else None)
+    return f"{tree} updated" if built else f"run `onehci pxe build {loaded.path}` before serving"

@@ -61,12 +61,13 @@ def read_text(path: Path) -> str:
         raise OnehciError(f"{name}: permission denied") from None
     except OSError as exc:  # a loop of symbolic links, a name too long...
         raise OnehciError(f"{name}: cannot be opened: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fh.fileno())
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
         if stat.S_ISDIR(info.st_mode):
             raise OnehciError(f"{name}: is a directory, not a site file")
-        if not stat.S_ISREG(info.st_mode):
-            raise OnehciError(f"{name}: is not a regular file (a device, a FIFO or a socket), not a site file")
+        raise OnehciError(f"{name}: is not a regular file (a device, a FIFO or a socket), not a site file")
+    with os.fdopen(fd, "rb") as fh:
         data = fh.read(MAX_SIZE + 1)
     if len(data) > MAX_SIZE:
         raise OnehciError(f"{name}: larger than {MAX_SIZE // (1024 * 1024)} MiB: not a site file")

@@ -129,10 +129,13 @@ def test_callback_switches_entries_to_local_boot_and_arm_switches_back(site_dir)
     out = directory / "pxe"
     pxe.build(loaded, out)
     boots = BootStates(directory / "state")
-    with pytest.raises(OnehciError, match="wrong token"):
+    with pytest.raises(OnehciError, match="wrong or spent token"):
         boots.complete("lab2", "not-the-token")
     assert boots.get("lab2").state == INSTALL
     boots.complete("lab2", "token-lab2")
+    assert boots.get("lab2").token != "token-lab2"  # spent: a second callback with it is refused
+    with pytest.raises(OnehciError, match="wrong or spent token"):
+        boots.complete("lab2", "token-lab2")
     pxe.build(loaded, out)
     entry = (out / "tftp/pxelinux.cfg/01-52-54-00-71-00-12").read_text()
     assert "LOCALBOOT 0" in entry and "KERNEL" not in entry

@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from installer.errors import OnehciError
+
 
 @click.command("hash-password")
 @click.option("--stdin", "from_stdin", is_flag=True, help="Read the password from one line of stdin (for scripts).")
@@ -17,7 +19,12 @@ def hash_password(from_stdin: bool) -> None:
     from installer.passwords import sha512_crypt
 
     if from_stdin:
-        password = sys.stdin.readline().rstrip("\n")
+        raw = sys.stdin.buffer.readline()
+        password = raw.removesuffix(b"\n").removesuffix(b"\r")  # LF or CRLF ends the line, nothing else
+        try:
+            password = password.decode("utf-8")
+        except UnicodeDecodeError:
+            raise OnehciError("the password on stdin is not UTF-8 text") from None
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt="Again",
                                 err=True, show_default=False)
