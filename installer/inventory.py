@@ -12,6 +12,8 @@ Ansible's own mark for data that is never templated; `onehci inventory` prints t
 
 from __future__ import annotations
 
+import shlex
+
 import yaml
 
 from installer.plan import Plan
@@ -46,7 +48,8 @@ def build_inventory(site, plan: Plan, *, ssh_key: str | None = None, known_hosts
     ssh_args = ["-o ControlMaster=auto", "-o ControlPersist=60s", "-o ServerAliveInterval=10"]
     if known_hosts:
         # our own known_hosts: new nodes are accepted once, a changed key is refused
-        ssh_args += [f"-o UserKnownHostsFile={known_hosts}", "-o StrictHostKeyChecking=accept-new"]
+        # Ansible splits these options as a shell would: a site directory with a space stays one word
+        ssh_args += [f"-o UserKnownHostsFile={shlex.quote(known_hosts)}", "-o StrictHostKeyChecking=accept-new"]
     allvars = {
         "onehci_cluster": site.cluster.name,
         "onehci_domain": site.cluster.domain,
