@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from installer import lab, sitefile  # noqa: E402
+from installer import environment, lab, sitefile  # noqa: E402
 from installer.siteinit import profile_site  # noqa: E402
 
 SITE = profile_site("lab")
@@ -51,7 +51,7 @@ def main() -> None:
     packages = {node.hostname: installed_by_deploy(loaded, node.hostname) for node in loaded.site.nodes}
     fresh_lab(loaded)
 
-    repo = lab.opennebula_repo(loaded)
+    repo = environment.opennebula_repo(loaded.path)
     # the OpenNebula repository as the opennebula_repo role sets it (key, signed source, no proxy):
     # the floor's fresh nodes install from it too
     source = (f"python3 -c \"import urllib.request as u; open('/etc/apt/keyrings/opennebula.asc', 'wb')"

@@ -7,48 +7,23 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from installer import ansible, remote, state
+from installer import ansible, chunkmarks, environment, remote, state
 from installer.errors import OnehciError
 from installer.inventory import build_inventory
-from installer.operations import storage
 from installer.plan import Plan, make_plan
 
 
-def ssh_identity(loaded) -> tuple[str | None, Path]:
-    """(SSH key, known_hosts) for the site's nodes. A site that runs as a lab connects with the
-    lab's key and known_hosts (new host keys after every `lab up` of a fresh node); a real site
-    uses the technician's own SSH setup and keeps its own known_hosts, where a changed key stops
-    the deploy."""
-    from installer import lab
-
-    key = lab.lab_ssh_key(loaded)
-    ssh_key = str(key) if key.exists() else None
-    lab_known = lab.known_hosts(loaded)
-    known_hosts = lab_known if ssh_key and lab_known.exists() else state.state_dir(loaded.path) / "known_hosts"
-    state.ensure(known_hosts.parent)
-    return ssh_key, known_hosts
-
-
-def opennebula_repo(loaded) -> dict | None:
-    """Where the roles install OpenNebula from: a lab's choice (the stand-in repository served on
-    the bootstrap address, built from OpenNebula's source), else None:
-    OpenNebula's own repository, the roles' default."""
-    from installer import lab
-
-    return lab.opennebula_repo(loaded)
-
-
 def inventory_for(loaded, plan: Plan | None = None, *, format_consent: list[str] = ()) -> dict:
-    """The inventory `onehci deploy` hands to Ansible (`onehci inventory` prints it)."""
-    from installer import lab
-
-    ssh_key, known_hosts = ssh_identity(loaded)
+    """The inventory `onehci deploy` hands to Ansible (`onehci inventory` prints it): the plan,
+    with what the site's environment says (installer/environment.py: the lab's key, repository
+    and role variables) and the chunk disks a day-2 operation has marked for removal."""
+    ssh_key, known_hosts = environment.ssh_identity(loaded.path)
     state.oneadmin_password(loaded.path)  # made here, once: the frontend role reads the file
     return build_inventory(loaded.site, plan or make_plan(loaded.site), ssh_key=ssh_key,
                            known_hosts=str(known_hosts), format_consent=list(format_consent),
                            oneadmin_password_file=str(state.oneadmin_password_file(loaded.path)),
-                           opennebula_repo=opennebula_repo(loaded), marked=storage.marks(loaded.path),
-                           role_vars=lab.role_variables(loaded))
+                           opennebula_repo=environment.opennebula_repo(loaded.path),
+                           marked=chunkmarks.marks(loaded.path), role_vars=environment.role_vars(loaded.path))
 
 
 def learn_host_keys(nodes, known_hosts: Path, ssh_key: str | None) -> None:
@@ -90,7 +65,7 @@ def deploy(loaded, *, limit: list[str] | None = None, check: bool = False, forma
             raise OnehciError(f"--format-disk {item}: give NODE:DISK, e.g. lab2:serial:lab2-chunk1 or "
                               "nebula81:/dev/disk/by-id/ata-...")
         consent.append(disk)
-    ssh_key, known_hosts = ssh_identity(loaded)
+    ssh_key, known_hosts = environment.ssh_identity(loaded.path)
     learn_host_keys([n for n in plan.nodes if not limit or n.hostname in limit], known_hosts, ssh_key)
     inventory = inventory_for(loaded, plan, format_consent=consent)
     result = ansible.run_playbook(loaded.path, inventory, "site.yml", limit=limit, check=check, say=say)

@@ -69,7 +69,7 @@ def build_inventory(site, plan: Plan, *, ssh_key: str | None = None, known_hosts
     }
     if ssh_key:
         allvars["ansible_ssh_private_key_file"] = ssh_key
-    allvars.update(role_vars or {})  # role variables the caller sets (the lab's: installer.lab.role_variables)
+    allvars.update(role_vars or {})  # role variables the site's environment sets (installer/environment.py)
     if oneadmin_password_file:
         allvars["onehci_oneadmin_password_file"] = oneadmin_password_file
     if opennebula_repo:

@@ -1,10 +1,11 @@
 """Commands on a site's nodes over SSH, as root, with the site's key and known_hosts
-(installer/deploy.py `ssh_identity`): one argv builder for every verb that reaches a node."""
+(installer/environment.py `ssh_identity`): one argv builder for every verb that reaches a node."""
 
 from __future__ import annotations
 
 import subprocess
 
+from installer import environment
 from installer.errors import OnehciError
 
 
@@ -20,9 +21,7 @@ def ssh_argv(ip: str, ssh_key: str | None, known_hosts: str, timeout: float = 10
 def run(loaded, ip: str, script: str, *, timeout: float = 60) -> subprocess.CompletedProcess:
     """SCRIPT (sh) on the node at IP; a node that does not answer within TIMEOUT seconds gives
     returncode 255 and says so in stderr, like ssh itself."""
-    from installer.deploy import ssh_identity
-
-    ssh_key, known_hosts = ssh_identity(loaded)
+    ssh_key, known_hosts = environment.ssh_identity(loaded.path)
     argv = [*ssh_argv(ip, ssh_key, str(known_hosts), min(timeout, 10)), script]
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)

@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from installer import mfs, one, remote
+from installer import environment, mfs, one, remote
 from installer.errors import OnehciError
 
 GREEN, AMBER, RED = "green", "amber", "red"
@@ -261,10 +261,8 @@ def check_mount(argv: list[str], mount: str, timeout: float = TIMEOUT, *, libvir
 def gather(loaded, plan, *, timeout: float = TIMEOUT) -> Status:
     """Every check at once: MooseFS, OpenNebula and one SSH per MooseFS client host (read-only:
     a host key never seen is refused, deploy is where keys are learned)."""
-    from installer.deploy import ssh_identity
-
     started = time.monotonic()
-    ssh_key, known_hosts = ssh_identity(loaded)
+    ssh_key, known_hosts = environment.ssh_identity(loaded.path)
     clients = [plan.node(name) for name in plan.moosefs["clients"]]
     with ThreadPoolExecutor(max_workers=2 + len(clients)) as pool:
         health = pool.submit(mfs.health, plan.moosefs["master_ip"], timeout)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
 import shlex
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from click.testing import CliRunner
 from installer import pxe, sitefile, siteinit, state
 from installer.cli.main import cli
 from installer.errors import OnehciError, SiteInvalid
-from installer.plan import make_plan
 from installer.resources import profiles
 from tests.conftest import BASE_SITE
 

@@ -6,7 +6,8 @@ import json
 
 import click
 
-from installer.cli.main_helpers import load_site_or_profile, site_or_profile_options, step_answers, with_answer_options
+from installer.cli.main_helpers import (load_site_or_profile, reinstaller, site_or_profile_options, step_answers,
+                                        with_answer_options)
 
 
 @click.command("add-node")
@@ -26,7 +27,8 @@ def add_node(node: str, site_path: str | None, profile: str | None, took_effect:
 
     loaded = load_site_or_profile(site_path, profile)
     result = run(loaded, node, say=lambda line: click.echo(line, err=True),
-                 answers=step_answers(took_effect, did_not), install_timeout=install_timeout)
+                 answers=step_answers(took_effect, did_not), install_timeout=install_timeout,
+                 reinstall=reinstaller(loaded))
     if as_json:
         click.echo(json.dumps(result, indent=2))
 

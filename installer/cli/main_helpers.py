@@ -79,3 +79,16 @@ def with_answer_options(func):
     for option in reversed(answer_options):
         func = option(func)
     return func
+
+
+def reinstaller(loaded):
+    """How the site's nodes are reinstalled by day-2 verbs: None (they boot from the network and
+    call back), or the lab's `lab reinstall` when the site runs as the rehearsal lab. Only the
+    CLI may import the lab; the operations get this as a parameter."""
+    from installer import environment
+
+    if not environment.is_lab(loaded.path):
+        return None
+    from installer.lab.reinstall import reinstall
+
+    return reinstall

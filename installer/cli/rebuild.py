@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from installer.cli.main_helpers import load_site_or_profile, site_or_profile_options, step_answers, with_answer_options
+from installer.cli.main_helpers import (load_site_or_profile, reinstaller, site_or_profile_options, step_answers,
+                                        with_answer_options)
 
 
 def ask_name(node: str, yes: bool, resuming: bool):
@@ -51,7 +52,7 @@ def rebuild(node: str, site_path: str | None, profile: str | None, yes: bool, to
     resuming = unfinished is not None and (unfinished["kind"], unfinished["target"]) == ("rebuild", node)
     result = run(loaded, node, say=lambda line: click.echo(line, err=True), confirm=ask_name(node, yes, resuming),
                  answers=step_answers(took_effect, did_not), drain_timeout=drain_timeout,
-                 install_timeout=install_timeout)
+                 install_timeout=install_timeout, reinstall=reinstaller(loaded))
     if as_json:
         click.echo(json.dumps(result, indent=2))
 

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from installer import state
+from installer import environment, state
 from installer.errors import OnehciError
 from installer.lab import base, cgroups, disks, net, onebuild, onerepo, procs, rootfs
 from installer.plan import PlannedNode, make_plan
@@ -207,6 +207,7 @@ def up(loaded, say: Say = _quiet) -> Lab:
             started.append(node.hostname)
 
         _write_known_hosts(loaded, plan.nodes, directory)
+        _write_environment(loaded, st.get("opennebula_repo") or {})
     if started:
         _wait_for_ssh(loaded, plan.nodes, key, st)
     lab = status(loaded)
@@ -254,25 +255,20 @@ def publish_opennebula(loaded, extra: list[Path]) -> None:
     onerepo.publish([*build.paths(), *extra], lab_dir(loaded) / "opennebula-repo")
 
 
-def opennebula_repo(loaded) -> dict | None:
-    """The lab's OpenNebula repository as the roles' onehci_opennebula_repo; None when the
-    site has no lab (the roles then use OpenNebula's own)."""
-    repo = state.read_json(_state_file(loaded), {}).get("opennebula_repo") or {}
-    return repo.get("inventory")
+def _write_environment(loaded, repo: dict) -> None:
+    """What deploy, status and the day-2 verbs need to reach and reinstall the lab's nodes, as
+    data in the site's state directory (installer/environment.py): they never import the lab."""
+    environment.write(loaded.path, {
+        "kind": "lab", "ssh_key": str(lab_ssh_key(loaded)), "known_hosts": str(known_hosts(loaded)),
+        "opennebula_repo": repo.get("inventory"),
+        # MooseFS's chunk loop at its floor; no FireEdge while the lab's OpenNebula build has none
+        "role_vars": {"moosefs_master__options": dict(LAB_MASTER_OPTIONS), "opennebula_frontend__fireedge": FIREEDGE}})
 
 
 # A lab holds a few dozen chunks: MooseFS's chunk loop at its floor (60 s, instead of its default
 # 300 s) makes a drain or a re-replication take about a minute instead of up to five. A real site
 # keeps MooseFS's defaults.
 LAB_MASTER_OPTIONS = {"CHUNKS_LOOP_MIN_TIME": 60}
-
-
-def role_variables(loaded) -> dict:
-    """Role variables for the site when it runs as a lab ({} otherwise): MooseFS's chunk loop at
-    its floor, and no FireEdge while the lab's OpenNebula build has none."""
-    if not state.read_json(_state_file(loaded), {}).get("nodes"):
-        return {}
-    return {"moosefs_master__options": dict(LAB_MASTER_OPTIONS), "opennebula_frontend__fireedge": FIREEDGE}
 
 
 def _node_running(rec: dict) -> bool:
@@ -476,6 +472,7 @@ def down(loaded, say: Say = _quiet) -> list[str]:
         if rootfs.mounts_under(directory):  # never delete through a mount
             raise OnehciError(f"something is still mounted under {directory}; unmount it and run `lab down` again")
         known_hosts(loaded).unlink(missing_ok=True)
+        environment.remove(loaded.path)  # the site is no longer a lab
         if directory.exists():  # a `lab down` run at the same time removed it while this one waited
             shutil.rmtree(directory)
     return removed

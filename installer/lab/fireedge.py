@@ -39,10 +39,20 @@ NPM_CACHE = Path("/var/cache/onehci/npm")  # npm's own download cache, kept betw
 Run = Callable[..., None]  # onebuild._run(argv, cwd, log, what, env=...)
 
 
-def build(tree: Path, log: Path, run: Run) -> None:
+# Debian packages the build needs besides Node.js and npm: zeromq's module is compiled against
+# libzmq, with libuv's headers (Debian's Node.js headers include uv.h from the system)
+BUILD_DEPENDS = ("libzmq3-dev", "libuv1-dev", "make", "g++")
+
+
+def build(tree: Path, log: Path, run: Run, installed: Callable[[str], bool] | None = None) -> None:
     """Build FireEdge in TREE (src/fireedge of the patched source)."""
     if shutil.which("npm") is None or shutil.which("node") is None:
         raise OnehciError("FireEdge needs node and npm on this machine (apt-get install nodejs npm)")
+    if installed is not None:
+        missing = [p for p in BUILD_DEPENDS if not installed(p)]
+        if missing:
+            raise OnehciError(f"missing build dependencies of FireEdge: {', '.join(missing)} (install with "
+                              f"`apt-get install {' '.join(missing)}`); nothing was built or published")
     work = tree / ".onehci"
     work.mkdir()
     (work / "openssl.conf").write_text(OPENSSL_LEGACY)  # as build.sh: webpack 5's md4 under OpenSSL 3

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -336,7 +337,7 @@ def _staged(source: Path, fireedge: bool, say: Say) -> Path:
     _run(["scons", f"-j{os.cpu_count() or 1}", *SCONS_OPTIONS], tree, log, "the compilation (scons)")
     if fireedge:
         say("  building FireEdge (npm ci, then webpack: about 6 minutes)")
-        fireedge_build.build(tree / "src/fireedge", log, _run)
+        fireedge_build.build(tree / "src/fireedge", log, _run, installed=_installed)
     say("  staging the installation (install.sh)")
     stage = work / "stage"
     # its "cannot stat" lines are optional parts the tarball does not hold (man pages, bundled tools)
@@ -378,8 +379,11 @@ def _run(argv: list[str], cwd: Path, log: Path, what: str, env: dict | None = No
                               env={**os.environ, "LANG": "C.UTF-8", **(env or {})})
     if proc.returncode != 0:
         lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-        raise OnehciError(f"{what} failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}; "
-                          f"full log: {log}; nothing was published and an earlier build is kept")
+        # the line that says what broke, rather than a tool's closing "see the log" line
+        errors = [ln for ln in lines if re.search(r"(fatal )?error:|ERR!|No such file", ln)]
+        shown = (errors or lines or ["no output"])[-1].strip()
+        raise OnehciError(f"{what} failed (exit {proc.returncode}): {shown}; full log: {log}; nothing was "
+                          "published and an earlier build is kept")
 
 
 def _elf(path: Path) -> bool:

@@ -70,8 +70,10 @@ def check(loaded, plan, hostname: str) -> dict:
 
 
 def add_node(loaded, hostname: str, *, say: Say = print, answers: dict[str, bool] | None = None,
-             install_timeout: float = 3600, healthy_timeout: float = 600) -> dict:
-    """Run (or continue) adding HOSTNAME; the journal as `--json` shows it."""
+             install_timeout: float = 3600, healthy_timeout: float = 600,
+             reinstall: install.Reinstall | None = None) -> dict:
+    """Run (or continue) adding HOSTNAME; the journal as `--json` shows it. REINSTALL: how the
+    node is installed when it does not boot from the network (installer/operations/install.py)."""
     plan = make_plan(loaded.site)
     journal.check_answers(loaded.path, "add-node", hostname, STEPS, answers or {})
     first = journal.current(loaded.path) is None
@@ -105,7 +107,7 @@ def add_node(loaded, hostname: str, *, say: Say = print, answers: dict[str, bool
             ("check", lambda: check(loaded, plan, hostname)),
             ("arm", arm),
             ("install", lambda: install.network_install(loaded, hostname, timeout=install_timeout, say=say,
-                                                        new=True)),
+                                                        new=True, reinstall=reinstall)),
             ("reconnect", lambda: install.reconnect(loaded, node)),
             ("deploy", deploy),
             ("healthy", lambda: install.wait_healthy(loaded, plan, timeout=healthy_timeout, say=say,

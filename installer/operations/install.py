@@ -7,19 +7,11 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from installer import remote, state, status
+from installer import environment, remote, state, status
 from installer.bootstate import INSTALLED, BootStates
 from installer.errors import OnehciError
 
 Say = Callable[[str], None]
-
-
-def in_lab(loaded) -> bool:
-    """Is this site running as a lab (`onehci lab up`), so that `lab reinstall` stands for the
-    network install of its nodes?"""
-    from installer.lab import core
-
-    return bool(state.read_json(core.lab_dir(loaded) / "lab.json", {}).get("nodes"))
 
 
 def installed(loaded, hostname: str) -> bool:
@@ -28,13 +20,19 @@ def installed(loaded, hostname: str) -> bool:
     return found is not None and found.state == INSTALLED
 
 
-def network_install(loaded, hostname: str, *, timeout: float, say: Say, new: bool = False) -> dict:
-    """The node installs itself from the network; returns when its install-complete callback came."""
-    if in_lab(loaded):
-        from installer.lab import reinstall
+# How a node of this site is reinstalled when it is not a server booting from the network: the
+# CLI passes the lab's `lab reinstall` for a site running as the rehearsal lab (environment.json
+# says so); (loaded, hostname, say=..., new=...) -> what it did.
+Reinstall = Callable[..., dict]
 
+
+def network_install(loaded, hostname: str, *, timeout: float, say: Say, new: bool = False,
+                    reinstall: Reinstall | None = None) -> dict:
+    """The node installs itself from the network; returns when its install-complete callback
+    came. REINSTALL, when given, does the install instead (the rehearsal lab)."""
+    if reinstall is not None:
         say(f"{hostname} is a lab node: `onehci lab reinstall {hostname}` stands for its network install")
-        return reinstall.reinstall(loaded, hostname, say=say, new=new)
+        return reinstall(loaded, hostname, say=say, new=new)
     say(f"now boot {hostname} from the network (power it on, or reboot it into PXE): `onehci pxe serve` must be "
         f"running{' (restart it: it learns a new MAC at start)' if new else ''}; waiting up to {timeout / 60:.0f} "
         "min for its install-complete callback")
@@ -50,9 +48,9 @@ def network_install(loaded, hostname: str, *, timeout: float, say: Say, new: boo
 def reconnect(loaded, node, timeout: float = 600) -> str:
     """The installed node has a new SSH host key: forget any old one for its address (the install
     was ours: its callback proved it) and learn the new one once it answers."""
-    from installer.deploy import learn_host_keys, ssh_identity
+    from installer.deploy import learn_host_keys
 
-    ssh_key, known_hosts = ssh_identity(loaded)
+    ssh_key, known_hosts = environment.ssh_identity(loaded.path)
     if known_hosts.exists():
         subprocess.run(["ssh-keygen", "-R", node.ip, "-f", str(known_hosts)], capture_output=True)
     deadline = time.monotonic() + timeout

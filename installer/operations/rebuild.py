@@ -50,13 +50,15 @@ class Rebuild:
     """The steps' work; each method returns what the journal records."""
 
     def __init__(self, loaded, hostname: str, *, say: Say, confirm: Callable[[dict], bool],
-                 drain_timeout: float, install_timeout: float, healthy_timeout: float):
+                 drain_timeout: float, install_timeout: float, healthy_timeout: float,
+                 reinstall: install.Reinstall | None = None):
         self.loaded = loaded
         self.plan = make_plan(loaded.site)
         self.node = self.plan.node(hostname)
         self.say = say
         self.confirm = confirm
         self.drain_timeout, self.install_timeout, self.healthy_timeout = drain_timeout, install_timeout, healthy_timeout
+        self.reinstaller = reinstall
         self.kvm = self.node is not None and self.node.has("kvm")
         self.chunkserver = self.node is not None and self.node.has("mfs_chunkserver")
         self._client = None
@@ -152,7 +154,8 @@ class Rebuild:
         return where
 
     def reinstall(self) -> dict:
-        return install.network_install(self.loaded, self.node.hostname, timeout=self.install_timeout, say=self.say)
+        return install.network_install(self.loaded, self.node.hostname, timeout=self.install_timeout, say=self.say,
+                                       reinstall=self.reinstaller)
 
     def installed(self) -> bool:
         return install.installed(self.loaded, self.node.hostname)
@@ -193,12 +196,13 @@ class Rebuild:
 
 def rebuild(loaded, hostname: str, *, say: Say = print, confirm: Callable[[dict], bool] = lambda facts: True,
             answers: dict[str, bool] | None = None, drain_timeout: float = 1800, install_timeout: float = 3600,
-            healthy_timeout: float = 600) -> dict:
+            healthy_timeout: float = 600, reinstall: install.Reinstall | None = None) -> dict:
     """Run (or continue) the rebuild of HOSTNAME; the journal as `--json` shows it.
 
-    ANSWERS are the technician's word about an interrupted destructive step ({step: took effect})."""
+    ANSWERS are the technician's word about an interrupted destructive step ({step: took effect});
+    REINSTALL how the node is reinstalled when it does not boot from the network (the lab)."""
     work = Rebuild(loaded, hostname, say=say, confirm=confirm, drain_timeout=drain_timeout,
-                   install_timeout=install_timeout, healthy_timeout=healthy_timeout)
+                   install_timeout=install_timeout, healthy_timeout=healthy_timeout, reinstall=reinstall)
     if work.node is None:
         raise OnehciError(f"{hostname} is not a node of {loaded.path} (its nodes: "
                           f"{', '.join(n.hostname for n in work.plan.nodes)})")

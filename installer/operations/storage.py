@@ -10,36 +10,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from installer import mfs, remote, state
+from installer import chunkmarks, mfs, remote
 from installer.errors import OnehciError
 
-_MARKS = "chunk_marks.json"
 HDD_CFG = "/etc/mfs/mfshdd.cfg"
-
-
-def disk_id(entry) -> str:
-    """The identifier the chunkserver role gives a chunk disk: its by-id path or serial:X."""
-    return f"serial:{entry['serial']}" if isinstance(entry, dict) else str(entry)
-
-
-def marks(site_path) -> dict[str, list[str]]:
-    """{node: [disk ids]} marked for removal by an operation."""
-    return state.read_json(state.state_dir(site_path) / _MARKS, {})
-
-
-def _record(site_path, node: str, disks: list[str]) -> None:
-    with state.locked(state.ensure(state.state_dir(site_path)), "marks"):
-        data = marks(site_path)
-        if disks:
-            data[node] = disks
-        else:
-            data.pop(node, None)
-        state.write_json(state.state_dir(site_path) / _MARKS, data)
 
 
 def set_marked(loaded, node, marked: bool) -> None:
     """Mark (or unmark) every chunk disk of NODE in its mfshdd.cfg and reload its chunkserver."""
-    _record(loaded.path, node.hostname, [disk_id(d) for d in node.chunk_disks] if marked else [])
+    chunkmarks.record(loaded.path, node.hostname, [chunkmarks.disk_id(d) for d in node.chunk_disks] if marked else [])
     edit = r"s|^\*\?/|*/|" if marked else r"s|^\*/|/|"
     remote.check(loaded, node.ip, f"sed -i '{edit}' {HDD_CFG} && systemctl reload moosefs-chunkserver",
                  f"{'marking' if marked else 'unmarking'} the chunk disks of {node.hostname}")
