@@ -37,7 +37,7 @@ _STANDARD_TAG = "tag:yaml.org,2002:"
 MAX_DEPTH = 50
 # values built from one document: a 1,000-node site has about 15,000; aliases that refer to
 # aliases (a "billion laughs" file) would otherwise expand a few hundred bytes into gigabytes
-MAX_VALUES = 200_000
+MAX_VALUES = 50_000
 
 
 class YamlError(Exception):

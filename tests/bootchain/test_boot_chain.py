@@ -160,14 +160,48 @@ def test_unknown_machine_gets_no_installer(boot_site, server):
         assert "Linux version" not in vm.serial()
 
 
+@contextlib.contextmanager
+def _as_node(host: str):
+    """A namespace on the bridge holding HOST's address: the boot server takes a callback only
+    from the node's own address, as the installed system sends it."""
+    netns, veth = f"onehci-bcn-{host[-4:]}", f"onehci-bcv{host[-4:]}"
+    net.create_veth(veth, BRIDGE, netns, cidr=f"{NODES[host][1]}/24")
+    try:
+        yield netns
+    finally:
+        net.delete_veth(veth)
+        net.delete_netns(netns)
+
+
+_GET = """
+import sys, urllib.error, urllib.request
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=10).status)
+except urllib.error.HTTPError as exc:
+    print(exc.code)
+"""
+
+
+def _http_status(netns: str, url: str) -> int:
+    """The HTTP status of a GET of URL made from inside NETNS."""
+    proc = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", _GET, url],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout)
+
+
 def _callback(server, workdir: Path, host: str) -> None:
     """What the installer's finish script does once the system is on disk."""
     token = json.loads((workdir / "state/boot.json").read_text())[host]["token"]
-    with pytest.raises(urllib.error.HTTPError):
-        urllib.request.urlopen(f"http://{ADDRESS}:8080/installed/{host}?token=wrong", timeout=10)
-    server.wait_event(host, "callback-refused", timeout=10)
-    assert urllib.request.urlopen(f"http://{ADDRESS}:8080/installed/{host}?token={token}", timeout=10).status == 200
-    server.wait_event(host, "installed", timeout=10)
+    with pytest.raises(urllib.error.HTTPError):  # from this machine, not the node: refused
+        urllib.request.urlopen(f"http://{ADDRESS}:8080/installed/{host}?token={token}", timeout=10)
+    server.wait_event(None, "callback-refused", f"callback for {host} from {ADDRESS}, which is not its address",
+                      timeout=10)
+    with _as_node(host) as netns:
+        assert _http_status(netns, f"http://{ADDRESS}:8080/installed/{host}?token=wrong") == 403
+        server.wait_event(host, "callback-refused", timeout=10)
+        assert _http_status(netns, f"http://{ADDRESS}:8080/installed/{host}?token={token}") == 200
+        server.wait_event(host, "installed", timeout=10)
 
 
 def test_after_the_callback_a_bios_node_boots_locally(boot_site, server):
