@@ -33,6 +33,7 @@ def test_prune_keeps_what_the_server_loads_as_node_would_find_it(tmp_path):
     package(top, "clsx")
     package(top, "webpack", acorn="8")  # a build tool: not required by the server
     package(top, "acorn")
+    package(top / "node_modules/webpack", "acorn")  # nested in a package that goes: goes with it
     kept = fireedge.prune(top)
     assert kept == ["@mui/styles", "accepts", "clsx", "express", "express/node_modules/debug", "ms"]
     assert nested.is_dir() and not (top / "node_modules/debug").exists()

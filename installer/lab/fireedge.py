@@ -100,7 +100,7 @@ def prune(fireedge: Path) -> list[str]:
         for key in ("dependencies", "optionalDependencies", "peerDependencies"):
             wanted += [(found / "node_modules", dep) for dep in meta.get(key) or {}]
     for package in _installed(modules):
-        if package not in keep:
+        if package not in keep and package.exists():  # (one nested in a package removed before is gone)
             shutil.rmtree(package)
     for leftover in sorted(modules.rglob("node_modules"), reverse=True):  # now-empty nesting
         if leftover.is_dir() and not any(leftover.iterdir()):
