@@ -29,7 +29,7 @@ from installer.lab import base, cgroups, disks, net, onebuild, onerepo, procs, r
 from installer.plan import PlannedNode, make_plan
 
 LAB_ROOT = Path("/var/lib/onehci/lab")
-FIREEDGE = False  # FireEdge in the lab's OpenNebula build (installer/lab/fireedge.py)
+FIREEDGE = True  # FireEdge in the lab's OpenNebula build (installer/lab/fireedge.py)
 BOOT_TIMEOUT = 180  # seconds until every sshd answers (3 nodes boot in ~10 s here)
 STOP_TIMEOUT = 20  # seconds for systemd in a node to power off before SIGKILL
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -38,7 +38,7 @@ SOURCE_NAME = f"opennebula-{VERSION}.tar.gz"
 # the release tarball's checksum, pinned here: a tarball that differs is refused before anything
 SOURCE_SHA256 = "2a2e1451d5c626d816dc1dc8fb403d866ec3c307bc85850ba8d90fd1c983d00c"
 REVISION = "1~onehci1"  # `~`: OpenNebula's own 7.0.2-1 sorts above it and wins an upgrade
-RECIPE = 3  # bump when this module changes how the staged tree is split and packaged
+RECIPE = 4  # bump when this module changes how the staged tree is split and packaged
 STAGE_RECIPE = 1  # bump when it changes how the source is compiled and staged
 CACHE = Path(os.environ.get("ONEHCI_OPENNEBULA_CACHE", "/var/cache/onehci/opennebula"))
 DATA = Path(__file__).resolve().parent / "opennebula"  # patches/ and debian/ (maintainer scripts)
@@ -80,7 +80,8 @@ PACKAGES = (
              "usr/lib/ruby/vendor_ruby/")),
     Package("opennebula-tools", "OpenNebula command-line tools",
             "onehost, onevm, onedatastore and the other command-line clients of the OpenNebula API.",
-            (f"opennebula-libs (= {VERSION}-{REVISION})", f"opennebula-common (= {VERSION}-{REVISION})", *RUBY),
+            (f"opennebula-libs (= {VERSION}-{REVISION})", f"opennebula-common (= {VERSION}-{REVISION})", *RUBY,
+             "ruby-activesupport"),  # the clients' --json output
             tuple(f"usr/bin/one{tool}" for tool in (
                 "acct", "acl", "backupjob", "cluster", "datastore", "group", "hook", "host", "image", "irb",
                 "log", "market", "marketapp", "secgroup", "showback", "template", "user", "vdc", "vm",
@@ -98,7 +99,8 @@ PACKAGES = (
             "FireEdge, OpenNebula's web interface (Sunstone), served by Node.js on port 2616.",
             (f"opennebula-common (= {VERSION}-{REVISION})", "nodejs (>= 18)", "nodejs (<< 19)", "libzmq5"),
             ("usr/lib/one/fireedge/", "etc/one/fireedge/", "etc/one/fireedge-server.conf", "usr/bin/fireedge-server",
-             "lib/systemd/system/opennebula-fireedge.service", "etc/logrotate.d/opennebula-fireedge")),
+             "lib/systemd/system/opennebula-fireedge.service", "etc/logrotate.d/opennebula-fireedge"),
+            architecture="amd64", shlibs=True),  # zeromq's native module
     Package("opennebula-libs", "OpenNebula Ruby libraries",
             "The Ruby bindings of the OpenNebula API and the libraries of its drivers.",
             (f"opennebula-common (= {VERSION}-{REVISION})", *RUBY),
@@ -216,9 +218,10 @@ def patches() -> list[Path]:
 
 def build_key(source_sha256: str = SOURCE_SHA256, patch_files: list[Path] | None = None, recipe: int = RECIPE,
               fireedge: bool = False) -> str:
-    """What the packages are cached by: the source, the patch set, the recipes (and the maintainer
-    scripts the packages carry), and whether FireEdge is part of the build."""
-    digest = hashlib.sha256(f"{source_sha256}\n{recipe}\n{stage_key(fireedge, patch_files)}\n".encode())
+    """What the packages are cached by: the source, the patch set, the recipes, the packages'
+    definitions (names, dependencies, contents) and maintainer scripts, and whether FireEdge is
+    part of the build."""
+    digest = hashlib.sha256(f"{source_sha256}\n{recipe}\n{stage_key(fireedge, patch_files)}\n{PACKAGES!r}\n".encode())
     for path in sorted((DATA / "debian").iterdir()):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]

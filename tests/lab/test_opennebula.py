@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from tests.lab.helpers import blank_vm, sh, terminate, wait_for
 MOUNT = "/var/lib/one/datastores"
 KVM = ["lab1", "lab2", "lab3"]
 ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("ONEHCI_TEST_ARTIFACTS", ROOT / "tests" / "artifacts"))  # kept after the run
 
 
 def status(cloud) -> tuple[int, dict]:
@@ -351,3 +353,68 @@ def test_no_secret_in_any_output_log_or_artifact(cloud):
                                                       "grep -cF -f /dev/fd/3 || true"],
                                  input=password + "\n", capture_output=True, text=True)
             assert proc.stdout.strip() == "0", (node, source)
+
+
+def test_fireedge_lets_oneadmin_log_in_from_a_browser(cloud):
+    """OpenNebula's web UI, built from the same source: its login page in headless Chromium
+    (Debian's), oneadmin logs in, a screenshot is kept in the test artifacts."""
+    import urllib.error
+    import urllib.request
+
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url = "http://10.71.0.11:2616/fireedge/sunstone"
+
+    def answers():
+        try:
+            with urllib.request.urlopen(url, timeout=5) as page:
+                return page.status == 200
+        except OSError:
+            return False
+    wait_for("FireEdge to answer", answers, 120, 2)
+    password = state.oneadmin_password_file(cloud.path).read_text().strip()
+    # the API the page logs in through: a JSON web token for oneadmin, nothing for a wrong password
+    def login(token: str) -> int:
+        request = urllib.request.Request("http://10.71.0.11:2616/fireedge/api/auth/", method="POST",
+                                         data=json.dumps({"user": "oneadmin", "token": token}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                assert json.load(answer)["data"]["token"]
+                return answer.status
+        except urllib.error.HTTPError as refused:
+            return refused.code
+    assert login(password) == 200
+    assert login(password + "x") == 401
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    profile = tempfile.mkdtemp(prefix="onehci-chromium-")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={profile}", "--window-size=1280,800"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService("/usr/bin/chromedriver"))
+    try:
+        browser.get(url)
+        wait = WebDriverWait(browser, 90)
+        wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "input[data-cy=login-user]")))
+        browser.find_element(By.CSS_SELECTOR, "input[data-cy=login-user]").send_keys("oneadmin")
+        browser.find_element(By.CSS_SELECTOR, "input[data-cy=login-token]").send_keys(password)
+        browser.find_element(By.CSS_SELECTOR, "button[data-cy=login-button]").click()
+        # logged in: the dashboard's resource counters and the header's user menu, labelled with the user
+        wait.until(ready.presence_of_element_located(
+            (By.CSS_SELECTOR, "[data-cy=dashboard-widget-total-sunstone-resources]")))
+        wait.until(ready.text_to_be_present_in_element((By.CSS_SELECTOR, "[data-cy=header-user-button]"),
+                                                       "oneadmin"))
+        assert not browser.find_elements(By.CSS_SELECTOR, "input[data-cy=login-user]")
+        shot = ARTIFACTS / "fireedge-after-login.png"
+        browser.save_screenshot(str(shot))
+        print(f"FireEdge screenshot: {shot}")
+        assert shot.stat().st_size > 10_000
+        assert password not in browser.page_source
+    finally:
+        browser.quit()
