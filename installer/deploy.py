@@ -78,6 +78,19 @@ def deploy(loaded, *, limit: list[str] | None = None, check: bool = False, forma
     return result
 
 
+def apply_chunk_marks(loaded, hostname: str, disks: list[str], *, say: Callable[[str], None] = print) -> None:
+    """Mark DISKS of HOSTNAME for removal ([]: unmark them all): recorded in the site's state, then
+    rendered into mfshdd.cfg by the chunkserver role alone, which reloads (or starts) the
+    chunkserver and checks it runs."""
+    chunkmarks.record(loaded.path, hostname, disks)
+    ssh_key, known_hosts = environment.ssh_identity(loaded.path)
+    plan = make_plan(loaded.site)
+    learn_host_keys([n for n in plan.nodes if n.hostname == hostname], known_hosts, ssh_key)
+    result = ansible.run_playbook(loaded.path, inventory_for(loaded, plan), "chunk-disks.yml", limit=[hostname],
+                                  say=say)
+    ansible.raise_for_failure(result)
+
+
 DEPLOYED = "deployed.json"
 
 

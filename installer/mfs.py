@@ -89,3 +89,35 @@ def health(master: str, timeout: float = 10) -> Health:
                             mfscli(master, "IC", "-m", "1", timeout=timeout))  # regular chunks: what goal asks for
     except (OnehciError, subprocess.TimeoutExpired) as exc:
         return Health(master=master, reachable=False, error=str(exc))
+
+
+def master_time(master: str, timeout: float = 10) -> float:
+    """The master's own clock, seconds since the epoch (`mfscli -SIM`: ip, version, state, local time...)."""
+    for row in rows(mfscli(master, "IM", timeout=timeout)):
+        if len(row) > 3 and row[0] == master:
+            try:
+                return float(row[3])
+            except ValueError:
+                break
+    raise OnehciError(f"the MooseFS master {master} gave no local time (mfscli -SIM)")
+
+
+def chunk_count(master: str, timeout: float = 10) -> int:
+    """How many chunks the filesystem holds (`mfscli -SIN`)."""
+    for row in rows(mfscli(master, "IN", timeout=timeout)):
+        if len(row) == 2 and row[0] == "chunks":
+            return int(row[1])
+    raise OnehciError(f"the MooseFS master {master} gave no chunk count (mfscli -SIN)")
+
+
+def chunk_loop(master: str, timeout: float = 10) -> tuple[int, int]:
+    """(start, end) of the master's last complete chunk loop, on its own clock; (0, 0) before its
+    first and while the filesystem holds no chunk (`mfscli -SIL` says "no data"). The chunk matrix
+    is recomputed by that loop: what it shows is the state at the loop's start at the earliest."""
+    found = {}
+    for line in mfscli(master, "IL", timeout=timeout).splitlines():
+        parts = [p.strip() for p in line.split(SEP)]
+        for key in ("start", "end"):
+            if f"{key}:" in parts and "chunk loop" in parts[:parts.index(f"{key}:")]:
+                found[key] = int(parts[parts.index(f"{key}:") + 1])
+    return found.get("start", 0), found.get("end", 0)

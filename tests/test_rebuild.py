@@ -166,3 +166,38 @@ def test_ctrl_c_at_the_question_leaves_no_operation_open(loaded, ran):
     with pytest.raises(KeyboardInterrupt):
         rb.rebuild(loaded, "n3", say=lambda _: None)
     assert calls == ["preflight"] and journal.current(loaded.path) is None
+
+
+# --- the drain's proof: only a chunk loop started after the mark counts -------------------------
+
+
+def test_the_drain_waits_for_a_chunk_loop_started_after_the_mark(monkeypatch):
+    from installer import mfs
+    from installer.operations import storage
+
+    loops = iter([(90, 150), (90, 150), (151, 211)])  # the loop before the mark, twice, then one after it
+    monkeypatch.setattr(mfs, "chunk_loop", lambda master: next(loops))
+    monkeypatch.setattr(mfs, "chunk_count", lambda master: 20)
+    said = []
+    storage.wait_loop_after("m", 151, timeout=10, say=said.append, interval=0)
+    assert next(loops, None) is None and len(said) == 1 and "next full chunk loop" in said[0]
+
+
+def test_the_drain_has_nothing_to_prove_without_chunks(monkeypatch):
+    from installer import mfs
+    from installer.operations import storage
+
+    monkeypatch.setattr(mfs, "chunk_loop", lambda master: (0, 0))  # MooseFS reports no loop on an empty filesystem
+    monkeypatch.setattr(mfs, "chunk_count", lambda master: 0)
+    storage.wait_loop_after("m", 151, timeout=10, interval=0)
+
+
+def test_the_drain_stops_with_a_clear_error_when_no_loop_comes(monkeypatch):
+    from installer import mfs
+    from installer.errors import OnehciError
+    from installer.operations import storage
+
+    monkeypatch.setattr(mfs, "chunk_loop", lambda master: (90, 150))
+    monkeypatch.setattr(mfs, "chunk_count", lambda master: 20)
+    with pytest.raises(OnehciError, match="has not completed a chunk loop in 0 s"):
+        storage.wait_loop_after("m", 151, timeout=0, say=lambda line: None, interval=0)

@@ -139,12 +139,15 @@ class Rebuild:
                 self.say(f"MooseFS: {line}")
             return {"drained": False, "why": "the node is dead: its copies were not drained", "risk": risk.summary}
         started = time.monotonic()
-        storage.set_marked(self.loaded, self.node, True)
+        storage.set_marked(self.loaded, self.node, True, say=self.say)
         storage.wait_seen_marked(master, self.node)
+        marked_at = mfs.master_time(master)  # from here the master knows: a loop started later proves the copies
         self.say(f"MooseFS: {self.node.hostname}'s chunk disks marked for removal; their chunks are being copied")
-        storage.wait_safe(master, timeout=self.drain_timeout, say=self.say,
-                          what=f"the chunks of {self.node.hostname} to have their copies elsewhere")
-        return {"drained": True, "seconds": round(time.monotonic() - started, 1)}
+        health = storage.wait_safe(master, timeout=self.drain_timeout, say=self.say, since=marked_at,
+                                   what=f"the chunks of {self.node.hostname} to have their copies elsewhere")
+        loop = mfs.chunk_loop(master)
+        return {"drained": True, "seconds": round(time.monotonic() - started, 1), "marked_at": marked_at,
+                "proof": {"chunk_loop": {"start": loop[0], "end": loop[1]}, "chunks": health.chunks}}
 
     def arm(self) -> str:
         from installer import pxe
@@ -186,7 +189,7 @@ class Rebuild:
     def undrain(self) -> str:
         if not self.chunkserver:
             return "not a chunkserver"
-        storage.set_marked(self.loaded, self.node, False)
+        storage.set_marked(self.loaded, self.node, False, say=self.say)
         return "chunk disks unmarked"
 
     def healthy(self) -> dict:

@@ -1,27 +1,22 @@
 """MooseFS during day-2 work: mark a node's chunk disks for removal (a drain) and back, and
 wait until the chunk matrix says every chunk has its copies elsewhere.
 
-A mark is also recorded in the state directory (chunk_marks.json) so that a deploy run in the
-middle of a rebuild keeps it (inventory: moosefs_chunkserver__marked_for_removal) instead of
-quietly undoing the drain."""
+A mark is recorded in the state directory (chunk_marks.json) and written by the chunkserver role
+(inventory: moosefs_chunkserver__marked_for_removal), so a deploy run in the middle of a rebuild
+keeps it instead of quietly undoing the drain."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
-from installer import chunkmarks, mfs, remote
+from installer import chunkmarks, deploy, mfs
 from installer.errors import OnehciError
 
-HDD_CFG = "/etc/mfs/mfshdd.cfg"
-
-
-def set_marked(loaded, node, marked: bool) -> None:
-    """Mark (or unmark) every chunk disk of NODE in its mfshdd.cfg and reload its chunkserver."""
-    chunkmarks.record(loaded.path, node.hostname, [chunkmarks.disk_id(d) for d in node.chunk_disks] if marked else [])
-    edit = r"s|^\*\?/|*/|" if marked else r"s|^\*/|/|"
-    remote.check(loaded, node.ip, f"sed -i '{edit}' {HDD_CFG} && systemctl reload moosefs-chunkserver",
-                 f"{'marking' if marked else 'unmarking'} the chunk disks of {node.hostname}")
+def set_marked(loaded, node, marked: bool, *, say: Callable[[str], None] = print) -> None:
+    """Mark (or unmark) every chunk disk of NODE for removal, through the chunkserver role."""
+    disks = [chunkmarks.disk_id(d) for d in node.chunk_disks] if marked else []
+    deploy.apply_chunk_marks(loaded, node.hostname, disks, say=say)
 
 
 def disk_states(master: str, ip: str) -> list[str]:
@@ -51,11 +46,36 @@ def unsafe(health: mfs.Health) -> dict[str, int]:
     return {k: health.chunks.get(k, 0) for k in ("missing", "endangered", "undergoal") if health.chunks.get(k, 0)}
 
 
-def wait_safe(master: str, *, timeout: float = 1800, say: Callable[[str], None] = print,
-              interval: float = 3.0, what: str = "every chunk to have its copies") -> mfs.Health:
-    """Until the regular chunk matrix (copies on disks marked for removal not counted) shows no
-    missing, endangered or undergoal chunk; progress once per change; a clear error at TIMEOUT."""
+def wait_loop_after(master: str, since: float, *, timeout: float, say: Callable[[str], None] = print,
+                    interval: float = 3.0) -> None:
+    """Until a chunk loop of the master that started at or after SINCE (the master's own clock)
+    has ended. The chunk matrix is the last loop's: read before that, it may describe the cloud
+    as it was before SINCE (seen: disks marked, the matrix clean 0.3 s later, the node stopped,
+    14 of 20 chunks down to one copy)."""
     deadline = time.monotonic() + timeout
+    said = False
+    while mfs.chunk_loop(master)[0] < since:
+        if mfs.chunk_count(master) == 0:
+            return  # no chunk, no loop reported (MooseFS shows "no data"), and nothing to copy
+        if not said:
+            say("MooseFS: waiting for the master's next full chunk loop (the chunk matrix is the last loop's; one "
+                "loop takes CHUNKS_LOOP_MIN_TIME at least: 300 s by default)")
+            said = True
+        if time.monotonic() >= deadline:
+            raise OnehciError(f"the MooseFS master has not completed a chunk loop in {timeout:.0f} s: `mfscli -SIL` "
+                              "shows its loops; run the same command again to keep waiting")
+        time.sleep(interval)
+
+
+def wait_safe(master: str, *, timeout: float = 1800, say: Callable[[str], None] = print,
+              interval: float = 3.0, what: str = "every chunk to have its copies",
+              since: float | None = None) -> mfs.Health:
+    """Until the regular chunk matrix (copies on disks marked for removal not counted) shows no
+    missing, endangered or undergoal chunk; progress once per change; a clear error at TIMEOUT.
+    SINCE (the master's clock): only a matrix of a chunk loop started after it counts."""
+    deadline = time.monotonic() + timeout
+    if since is not None:
+        wait_loop_after(master, since, timeout=timeout, say=say)
     last = None
     while True:
         health = mfs.health(master)

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from installer import journal, one, remote, status
+from installer import journal, mfs, one, remote, status
 from installer.errors import OnehciError
 from installer.operations import hosts, storage
 
@@ -233,7 +233,10 @@ def upgrade_node(loaded, plan, name: str, *, timeout: float = TIMEOUT, say: Say 
         say(f"{name}: nothing to upgrade" + (f" ({len(sim.kept_back)} kept back)" if sim.kept_back else "")
             + "; checking it is healthy")
     _wait_units(loaded, node, timeout)
-    storage.wait_safe(plan.moosefs["master_ip"], timeout=timeout, say=say,
+    master = plan.moosefs["master_ip"]
+    # a restarted chunkserver was away: only a chunk loop started after its return shows the copies
+    since = mfs.master_time(master) if sim.packages and name in plan.moosefs["chunkservers"] else None
+    storage.wait_safe(master, timeout=timeout, say=say, since=since,
                       what=f"every chunk to have its copies after {name}'s upgrade")
     if kvm:
         client = _client(loaded, plan, timeout, say)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -23,6 +25,34 @@ def wait_for(what: str, condition, timeout: float, every: float = 1.0):
         assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
         time.sleep(every)
     return result
+
+
+@contextlib.contextmanager
+def chunk_watch(master: str, every: float = 1.0):
+    """Read MooseFS's matrix of all chunks (copies on disks marked for removal included) every
+    EVERY seconds while the block runs; yields the list of samples (seconds since the start,
+    missing, endangered), filled as it goes. A chunk with one copy left shows as endangered."""
+    samples: list[tuple[float, int, int]] = []
+    done = threading.Event()
+    start = time.monotonic()
+
+    def watch():
+        while not done.is_set():
+            out = subprocess.run(["mfscli", "-H", master, "-SIC", "-m", "0", "-p", "-n", "-s", "|"],
+                                 capture_output=True, text=True, timeout=30).stdout
+            found = {line.split("|")[1].removeprefix("chunkclass ").rstrip(":"): int(line.split("|")[2])
+                     for line in out.splitlines() if line.startswith("all chunks matrix:|chunkclass ")}
+            if "missing" in found:
+                samples.append((round(time.monotonic() - start, 1), found["missing"], found["endangered"]))
+            done.wait(every)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        done.set()
+        thread.join(60)
 
 
 def tree_hash(loaded, node: str, path: str) -> str:
