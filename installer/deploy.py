@@ -78,17 +78,22 @@ def deploy(loaded, *, limit: list[str] | None = None, check: bool = False, forma
     return result
 
 
+def apply(loaded, playbook: str, hostnames: list[str], *, say: Callable[[str], None] = print) -> None:
+    """Run one of the day-2 playbooks (playbooks/README.md) on HOSTNAMES only, with the site's
+    inventory; stops with the failed task's message. The roles stay the only writers of a node."""
+    ssh_key, known_hosts = environment.ssh_identity(loaded.path)
+    plan = make_plan(loaded.site)
+    learn_host_keys([n for n in plan.nodes if n.hostname in hostnames], known_hosts, ssh_key)
+    result = ansible.run_playbook(loaded.path, inventory_for(loaded, plan), playbook, limit=hostnames, say=say)
+    ansible.raise_for_failure(result)
+
+
 def apply_chunk_marks(loaded, hostname: str, disks: list[str], *, say: Callable[[str], None] = print) -> None:
     """Mark DISKS of HOSTNAME for removal ([]: unmark them all): recorded in the site's state, then
     rendered into mfshdd.cfg by the chunkserver role alone, which reloads (or starts) the
     chunkserver and checks it runs."""
     chunkmarks.record(loaded.path, hostname, disks)
-    ssh_key, known_hosts = environment.ssh_identity(loaded.path)
-    plan = make_plan(loaded.site)
-    learn_host_keys([n for n in plan.nodes if n.hostname == hostname], known_hosts, ssh_key)
-    result = ansible.run_playbook(loaded.path, inventory_for(loaded, plan), "chunk-disks.yml", limit=[hostname],
-                                  say=say)
-    ansible.raise_for_failure(result)
+    apply(loaded, "chunk-disks.yml", [hostname], say=say)
 
 
 DEPLOYED = "deployed.json"

@@ -13,28 +13,33 @@ metadata.mfs - try using option '-a'"), so:
     verify      the master answers, its metadata version is not lower than the one on disk,
                 no chunk is missing once the chunkservers are back; the site's metaloggers hold
                 the master's changes (waited for METALOGGER_WAIT s at most; one still behind is reported)
-    healthy     `onehci status`, reported
+    healthy     `onehci status` green (free space aside) within the timeout, or exit 1 naming what is not
 
 Promotion (--from NODE, a metalogger node): the master host is lost for good.
 
     preflight   the old master does not answer (port 9421) and its host does not answer SSH
                 (no split brain); NODE answers and holds metalogger data (metadata_ml.mfs.back);
                 the version the metalogger holds is recorded; the technician confirms
-    install     moosefs-master and moosefs-cli on NODE (apt, through the site's proxy)
+    site        site.yml: mfs_master moved from the old master to NODE (in place, comments kept;
+                otherwise the exact change is printed and the operation stops until it is made):
+                from here the roles render the new layout
+    install     the master role on NODE, packages and configuration only (playbooks/master-install.yml)
     promote     DESTRUCTIVE: the metalogger stopped, its files copied as master files
                 (metadata_ml.mfs.back -> metadata.mfs.back, changelog_ml*.mfs -> changelog.N.mfs),
                 the originals kept in /var/lib/mfs/metalogger.before-promotion/, `mfsmaster -a`
                 and the hand-over to systemd as above
-    repoint     `mfsmaster` in /etc/hosts of every node that answers points at NODE: chunkservers,
-                metaloggers and mounts reconnect by themselves (they resolve the name again)
+    repoint     the common role on every node that answers (playbooks/base.yml): `mfsmaster` in
+                /etc/hosts names NODE; chunkservers, metaloggers and mounts reconnect by themselves
+                (they resolve the name again)
     forget      the chunkservers that do not come back (the lost host's) removed from the master's
                 list (`mfscli -CRC`)
-    site        site.yml: mfs_master moved from the old master to NODE (in place, comments kept;
-                otherwise the exact change is printed and the operation stops until it is made)
     deploy      `onehci deploy` of the nodes that answer (the others left out of the inventory):
                 every node follows the new layout
     verify      as above
-    healthy     `onehci status`, reported (a lost node that is still in site.yml shows there)
+    healthy     `onehci status` of the nodes that answer green within the timeout, or exit 1; a lost
+                node still in site.yml is named, with what to do about it
+
+Day-2 steps change a node's configuration only through the roles (playbooks/README.md).
 """
 
 from __future__ import annotations
@@ -49,9 +54,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from installer import journal, mfs, remote, sitefile, status, yamlpos
+from installer import deploy, journal, mfs, remote, sitefile, yamlpos
 from installer.errors import OnehciError
 from installer.journal import Step
+from installer.operations import install as installing
 from installer.plan import make_plan
 
 Say = Callable[[str], None]
@@ -68,10 +74,10 @@ IN_PLACE = [
     Step("verify"), Step("healthy"),
 ]
 PROMOTION = [
-    Step("preflight"), Step("install"),
+    Step("preflight"), Step("site"), Step("install"),
     Step("promote", destructive=True, verify=f"whether moosefs-master runs on the new master node and "
          f"{DATA}/{KEPT}/ holds the metalogger's files (`systemctl status moosefs-master`)"),
-    Step("repoint"), Step("forget"), Step("site"), Step("deploy"), Step("verify"), Step("healthy"),
+    Step("repoint"), Step("forget"), Step("deploy"), Step("verify"), Step("healthy"),
 ]
 
 
@@ -233,11 +239,18 @@ class Recovery:
     """The steps' work; each method returns what the journal records."""
 
     def __init__(self, loaded, source: str | None, *, say: Say, confirm: Callable[[dict], bool],
-                 timeout: float = 300):
+                 timeout: float = 300, healthy_timeout: float = 600):
         self.loaded, self.source, self.say, self.confirm, self.timeout = loaded, source, say, confirm, timeout
+        self.healthy_timeout = healthy_timeout
         self.plan = make_plan(loaded.site)
         self.old = self.plan.node(self.plan.moosefs["master"])
         self.new = self.plan.node(source) if source else self.old
+
+    def resume(self, facts: dict) -> None:
+        """Continue after the preflight: the old master is the one it found (the site step may have
+        moved the role in site.yml since)."""
+        if self.source and facts.get("old"):
+            self.old = self.plan.node(facts["old"])
 
     def sh(self, node, script: str, what: str, timeout: float = 120) -> str:
         return remote.check(self.loaded, node.ip, script, f"{what} on {node.hostname}", timeout=timeout)
@@ -324,25 +337,11 @@ class Recovery:
         return facts
 
     def install(self) -> str:
-        script = ("dpkg-query -W -f='${db:Status-Status}\\n' moosefs-master moosefs-cli 2>/dev/null | "
-                  "grep -c '^installed$' || true")
-        if self.sh(self.new, script, "reading the installed packages").strip() == "2":
-            return "moosefs-master and moosefs-cli already installed"
-        self.say(f"{self.new.hostname}: installing moosefs-master and moosefs-cli")
-        self.sh(self.new, "DEBIAN_FRONTEND=noninteractive apt-get install -y -q moosefs-master moosefs-cli "
-                "|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q moosefs-master "
-                "moosefs-cli; }", "installing moosefs-master", timeout=900)
-        return "installed moosefs-master and moosefs-cli"
-
-    def _config(self) -> str:
-        networks = [str(self.loaded.site.networks.management.cidr.cidr)]
-        exports = "".join(f"{n}\t/\trw,alldirs,maproot=0\n{n}\t.\trw\n" for n in networks)
-        cfg = (f"# written by onehci recover-master; the next deploy writes it again\nWORKING_USER = mfs\n"
-               f"WORKING_GROUP = mfs\nDATA_PATH = {DATA}\nEXPORTS_FILENAME = /etc/mfs/mfsexports.cfg\n")
-        return (f"[ -s /etc/mfs/mfsmaster.cfg ] || printf %s {shlex.quote(cfg)} > /etc/mfs/mfsmaster.cfg\n"
-                f"[ -s /etc/mfs/mfsexports.cfg ] || printf %s {shlex.quote(exports)} > /etc/mfs/mfsexports.cfg\n"
-                "chown root:mfs /etc/mfs/mfsmaster.cfg /etc/mfs/mfsexports.cfg\n"
-                "chmod 0640 /etc/mfs/mfsmaster.cfg /etc/mfs/mfsexports.cfg\n")
+        """The master role on the new node, packages and configuration only: nothing started (the
+        metalogger's files are not in place yet)."""
+        self.say(f"{self.new.hostname}: the master role installs and configures moosefs-master (not started)")
+        deploy.apply(self.loaded, "master-install.yml", [self.new.hostname], say=self.say)
+        return "moosefs-master installed and configured by the master role"
 
     def promote(self) -> dict:
         new = self.new
@@ -358,7 +357,7 @@ class Recovery:
             raise OnehciError(f"{new.hostname}: {DATA} already holds master files ({', '.join(clash)}): onehci will not "
                               "overwrite them; look at them (an earlier master there?) and move them away by hand")
         ml = " ".join(shlex.quote(n) for n in names if "_ml" in n)
-        script = ("set -e\nsystemctl stop moosefs-metalogger.service 2>/dev/null || true\n" + self._config()
+        script = ("set -e\nsystemctl stop moosefs-metalogger.service 2>/dev/null || true\n"
                   + f"cd {DATA}\n"
                   + "".join(f"cp -p {shlex.quote(s)} {shlex.quote(d)}\n" for s, d in copies)
                   + (f"mkdir -p {KEPT}\nmv -f {ml} {KEPT}/\n" if ml else "")
@@ -394,17 +393,13 @@ class Recovery:
         return [n for n in nodes if remote.alive(self.loaded, n.ip, timeout=10)]
 
     def repoint(self) -> dict:
-        ip = self.new.ip
-        done, skipped = [], []
-        script = (f"grep -q '[[:space:]]mfsmaster$' /etc/hosts && sed -i 's/^[^#[:space:]]*\\([[:space:]]\\+mfsmaster\\)$/"
-                  f"{ip}\\1/' /etc/hosts || printf '{ip}\\tmfsmaster\\n' >> /etc/hosts; grep -q '^{re.escape(ip)}[[:space:]]\\+mfsmaster$' /etc/hosts")
-        for node in self.plan.nodes:
-            if node.hostname == self.old.hostname:
-                skipped.append(node.hostname)
-                continue
-            result = remote.run(self.loaded, node.ip, script, timeout=30)
-            (done if result.returncode == 0 else skipped).append(node.hostname)
-        self.say(f"`mfsmaster` now names {self.new.hostname} ({ip}) on {', '.join(done)}"
+        """The common role on every node that answers: /etc/hosts's `mfsmaster` follows the site,
+        which names the new master since the site step."""
+        nodes = self.answering()
+        done = [n.hostname for n in nodes]
+        skipped = [n.hostname for n in self.plan.nodes if n.hostname not in done]
+        deploy.apply(self.loaded, "base.yml", done, say=self.say)
+        self.say(f"`mfsmaster` now names {self.new.hostname} ({self.new.ip}) on {', '.join(done)}"
                  + (f"; not on {', '.join(skipped)} (no answer)" if skipped else ""))
         return {"repointed": done, "not": skipped}
 
@@ -453,24 +448,28 @@ class Recovery:
         self.say(f"{path}: mfs_master moved from {self.old.hostname} to {self.new.hostname}")
         return {"changed": True}
 
-    def deploy(self) -> dict:
-        from installer.deploy import deploy
-
+    def reachable(self) -> tuple[object, list[str]]:
+        """The site as far as it answers: the nodes that do not answer left out (and named), each
+        remaining node keeping the address the whole site's plan gives it (without the lost node,
+        the addresses the plan allocates to nodes without `ip:` would shift)."""
         self.loaded = sitefile.load(self.loaded.path)
         limit = [n.hostname for n in self.answering()]
         lost = [n.hostname for n in self.loaded.site.nodes if n.hostname not in limit]
+        full = make_plan(self.loaded.site)
+        kept = dataclasses.replace(self.loaded, site=self.loaded.site.model_copy(update={"nodes": [
+            n.model_copy(update={"ip": ipaddress.IPv4Address(full.node(n.hostname).ip)})
+            for n in self.loaded.site.nodes if n.hostname in limit]}))
+        return kept, lost
+
+    def deploy(self) -> dict:
         # the nodes that do not answer are left out of the inventory, not just of --limit: the
         # roles that gather from every host of a group (oneadmin's SSH mesh reads each KVM host's
         # keys) would stop at them
-        # each node keeps the address the whole site's plan gives it: without the lost node, the
-        # addresses the plan allocates (nodes without `ip:`) would shift
-        full = make_plan(self.loaded.site)
-        reachable = dataclasses.replace(self.loaded, site=self.loaded.site.model_copy(update={"nodes": [
-            n.model_copy(update={"ip": ipaddress.IPv4Address(full.node(n.hostname).ip)})
-            for n in self.loaded.site.nodes if n.hostname in limit]}))
+        kept, lost = self.reachable()
+        limit = [n.hostname for n in kept.site.nodes]
         self.say(f"deploying the new layout on {', '.join(limit)}"
                  + (f" (left out, not answering: {', '.join(lost)})" if lost else ""))
-        result = deploy(reachable, say=self.say)
+        result = deploy.deploy(kept, say=self.say)
         if result.status != "successful" or result.rc != 0:
             raise OnehciError(f"the deploy failed ({result.status}); its output is above; run the same command again "
                               "once the cause is fixed")
@@ -536,19 +535,23 @@ class Recovery:
         return state
 
     def healthy(self) -> dict:
-        self.loaded = sitefile.load(self.loaded.path)
-        report = status.gather(self.loaded, make_plan(self.loaded.site))
-        bad = [f"{c.component}: {c.reason}" for c in report.checks if c.colour != status.GREEN]
-        self.say(f"status: {report.verdict}" + (f" ({'; '.join(bad)})" if bad else ""))
-        return report.as_dict()
+        """Green within the timeout (free space aside), or an error naming what is not. A node
+        that does not answer (the lost master host, still in site.yml) is left out and named."""
+        kept, lost = self.reachable() if self.source else (sitefile.load(self.loaded.path), [])
+        result = installing.wait_healthy(kept, make_plan(kept.site), timeout=self.healthy_timeout, say=self.say,
+                                         after="the recovery")
+        if lost:
+            self.say(f"status green without {', '.join(lost)}, which does not answer and is still in site.yml: take "
+                     "it out of the site or put new hardware in its place (docs/operations/recover-master.md, B.9)")
+        return {**result, "left_out": lost}
 
 
 def recover_master(loaded, source: str | None = None, *, say: Say = print,
                    confirm: Callable[[dict], bool] = lambda facts: True, answers: dict[str, bool] | None = None,
-                   timeout: float = 300) -> dict:
+                   timeout: float = 300, healthy_timeout: float = 600) -> dict:
     """Run (or continue) the recovery; returns the finished journal (journal.status() form) with
-    a `summary` of what was found and done."""
-    work = Recovery(loaded, source, say=say, confirm=confirm, timeout=timeout)
+    a `summary` of what was found and done. Ends green (free space aside) or raises."""
+    work = Recovery(loaded, source, say=say, confirm=confirm, timeout=timeout, healthy_timeout=healthy_timeout)
     if source and work.new is None:
         raise OnehciError(f"--from {source}: not a node of the site (its nodes: "
                           f"{', '.join(n.hostname for n in work.plan.nodes)})")
@@ -571,11 +574,12 @@ def recover_master(loaded, source: str | None = None, *, say: Say = print,
             facts = first["result"]
             say(f"continuing recover-master at {j.status()['where']}")
         before = facts.get("before")
+        work.resume(facts)
         if source:
+            _run(j, "site", work.site, say)
             _run(j, "install", work.install, say)
             _run(j, "promote", work.promote, say, check_done=work.promoted)
-            for name, fn in (("repoint", work.repoint), ("forget", work.forget), ("site", work.site),
-                             ("deploy", work.deploy)):
+            for name, fn in (("repoint", work.repoint), ("forget", work.forget), ("deploy", work.deploy)):
                 _run(j, name, fn, say)
         elif facts.get("running"):
             for name in ("restart",):
@@ -590,7 +594,7 @@ def recover_master(loaded, source: str | None = None, *, say: Say = print,
                          "metadata_version_after": (checked or {}).get("after"),
                          "metaloggers_behind": sorted(h for h, s in ((checked or {}).get("metaloggers") or {}).items()
                                                       if not s["caught_up"]),
-                         "status": (health or {}).get("verdict")}
+                         "status": (health or {}).get("verdict"), "left_out": (health or {}).get("left_out", [])}
     say(f"recover-master: the MooseFS master runs on {target} (metadata version {(checked or {}).get('after')}, "
         f"{(checked or {}).get('before')} before); status {(health or {}).get('verdict')}")
     return result

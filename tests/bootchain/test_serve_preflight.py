@@ -101,16 +101,22 @@ def test_refuses_when_another_dhcp_server_answers(workdir, foreign_dhcp):
 def test_force_starts_anyway_and_ctrl_c_stops_every_child(workdir, foreign_dhcp):
     site = _site(workdir, BRIDGE, "9")
     proc = _serve(site, "--force", "--json")
-    deadline = time.monotonic() + 60
-    lines = []
-    while time.monotonic() < deadline and not any('"serving"' in line for line in lines):
-        lines.append(proc.stdout.readline())
-    assert any('"warning"' in line and "another DHCP server" in line for line in lines), lines
-    children = _our_processes(str(workdir / "pxe" / "dnsmasq.conf")) + _our_processes(str(workdir / "state" / "run"))
-    assert len(children) == 2, children  # dnsmasq and apt-cacher-ng
-    proc.send_signal(signal.SIGINT)  # Ctrl-C
-    assert proc.wait(30) == 0
-    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    try:
+        deadline = time.monotonic() + 60
+        lines = []
+        while time.monotonic() < deadline and not any('"serving"' in line for line in lines):
+            lines.append(proc.stdout.readline())
+        assert any('"warning"' in line and "another DHCP server" in line for line in lines), lines
+        children = (_our_processes(str(workdir / "pxe" / "dnsmasq.conf"))
+                    + _our_processes(str(workdir / "state" / "run")))
+        assert len(children) == 2, children  # dnsmasq and apt-cacher-ng
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert proc.wait(30) == 0
+        assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    finally:  # a failure above must not leave a DHCP server behind for the next tests
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=30)
 
 
 def test_refuses_when_dhcp_and_tftp_ports_are_taken(workdir):

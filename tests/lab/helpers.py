@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -25,6 +27,16 @@ def wait_for(what: str, condition, timeout: float, every: float = 1.0):
         assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
         time.sleep(every)
     return result
+
+
+def deploy_changes_nothing(site, after: str) -> None:
+    """`onehci deploy` right after a day-2 verb: the roles find every node as the verb left it
+    (the verbs change nodes only through the roles, so they agree)."""
+    proc = subprocess.run([sys.executable, "-m", "installer", "deploy", "--json", str(site)], capture_output=True,
+                          text=True, timeout=900, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    changed = {host: r["changed"] for host, r in json.loads(proc.stdout)["recap"].items() if r["changed"]}
+    assert not changed, f"the deploy after {after} changed: {changed}"
 
 
 @contextlib.contextmanager

@@ -31,7 +31,8 @@ from installer.lab import rootfs
 from installer.operations import hosts
 from installer.plan import make_plan
 from tests.lab.conftest import onehci
-from tests.lab.helpers import blank_vm, chunk_watch, sh, tree_hash, vm_state, wait_for, write_data
+from tests.lab.helpers import (blank_vm, chunk_watch, deploy_changes_nothing, sh, tree_hash, vm_state, wait_for,
+                               write_data)
 
 LAB4 = """  - hostname: lab4
     mac: 52:54:00:71:00:14
@@ -126,6 +127,7 @@ def test_a_rebuild_right_after_a_write_never_leaves_a_chunk_with_one_copy(cloud,
         assert not marked(cloud.loaded, "lab2")
         assert tree_hash(cloud.loaded, "lab2", f"{DATA}-fresh{round_}") == fresh
     assert tree_hash(cloud.loaded, "lab1", DATA) == data
+    deploy_changes_nothing(cloud.site, "the rebuild (its drain and undrain went through the chunkserver role)")
 
 
 def _run_until(loaded, stop_after: str, sig: int) -> None:
@@ -213,6 +215,7 @@ def test_a_dead_node_is_rebuilt_and_nothing_is_lost(cloud, data):
     assert onehci("status", cloud.site).returncode == 0
     assert tree_hash(cloud.loaded, "lab2", DATA) == data
     assert len(history(cloud)) >= 2 and all(h["state"] == "finished" for h in history(cloud)[-2:])
+    deploy_changes_nothing(cloud.site, "the rebuild of a dead node")
 
 
 

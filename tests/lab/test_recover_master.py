@@ -18,7 +18,7 @@ import pytest
 
 from installer import lab, mfs, sitefile
 from installer.operations.recover_master import Recovery
-from tests.lab.helpers import sh, tree_hash, wait_for, write_data
+from tests.lab.helpers import deploy_changes_nothing, sh, tree_hash, wait_for, write_data
 
 SITE = Path(__file__).with_name("recover-site.yml")
 MOUNT = "/var/lib/one/datastores"
@@ -95,6 +95,8 @@ def test_master_process_killed_is_recovered_in_place(cloud):
     again = onehci("recover-master", "--json", str(cloud.path))  # twice: nothing to do
     assert again.returncode == 0, again.stderr[-2000:]
     assert "nothing to recover" in again.stderr
+    assert [s["status"] for s in json.loads(again.stdout)["steps"]] == ["done"] * 4  # ended green
+    deploy_changes_nothing(cloud.path, "the recovery in place")
 
 
 def test_master_node_destroyed_metalogger_promoted_without_a_saved_image(cloud):
@@ -124,6 +126,9 @@ def test_master_node_destroyed_metalogger_promoted_without_a_saved_image(cloud):
     summary = json.loads(done.stdout)["summary"]
     assert summary["master"] == "rec3" and summary["promoted_from_metalogger"]
     assert summary["metadata_version_after"] >= summary["metadata_version_before"] > 0
+    assert summary["left_out"] == ["rec2"] and "status green without rec2" in done.stderr
+    steps = [s["name"] for s in json.loads(done.stdout)["steps"]]
+    assert steps == ["preflight", "site", "install", "promote", "repoint", "forget", "deploy", "verify", "healthy"]
 
     assert hashes(cloud) == before
     assert mfs.health(NEW).reachable
@@ -145,3 +150,4 @@ def test_master_node_destroyed_metalogger_promoted_without_a_saved_image(cloud):
 
     report = wait_for("status green on rec1 and rec3", green, 300, every=5)
     assert report["verdict"] == "healthy"
+    deploy_changes_nothing(cloud.path, "the promotion")
