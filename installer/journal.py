@@ -310,6 +310,16 @@ def check_answers(site_path: str | Path, kind: str, target: str, steps: Sequence
                           "--took-effect/--did-not-take-effect")
 
 
+def refuse_while_unfinished(site_path: str | Path, doing: str) -> None:
+    """Stop DOING (e.g. "lab reinstall lab2") while an operation is unfinished on the site: it
+    could take the node away in the middle of that operation's steps."""
+    found = current(site_path)
+    if found is not None:
+        raise OnehciError(f"{doing}: refused, {found['kind']} {found['target']} is unfinished on this site "
+                          f"({found['state']}, at {found['where']}): let it finish or run its command again "
+                          f"(`{found['command']}`); `onehci operation show` shows it. Nothing was changed")
+
+
 def current(site_path: str | Path) -> dict | None:
     """The site's unfinished operation as status() reports it (state `running` when a process
     holds it now), or None."""

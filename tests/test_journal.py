@@ -319,3 +319,16 @@ def test_a_running_process_keeps_the_site_until_it_dies(site, tmp_path):
         proc.communicate(timeout=30)
     assert journal.current(site)["state"] == "interrupted"  # the kernel let go of the lock
     assert journal.abandon(site)["state"] == "abandoned"
+
+
+def test_the_lab_reinstall_of_a_node_is_refused_while_an_operation_is_unfinished(base_loaded):
+    node = base_loaded.site.nodes[1].hostname
+    with Journal.open(base_loaded.path, "rebuild", node, STEPS, command=f"onehci rebuild {node} SITE") as j:
+        j.run("prepare", lambda: None)
+    proc = subprocess.run([sys.executable, "-m", "installer", "lab", "reinstall", node, str(base_loaded.path)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: lab reinstall {node}: refused, rebuild {node} is unfinished on this site (stopped, at step 2/3 wipe "
+        f"(not started)): let it finish or run its command again (`onehci rebuild {node} SITE`); `onehci operation "
+        "show` shows it. Nothing was changed"]

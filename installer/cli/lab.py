@@ -79,9 +79,12 @@ def status(site_path: str | None, profile: str | None, as_json: bool) -> None:
 def reinstall(node: str, site_path: str | None, profile: str | None) -> None:
     """Reinstall NODE: stop it hard, erase its root filesystem, boot it fresh (same MAC, address and
     chunk disks, new SSH host keys) and send the install-complete callback when it was armed."""
+    from installer import journal
     from installer.lab.reinstall import reinstall as run
 
-    run(_load(site_path, profile), node, say=_say)
+    loaded = _load(site_path, profile)
+    journal.refuse_while_unfinished(loaded.path, f"lab reinstall {node}")
+    run(loaded, node, say=_say)
 
 
 @lab.command()
