@@ -12,7 +12,7 @@ from tests.conftest import REPO
 # lower number, lower layer; a module may import its own layer and the ones below
 LAYERS = {
     0: "errors state resources yamlpos site ipplan checks sitefile siteinit passwords environment chunkmarks "
-       "journal netprobe node_packages discover",
+       "journal netprobe node_packages discover waiting",
     1: "plan",
     2: "inventory ansible one mfs remote preflight pxecheck pxe bootstate bootserver aptcache",
     3: "deploy status lab",

@@ -3,13 +3,13 @@ monitored, through pyone (installer/one.py)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pyone
 
 from installer import one
 from installer.errors import OnehciError
+from installer.waiting import Pending, wait_until
 
 # one.host.status values (OpenNebula's XML-RPC API)
 ENABLE, DISABLE, OFFLINE = 0, 1, 2
@@ -68,13 +68,13 @@ def flush(client, name: str, *, timeout: float = 600, say: Callable[[str], None]
     with one.api_errors():
         for vm in moving:
             client.vm.action("resched", vm)
-    deadline = time.monotonic() + timeout
-    while left := [vm for vm in vms_on(client, name) if vm in moving]:
-        if time.monotonic() >= deadline:
-            raise OnehciError(f"{len(left)} VM(s) still on {name} after {timeout:.0f} s ({', '.join(map(str, left))}): "
-                              "see `onevm show` for why they cannot move (no other host with room?); "
-                              "run the same command again once they can")
-        time.sleep(interval)
+    def moved():
+        left = [vm for vm in vms_on(client, name) if vm in moving]
+        return not left or Pending(f"{len(left)} VM(s) ({', '.join(map(str, left))})")
+
+    wait_until(moved, timeout=timeout, every=interval, timed_out=lambda left: (
+        f"{left} still on {name} after {timeout:.0f} s: see `onevm show` for why they cannot move (no other host with "
+        "room?); run the same command again once they can"))
     return moving
 
 

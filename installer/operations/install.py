@@ -4,12 +4,11 @@ with `lab reinstall`), learn the new SSH host key, wait for the cloud to be heal
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable
 
 from installer import environment, remote, state, status
 from installer.bootstate import INSTALLED, BootStates
-from installer.errors import OnehciError
+from installer.waiting import Pending, wait_until
 
 Say = Callable[[str], None]
 
@@ -36,12 +35,9 @@ def network_install(loaded, hostname: str, *, timeout: float, say: Say, new: boo
     say(f"now boot {hostname} from the network (power it on, or reboot it into PXE): `onehci pxe serve` must be "
         f"running{' (restart it: it learns a new MAC at start)' if new else ''}; waiting up to {timeout / 60:.0f} "
         "min for its install-complete callback")
-    deadline = time.monotonic() + timeout
-    while not installed(loaded, hostname):
-        if time.monotonic() >= deadline:
-            raise OnehciError(f"{hostname} did not call back within {timeout / 60:.0f} min: check its console and "
-                              "`onehci pxe serve`'s log; run the same command again to keep waiting")
-        time.sleep(5)
+    wait_until(lambda: installed(loaded, hostname), timeout=timeout, every=5, timed_out=lambda _: (
+        f"{hostname} did not call back within {timeout / 60:.0f} min: check its console and `onehci pxe serve`'s "
+        "log; run the same command again to keep waiting"))
     return {"node": hostname, "callback": "install-complete callback received"}
 
 
@@ -53,31 +49,25 @@ def reconnect(loaded, node, timeout: float = 600) -> str:
     ssh_key, known_hosts = environment.ssh_identity(loaded.path)
     if known_hosts.exists():
         subprocess.run(["ssh-keygen", "-R", node.ip, "-f", str(known_hosts)], capture_output=True)
-    deadline = time.monotonic() + timeout
-    while True:
+    def answers():
         learn_host_keys([node], known_hosts, ssh_key)
-        if remote.alive(loaded, node.ip):
-            return "SSH answers with the new host key"
-        if time.monotonic() >= deadline:
-            raise OnehciError(f"{node.hostname} does not answer over SSH {timeout / 60:.0f} min after its install")
-        time.sleep(3)
+        return remote.alive(loaded, node.ip)
+
+    wait_until(answers, timeout=timeout, every=3, timed_out=lambda _: (
+        f"{node.hostname} does not answer over SSH {timeout / 60:.0f} min after its install"))
+    return "SSH answers with the new host key"
 
 
 def wait_healthy(loaded, plan, *, timeout: float, say: Say, after: str) -> dict:
     """Until `onehci status` is green but for free space (amber space is no reason to hold an
     operation back); the lines that are not, once per change."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
+    def green():
         found = status.gather(loaded, plan)
         left = status.not_green(found)
         if not left:
             return {"verdict": found.verdict}
-        reasons = "; ".join(f"{c.component}: {c.reason}" for c in left)
-        if reasons != last:
-            say(f"status {found.verdict}: {reasons}")
-            last = reasons
-        if time.monotonic() >= deadline:
-            raise OnehciError(f"the cloud is not healthy {timeout:.0f} s after {after}: {reasons}; `onehci status` "
-                              "shows it; run the same command again to keep waiting")
-        time.sleep(3)
+        return Pending(f"status {found.verdict}: " + "; ".join(f"{c.component}: {c.reason}" for c in left))
+
+    return wait_until(green, timeout=timeout, every=3, say=say, timed_out=lambda left: (
+        f"the cloud is not healthy {timeout:.0f} s after {after}: {left.partition(': ')[2]}; `onehci status` shows "
+        "it; run the same command again to keep waiting"))

@@ -58,6 +58,7 @@ from installer import deploy, journal, mfs, remote, sitefile, yamlpos
 from installer.errors import OnehciError
 from installer.journal import Step
 from installer.operations import install as installing
+from installer.waiting import Pending, wait_until
 from installer.plan import make_plan
 
 Say = Callable[[str], None]
@@ -265,15 +266,14 @@ class Recovery:
             return None
 
     def wait_master(self, ip: str, node) -> None:
-        deadline = time.monotonic() + self.timeout
-        while not self.master_answers(ip):
-            if time.monotonic() >= deadline:
-                log = remote.run(self.loaded, node.ip, "systemctl is-active moosefs-master; journalctl -u "
-                                 "moosefs-master --no-pager -n 5 -o cat", timeout=30).stdout.strip().splitlines()
-                raise OnehciError(f"the MooseFS master on {node.hostname} does not answer {self.timeout:.0f} s after "
-                                  f"its start ({' / '.join(log[-3:]) or 'no log'}); see `journalctl -u moosefs-master` "
-                                  "there, then run the same command again")
-            time.sleep(2)
+        def timed_out(_: str) -> str:
+            log = remote.run(self.loaded, node.ip, "systemctl is-active moosefs-master; journalctl -u "
+                             "moosefs-master --no-pager -n 5 -o cat", timeout=30).stdout.strip().splitlines()
+            return (f"the MooseFS master on {node.hostname} does not answer {self.timeout:.0f} s after its start "
+                    f"({' / '.join(log[-3:]) or 'no log'}); see `journalctl -u moosefs-master` there, then run the "
+                    "same command again")
+
+        wait_until(lambda: self.master_answers(ip), timeout=self.timeout, every=2, timed_out=timed_out)
 
     # --- in place ---------------------------------------------------------------
 
@@ -408,16 +408,13 @@ class Recovery:
         ip = self.new.ip
         alive = {n.ip for n in self.plan.nodes if n.has("mfs_chunkserver") and n.hostname != self.old.hostname
                  and remote.alive(self.loaded, n.ip, timeout=10)}
-        deadline = time.monotonic() + self.timeout
-        while True:
-            health = mfs.health(ip)
-            connected = {c.ip for c in health.chunkservers}
-            if alive <= connected:
-                break
-            if time.monotonic() >= deadline:
-                raise OnehciError(f"chunkservers {', '.join(sorted(alive - connected))} did not reconnect to the new "
-                                  f"master within {self.timeout:.0f} s; check `mfsmaster` in their /etc/hosts")
-            time.sleep(2)
+        def reconnected():
+            connected = {c.ip for c in mfs.health(ip).chunkservers}
+            return alive <= connected or Pending(", ".join(sorted(alive - connected)))
+
+        wait_until(reconnected, timeout=self.timeout, every=2, timed_out=lambda left: (
+            f"chunkservers {left} did not reconnect to the new master within {self.timeout:.0f} s; check `mfsmaster` "
+            "in their /etc/hosts"))
         removed = []
         for cs_ip, port in disconnected(mfs.mfscli(ip, "CS")):
             subprocess.run(["mfscli", "-H", ip, f"-CRC/{cs_ip}/{port}"], capture_output=True, text=True, timeout=20)
@@ -485,16 +482,14 @@ class Recovery:
             raise OnehciError(f"the recovered metadata is at version {after}, lower than the {before} found on disk: "
                               f"changes were lost; stop the master on {node.hostname} and read "
                               "docs/operations/recover-master.md")
-        deadline = time.monotonic() + self.timeout
-        while True:  # the chunkservers tell the master which chunks they hold
+        def nothing_missing():  # the chunkservers tell the master which chunks they hold
             health = mfs.health(node.ip)
             missing = health.chunks.get("missing", 0) if health.reachable else None
-            if missing == 0 and health.chunkservers:
-                break
-            if time.monotonic() >= deadline:
-                raise OnehciError(f"MooseFS still has {missing} missing chunks {self.timeout:.0f} s after the master "
-                                  "came back: `onehci status` shows which chunkservers are not connected")
-            time.sleep(2)
+            return health if missing == 0 and health.chunkservers else Pending(str(missing))
+
+        health = wait_until(nothing_missing, timeout=self.timeout, every=2, timed_out=lambda missing: (
+            f"MooseFS still has {missing} missing chunks {self.timeout:.0f} s after the master came back: "
+            "`onehci status` shows which chunkservers are not connected"))
         self.say(f"metadata version {after} (on disk before: {before}); no chunk missing")
         loggers = self.metaloggers(after)
         return {"before": before, "after": after, "chunks": health.chunks, "metaloggers": loggers}

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from installer import chunkmarks, deploy, mfs
-from installer.errors import OnehciError
+from installer.waiting import Pending, wait_until
 
 def set_marked(loaded, node, marked: bool, *, say: Callable[[str], None] = print) -> None:
     """Mark (or unmark) every chunk disk of NODE for removal, through the chunkserver role."""
@@ -29,16 +29,14 @@ def disk_states(master: str, ip: str) -> list[str]:
 def wait_seen_marked(master: str, node, *, timeout: float = 120, interval: float = 2.0) -> None:
     """Until the master reports every disk of NODE marked for removal: before that, a clean
     chunk matrix only means the master has not looked yet."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def all_marked():
         found = disk_states(master, node.ip)
-        if found and all(s.startswith("marked for removal") for s in found):
-            return
-        if time.monotonic() >= deadline:
-            raise OnehciError(f"the MooseFS master does not show {node.hostname}'s disks marked for removal "
-                              f"{timeout:.0f} s after the mark (it shows: {', '.join(found) or 'no disk'}); "
-                              f"check /etc/mfs/mfshdd.cfg on {node.hostname}, then run the same command again")
-        time.sleep(interval)
+        return bool(found) and all(s.startswith("marked for removal") for s in found) or Pending(", ".join(found))
+
+    wait_until(all_marked, timeout=timeout, every=interval, timed_out=lambda shown: (
+        f"the MooseFS master does not show {node.hostname}'s disks marked for removal {timeout:.0f} s after the "
+        f"mark (it shows: {shown or 'no disk'}); check /etc/mfs/mfshdd.cfg on {node.hostname}, then run the same "
+        "command again"))
 
 
 def unsafe(health: mfs.Health) -> dict[str, int]:
@@ -52,19 +50,17 @@ def wait_loop_after(master: str, since: float, *, timeout: float, say: Callable[
     has ended. The chunk matrix is the last loop's: read before that, it may describe the cloud
     as it was before SINCE (seen: disks marked, the matrix clean 0.3 s later, the node stopped,
     14 of 20 chunks down to one copy)."""
-    deadline = time.monotonic() + timeout
-    said = False
-    while mfs.chunk_loop(master)[0] < since:
+    def loop_after():
+        if mfs.chunk_loop(master)[0] >= since:
+            return True
         if mfs.chunk_count(master) == 0:
-            return  # no chunk, no loop reported (MooseFS shows "no data"), and nothing to copy
-        if not said:
-            say("MooseFS: waiting for the master's next full chunk loop (the chunk matrix is the last loop's; one "
-                "loop takes CHUNKS_LOOP_MIN_TIME at least: 300 s by default)")
-            said = True
-        if time.monotonic() >= deadline:
-            raise OnehciError(f"the MooseFS master has not completed a chunk loop in {timeout:.0f} s: `mfscli -SIL` "
-                              "shows its loops; run the same command again to keep waiting")
-        time.sleep(interval)
+            return True  # no chunk, no loop reported (MooseFS shows "no data"), and nothing to copy
+        return Pending("MooseFS: waiting for the master's next full chunk loop (the chunk matrix is the last loop's; "
+                       "one loop takes CHUNKS_LOOP_MIN_TIME at least: 300 s by default)")
+
+    wait_until(loop_after, timeout=timeout, every=interval, say=say, timed_out=lambda _: (
+        f"the MooseFS master has not completed a chunk loop in {timeout:.0f} s: `mfscli -SIL` shows its loops; run "
+        "the same command again to keep waiting"))
 
 
 def wait_safe(master: str, *, timeout: float = 1800, say: Callable[[str], None] = print,
@@ -76,17 +72,16 @@ def wait_safe(master: str, *, timeout: float = 1800, say: Callable[[str], None] 
     deadline = time.monotonic() + timeout
     if since is not None:
         wait_loop_after(master, since, timeout=timeout, say=say)
-    last = None
-    while True:
+
+    def safe():
         health = mfs.health(master)
         left = unsafe(health) if health.reachable else None
         if left == {}:
             return health
-        shown = health.error if left is None else ", ".join(f"{n} {k}" for k, n in left.items())
-        if shown != last:
-            say(f"MooseFS: waiting for {what}: {shown}")
-            last = shown
-        if time.monotonic() >= deadline:
-            raise OnehciError(f"MooseFS still has {shown} after {timeout:.0f} s waiting for {what}; "
-                              "`onehci status` shows the chunkservers; run the same command again to keep waiting")
-        time.sleep(interval)
+        return Pending(health.error if left is None else ", ".join(f"{n} {k}" for k, n in left.items()))
+
+    return wait_until(safe, timeout=max(0.0, deadline - time.monotonic()), every=interval,
+                      say=lambda shown: say(f"MooseFS: waiting for {what}: {shown}"),
+                      timed_out=lambda shown: (f"MooseFS still has {shown} after {timeout:.0f} s waiting for {what}; "
+                                               "`onehci status` shows the chunkservers; run the same command again "
+                                               "to keep waiting"))

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 
 from installer import journal, mfs, one, remote, status
 from installer.errors import OnehciError
+from installer import waiting
 from installer.operations import hosts, storage
 
 KIND = "upgrade"
@@ -155,34 +156,36 @@ def _wait_units(loaded, node, timeout: float) -> None:
     units = [ROLE_UNITS[r] for r in node.roles if r in ROLE_UNITS]
     if not units:
         return
-    deadline = time.monotonic() + min(timeout, 60)
-    while True:
+    def running():
         done = remote.run(loaded, node.ip, "for u in " + " ".join(units) +
                           "; do systemctl is-active --quiet $u || echo $u; done", timeout=30)
         down = done.stdout.split() if done.returncode == 0 else None
         if down == []:
-            return
-        if time.monotonic() >= deadline:
-            what = (f"{', '.join(down)} not running" if down else
-                    f"does not answer over SSH ({(done.stderr.strip().splitlines() or ['?'])[-1]})")
-            raise OnehciError(f"{node.hostname} {what} after its upgrade (see `journalctl -u UNIT` there)")
-        time.sleep(2)
+            return True
+        return waiting.Pending(f"{', '.join(down)} not running" if down else
+                       f"does not answer over SSH ({(done.stderr.strip().splitlines() or ['?'])[-1]})")
+
+    waiting.wait_until(running, timeout=min(timeout, 60), every=2, timed_out=lambda what: (
+        f"{node.hostname} {what} after its upgrade (see `journalctl -u UNIT` there)"))
 
 
 def _client(loaded, plan, timeout: float, say: Say):
     """A client for the frontend, waiting for its API (the frontend's own upgrade restarts it)."""
-    deadline = time.monotonic() + timeout
-    told = False
-    while True:
+    def client():
         try:
             return one.client_for(loaded, plan)
         except OnehciError as exc:
-            if time.monotonic() >= deadline:
-                raise OnehciError(f"OpenNebula's API does not answer after {timeout:.0f} s: {exc}") from None
-            if not told:
-                say(f"OpenNebula: waiting for the API: {exc}")
-                told = True
-            time.sleep(2)
+            return waiting.Pending(str(exc))
+
+    told = []  # said once: the error's text may change from try to try
+
+    def once(text: str) -> None:
+        if not told:
+            say(f"OpenNebula: waiting for the API: {text}")
+            told.append(text)
+
+    return waiting.wait_until(client, timeout=timeout, every=2, say=once, timed_out=lambda exc: (
+        f"OpenNebula's API does not answer after {timeout:.0f} s: {exc}"))
 
 
 def _monitor_again(loaded, plan, names: list[str]) -> None:
@@ -197,20 +200,13 @@ def _monitor_again(loaded, plan, names: list[str]) -> None:
 
 
 def _wait_status(loaded, plan, timeout: float, say: Say) -> status.Status:
-    deadline = time.monotonic() + timeout
-    shown = None
-    while True:
+    def green():
         result = status.gather(loaded, plan)
         left = blocking(result)
-        if not left:
-            return result
-        text = _lines(left)
-        if time.monotonic() >= deadline:
-            raise OnehciError(f"status is not green after {timeout:.0f} s: {text}")
-        if text != shown:
-            say(f"status: waiting for {text}")
-            shown = text
-        time.sleep(3)
+        return result if not left else waiting.Pending(_lines(left))
+
+    return waiting.wait_until(green, timeout=timeout, every=3, say=lambda text: say(f"status: waiting for {text}"),
+                      timed_out=lambda text: f"status is not green after {timeout:.0f} s: {text}")
 
 
 def upgrade_node(loaded, plan, name: str, *, timeout: float = TIMEOUT, say: Say = print) -> dict:
