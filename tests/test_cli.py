@@ -156,3 +156,23 @@ def test_validate_json_of_a_missing_file_is_still_json(run, tmp_path):
     assert result.exit_code == 1
     data = json.loads(result.stdout)
     assert data["valid"] is False and "no such file" in data["errors"][0]["message"]
+
+
+def _commands(group, prefix=()):
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*prefix, name))
+        else:
+            yield " ".join((*prefix, name)), command
+
+
+def test_every_verb_that_takes_a_site_takes_a_profile_too():
+    takes_site = {name: {p.name for p in command.params} for name, command in _commands(cli)
+                  if "site_path" in {p.name for p in command.params}}
+    assert len(takes_site) >= 15, sorted(takes_site)
+    assert [name for name, params in takes_site.items() if "profile" not in params] == []
+
+
+def test_a_profile_stands_for_the_site(run):
+    result = run("validate", "--profile", "lab")
+    assert result.exit_code == 0 and result.stdout.endswith("profiles/lab/site.yml: valid, 3 nodes, 0 warnings\n")

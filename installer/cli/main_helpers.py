@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
+import functools
+
 import click
 
-site_argument = click.argument("site_path", metavar="SITE", type=click.Path(dir_okay=False))
+
+def site_path_of(site_path: str | None, profile: str | None) -> str:
+    """SITE, or the site file of a shipped profile (default: lab; its state under
+    /var/lib/onehci/profiles)."""
+    from installer.errors import OnehciError
+
+    if site_path and profile:
+        raise OnehciError("give a SITE file or --profile, not both")
+    if site_path:
+        return site_path
+    from installer.siteinit import profile_site
+
+    return str(profile_site(profile or "lab"))
+
+
+def site_or_profile_options(func):
+    """[SITE] and --profile, as every verb that takes a site has them."""
+    func = click.option("--profile", help="Use a shipped profile's site file (default: lab).")(func)
+    return click.argument("site_path", metavar="[SITE]", required=False, type=click.Path(dir_okay=False))(func)
+
+
+def site_argument(func):
+    """[SITE] and --profile, resolved into the site file's path before the command runs."""
+    @functools.wraps(func)
+    def resolved(*args, site_path: str | None = None, profile: str | None = None, **kwargs):
+        return func(*args, site_path=site_path_of(site_path, profile), **kwargs)
+
+    return site_or_profile_options(resolved)
 
 
 def load_site_or_report(site_path: str, *, as_json: bool = False, strict: bool = False):
@@ -39,23 +68,10 @@ def load_site_or_report(site_path: str, *, as_json: bool = False, strict: bool =
 
 def load_site_or_profile(site_path: str | None, profile: str | None):
     """SITE, or a shipped profile used as a site (its state under /var/lib/onehci/profiles)."""
-    from installer.errors import OnehciError
-
-    if site_path and profile:
-        raise OnehciError("give a SITE file or --profile, not both")
-    if not site_path:
-        from installer.siteinit import profile_site
-
-        site_path = str(profile_site(profile or "lab"))
-    loaded, _ = load_site_or_report(site_path)
+    loaded, _ = load_site_or_report(site_path_of(site_path, profile))
     if loaded is None:
         raise SystemExit(1)
     return loaded
-
-
-def site_or_profile_options(func):
-    func = click.option("--profile", help="Use a shipped profile's site file (default: lab).")(func)
-    return click.argument("site_path", metavar="[SITE]", required=False, type=click.Path(dir_okay=False))(func)
 
 
 # --- the day-2 verbs: the technician's word about an interrupted destructive step ---
