@@ -1,4 +1,4 @@
-"""`onehci recover-master SITE [--from NODE]`"""
+"""`onehci recover-master [SITE] [--from NODE]`"""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from installer.cli.main_helpers import load_site_or_profile, site_or_profile_options
+from installer.cli.main_helpers import load_site_or_profile, site_or_profile_options, step_answers, with_answer_options
 
 
 def ask_name(node: str | None, yes: bool):
@@ -33,10 +33,7 @@ def ask_name(node: str | None, yes: bool):
 @click.option("--from", "source", metavar="NODE",
               help="The master host is lost: promote the metalogger on NODE to be the master.")
 @click.option("--yes", is_flag=True, help="Do not ask to type NODE's name before the promotion.")
-@click.option("--took-effect", "took_effect", multiple=True, metavar="STEP",
-              help="An interrupted destructive STEP did take effect (after you checked): record it done.")
-@click.option("--did-not-take-effect", "did_not", multiple=True, metavar="STEP",
-              help="An interrupted destructive STEP did not take effect: run it again.")
+@with_answer_options
 @click.option("--timeout", default=300.0, show_default=True, metavar="SECONDS",
               help="How long to wait for the master to answer and the chunkservers to come back.")
 @click.option("--json", "as_json", is_flag=True, help="Print the operation's journal and a summary as JSON.")
@@ -49,13 +46,11 @@ def recover_master(site_path: str | None, profile: str | None, source: str | Non
     (docs/operations/recover-master.md)."""
     from installer.operations.recover_master import recover_master as run
 
-    both = set(took_effect) & set(did_not)
-    if both:
-        raise click.UsageError(f"--took-effect and --did-not-take-effect both name {', '.join(sorted(both))}")
+    answers = step_answers(took_effect, did_not)
     confirm = ask_name(source, yes)
     loaded = load_site_or_profile(site_path, profile)
     result = run(loaded, source, say=lambda line: click.echo(line, err=True), confirm=confirm,
-                 answers={**{s: True for s in took_effect}, **{s: False for s in did_not}}, timeout=timeout)
+                 answers=answers, timeout=timeout)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
