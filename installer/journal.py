@@ -125,6 +125,7 @@ class Journal:
             lock.close()
             raise
         journal = cls(directory, data, lock, steps)
+        journal.site_path = site_path
         journal._write()
         return journal
 
@@ -185,10 +186,21 @@ class Journal:
             raise OnehciError(f"the journal of {_describe(self.data)} is closed")
         state.write_json(self.path, self.data)
 
-    def run(self, name: str, fn: Callable[[], Any], check_done: Callable[[], bool] | None = None) -> Any:
+    def preflight(self, name: str, fn: Callable[[], Any], say: Callable[[str], None] | None = None) -> Any:
+        """Run the first step NAME, whose refusal (or the technician's no, or Ctrl-C at its
+        question) means nothing was changed: the journal is then abandoned and the site freed."""
+        try:
+            return self.run(name, fn, say=say)
+        except BaseException:
+            self.close()
+            abandon(self.site_path, "refused by the preflight or not confirmed: nothing was changed")
+            raise
+
+    def run(self, name: str, fn: Callable[[], Any], check_done: Callable[[], bool] | None = None,
+            say: Callable[[str], None] | None = None) -> Any:
         """Run step NAME unless it is done; return fn's result (kept in the journal, so it must
         be JSON; a skipped step returns the result recorded when it ran, None when a check or the
-        technician settled it).
+        technician settled it). SAY, when given, announces a step that runs: `[3/12] drain`.
 
         A destructive step found `started` or `failed` was interrupted part-way, or fully
         done with its record lost. It is never run again blindly: CHECK_DONE() decides (True:
@@ -201,6 +213,8 @@ class Journal:
             raise ValueError(f"step {name} of {_describe(self.data)} before {', '.join(earlier)}")
         if step["status"] == DONE:
             return step["result"]
+        if say is not None:
+            say(f"[{index + 1}/{len(self.data['steps'])}] {name}")
         if step["status"] in (STARTED, FAILED) and step["destructive"]:
             if check_done is None:
                 raise StepUncertain(self._uncertain(index, step))

@@ -332,3 +332,16 @@ def test_the_lab_reinstall_of_a_node_is_refused_while_an_operation_is_unfinished
         f"error: lab reinstall {node}: refused, rebuild {node} is unfinished on this site (stopped, at step 2/3 wipe "
         f"(not started)): let it finish or run its command again (`onehci rebuild {node} SITE`); `onehci operation "
         "show` shows it. Nothing was changed"]
+
+
+def test_a_refused_preflight_frees_the_site_and_steps_are_announced_once(site):
+    said = []
+    with Journal.open(site, "rebuild", "n3", STEPS) as j:
+        with pytest.raises(OnehciError, match="would break the goal"):
+            j.preflight("prepare", lambda: (_ for _ in ()).throw(OnehciError("would break the goal")), say=said.append)
+    assert journal.current(site) is None and said == ["[1/3] prepare"]
+    with Journal.open(site, "rebuild", "n3", STEPS) as j:
+        j.preflight("prepare", lambda: "ok", say=said.append)
+        j.run("wipe", lambda: None, say=said.append)
+        assert j.run("prepare", never, say=said.append) == "ok"  # done: neither run nor announced
+    assert said == ["[1/3] prepare", "[1/3] prepare", "[2/3] wipe"]

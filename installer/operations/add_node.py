@@ -113,9 +113,8 @@ def add_node(loaded, hostname: str, *, say: Say = print, answers: dict[str, bool
             ("healthy", lambda: install.wait_healthy(loaded, plan, timeout=healthy_timeout, say=say,
                                                      after=f"adding {hostname}")),
         ]
-        for number, (name, fn) in enumerate(steps, 1):
-            if next(s for s in j.data["steps"] if s["name"] == name)["status"] != journal.DONE:
-                say(f"[{number}/{len(steps)}] {name}")
-            j.run(name, fn, check_done=(lambda: install.installed(loaded, hostname)) if name == "install" else None)
+        for name, fn in steps:
+            j.run(name, fn, check_done=(lambda: install.installed(loaded, hostname)) if name == "install" else None,
+                  say=say)
         say(f"{hostname} added: {', '.join(node.roles)}; status green")
         return j.finish()

@@ -221,31 +221,17 @@ def rebuild(loaded, hostname: str, *, say: Say = print, confirm: Callable[[dict]
         for step, took_effect in (answers or {}).items():
             j.confirm(step, took_effect)
         if j.data["steps"][0]["status"] != journal.DONE:
-            try:
-                j.run("preflight", work.preflight)
-            except BaseException:  # refused, declined, Ctrl-C at the question: nothing changed yet
-                j.close()  # free the site
-                journal.abandon(loaded.path, "refused by the preflight or not confirmed: nothing was changed")
-                raise
+            j.preflight("preflight", work.preflight)
         else:
             say(f"continuing the rebuild of {hostname} at {j.status()['where']}")
         alive = work._alive(j)
         for name, fn in (("disable", work.disable), ("flush", lambda: work.flush(alive)), ("offline", work.offline),
                          ("drain", lambda: work.drain(alive)), ("arm", work.arm)):
-            _announce(j, name, say)
-            j.run(name, fn)
-        _announce(j, "reinstall", say)
-        j.run("reinstall", work.reinstall, check_done=work.installed)
+            j.run(name, fn, say=say)
+        j.run("reinstall", work.reinstall, check_done=work.installed, say=say)
         for name, fn in (("reconnect", work.reconnect), ("deploy", work.deploy), ("enable", work.enable),
                          ("undrain", work.undrain), ("healthy", work.healthy)):
-            _announce(j, name, say)
-            j.run(name, fn)
+            j.run(name, fn, say=say)
         say(f"{hostname} rebuilt: back in MooseFS and OpenNebula, status green")
         return j.finish()
 
-
-def _announce(j: journal.Journal, name: str, say: Say) -> None:
-    number = [s["name"] for s in j.data["steps"]].index(name) + 1
-    step = j.data["steps"][number - 1]
-    if step["status"] != journal.DONE:
-        say(f"[{number}/{len(j.data['steps'])}] {name}")

@@ -559,30 +559,25 @@ def recover_master(loaded, source: str | None = None, *, say: Say = print,
             j.confirm(step, took_effect)
         first = j.data["steps"][0]
         if first["status"] != journal.DONE:
-            try:
-                facts = j.run("preflight", work.preflight_promotion if source else work.preflight_in_place)
-            except OnehciError:
-                j.close()  # refused or declined before anything changed: free the site
-                journal.abandon(loaded.path, "refused by the preflight or not confirmed: nothing was changed")
-                raise
+            facts = j.preflight("preflight", work.preflight_promotion if source else work.preflight_in_place)
         else:
             facts = first["result"]
             say(f"continuing recover-master at {j.status()['where']}")
         before = facts.get("before")
         work.resume(facts)
         if source:
-            _run(j, "site", work.site, say)
-            _run(j, "install", work.install, say)
-            _run(j, "promote", work.promote, say, check_done=work.promoted)
+            j.run("site", work.site, say=say)
+            j.run("install", work.install, say=say)
+            j.run("promote", work.promote, check_done=work.promoted, say=say)
             for name, fn in (("repoint", work.repoint), ("forget", work.forget), ("deploy", work.deploy)):
-                _run(j, name, fn, say)
+                j.run(name, fn, say=say)
         elif facts.get("running"):
             for name in ("restart",):
-                _run(j, name, lambda: {"started": False, "note": "the master was running"}, say)
+                j.run(name, lambda: {"started": False, "note": "the master was running"}, say=say)
         else:
-            _run(j, "restart", work.restart, say, check_done=lambda: work.running_under_systemd(work.old))
-        checked = _run(j, "verify", lambda: work.verify(before), say)
-        health = _run(j, "healthy", work.healthy, say)
+            j.run("restart", work.restart, check_done=lambda: work.running_under_systemd(work.old), say=say)
+        checked = j.run("verify", lambda: work.verify(before), say=say)
+        health = j.run("healthy", work.healthy, say=say)
         result = j.finish()
     result["summary"] = {"master": target, "promoted_from_metalogger": bool(source),
                          "metadata_version_before": (checked or {}).get("before"),
@@ -605,9 +600,3 @@ def _replace(path: Path, text: str) -> None:
     finally:
         spare.unlink(missing_ok=True)
 
-
-def _run(j: journal.Journal, name: str, fn, say: Say, check_done=None):
-    number = [s["name"] for s in j.data["steps"]].index(name) + 1
-    if j.data["steps"][number - 1]["status"] != journal.DONE:
-        say(f"[{number}/{len(j.data['steps'])}] {name}")
-    return j.run(name, fn, check_done=check_done)
