@@ -72,7 +72,7 @@ def deploy(loaded, *, limit: list[str] | None = None, check: bool = False, forma
     if result.status == "successful" and result.rc == 0 and not check:
         from installer import one
 
-        hosts = [h for h in plan.opennebula["hosts"] if h in limit] if limit else None
+        hosts = [h for h in plan.opennebula.hosts if h in limit] if limit else None
         result.registration = one.register_cloud(loaded, plan, hosts=hosts, say=say).as_dict()
         record_deployed(loaded, [n for n in plan.nodes if not limit or n.hostname in limit])
     return result

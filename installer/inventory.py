@@ -44,7 +44,7 @@ def build_inventory(site, plan: Plan, *, ssh_key: str | None = None, known_hosts
             hostvars["moosefs_chunkserver__marked_for_removal"] = marked[node.hostname]
         hosts[node.hostname] = hostvars
     groups = {name: {"hosts": {n.hostname: {} for n in plan.with_role(name)}} for name in GROUPS}
-    groups["mfs_client"] = {"hosts": {n: {} for n in plan.moosefs["clients"]}}
+    groups["mfs_client"] = {"hosts": {n: {} for n in plan.moosefs.clients}}
     ssh_args = ["-o ControlMaster=auto", "-o ControlPersist=60s", "-o ServerAliveInterval=10"]
     if known_hosts:
         # our own known_hosts: new nodes are accepted once, a changed key is refused
@@ -56,11 +56,11 @@ def build_inventory(site, plan: Plan, *, ssh_key: str | None = None, known_hosts
         "onehci_management_cidr": str(mgmt.cidr.cidr),
         "onehci_vms_cidr": str(vms.cidr.cidr),
         "onehci_cluster_networks": [str(mgmt.cidr.cidr)],
-        "onehci_mfsmaster_ip": plan.moosefs["master_ip"],
+        "onehci_mfsmaster_ip": plan.moosefs.master_ip,
         "onehci_goal": site.storage.goal,
         "onehci_apt_proxy": f"http://{site.bootstrap.address}:3142" if site.bootstrap.apt_proxy else "",
         "onehci_mirror": site.bootstrap.mirror,
-        "onehci_datastores_path": plan.moosefs["mount"],
+        "onehci_datastores_path": plan.moosefs.mount,
         "onehci_hosts": [{"name": n.hostname, "ip": n.ip, "fqdn": n.fqdn} for n in plan.nodes],
         "onehci_format_consent": list(format_consent),
         "onehci_vms_bridge": vms.bridge,

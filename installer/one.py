@@ -57,7 +57,7 @@ def scrub(text: str, *, sessions: bool = True) -> str:
 
 
 def api_url(plan) -> str:
-    return f"http://{plan.opennebula['frontend_ip']}:{API_PORT}/RPC2"
+    return f"http://{plan.opennebula.frontend_ip}:{API_PORT}/RPC2"
 
 
 class _Transport(server_xrpc.RequestsTransport):
@@ -245,11 +245,11 @@ def register(loaded, plan, client, say: Callable[[str], None] = print, *,
              hosts: list[str] | None = None) -> Report:
     """Register the site's cloud in OpenNebula; create what is missing, report drift, change
     nothing that exists. HOSTS limits the kvm hosts looked at (deploy --limit)."""
-    names = object_names(plan.opennebula["cluster"])
+    names = object_names(plan.opennebula.cluster)
     cluster = names["cluster"]
-    mount = plan.moosefs["mount"]
-    wanted_hosts = [h for h in plan.opennebula["hosts"] if hosts is None or h in hosts]
-    driver = plan.opennebula["vm_driver"]  # the monitoring (IM_MAD) of the same name goes with it
+    mount = plan.moosefs.mount
+    wanted_hosts = [h for h in plan.opennebula.hosts if hosts is None or h in hosts]
+    driver = plan.opennebula.vm_driver  # the monitoring (IM_MAD) of the same name goes with it
     report = Report()
 
     def note(item: Registered) -> None:

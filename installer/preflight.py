@@ -75,7 +75,7 @@ def at_risk(plan: Plan, health: Health, hostname: str) -> Risk:
                     [f"unknown: {health.error or f'the MooseFS master {health.master} does not answer'}"])
     mine = next((c for c in health.chunkservers if c.ip == node.ip), None)
     missing, endangered, undergoal = (health.chunks.get(k, 0) for k in ("missing", "endangered", "undergoal"))
-    goal = plan.moosefs["goal"]
+    goal = plan.moosefs.goal
     summary = []
     if mine is not None:
         summary.append(f"{hostname} holds {_count(mine.chunks, 'chunk copy', 'chunk copies')}; "
@@ -111,7 +111,7 @@ def take_out(plan: Plan, health: Health, hostname: str) -> Preflight:
         notes.append(f"{hostname} is the only KVM host: its VMs cannot move away and stop while it is out")
     risk = at_risk(plan, health, hostname)
     if not health.reachable:
-        master = plan.moosefs["master"]
+        master = plan.moosefs.master
         refusals.append(f"{health.error or f'the MooseFS master {health.master} does not answer'}: onehci cannot "
                         f"tell which chunk copies are left; if {master} is lost, its metadata must be recovered "
                         "from a metalogger first")
@@ -132,7 +132,7 @@ def take_out(plan: Plan, health: Health, hostname: str) -> Preflight:
         others = [c for c in health.chunkservers if c.ip != node.ip]
         usable = [c.ip for c in others if not c.maintenance]
         resting = [c.ip for c in others if c.maintenance]
-        goal = plan.moosefs["goal"]
+        goal = plan.moosefs.goal
         if len(usable) < goal:
             # in maintenance: going away soon, so not counted to hold copies
             detail = "; ".join(([_names(plan, usable)] if usable else [])

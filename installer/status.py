@@ -105,7 +105,7 @@ def moosefs_checks(health: mfs.Health, plan) -> list[Check]:
     ips = {n.hostname: n.ip for n in plan.nodes}
     checks = [Check("moosefs master", GREEN, f"MooseFS {health.version} at {health.master}")]
 
-    wanted = plan.moosefs["metaloggers"]
+    wanted = plan.moosefs.metaloggers
     missing = [n for n in wanted if ips[n] not in health.metaloggers]
     here = len(wanted) - len(missing)
     if not wanted:
@@ -117,7 +117,7 @@ def moosefs_checks(health: mfs.Health, plan) -> list[Check]:
         checks.append(Check("moosefs metaloggers", colour,
                             f"{here} of {len(wanted)} connected; missing {_named(missing, ips)}{risk}"))
 
-    wanted = plan.moosefs["chunkservers"]
+    wanted = plan.moosefs.chunkservers
     connected = {c.ip: c for c in health.chunkservers}
     missing = [n for n in wanted if ips[n] not in connected]
     maintenance = [n for n in wanted if ips[n] in connected and connected[ips[n]].maintenance]
@@ -152,7 +152,7 @@ def opennebula_checks(view: OneView, plan) -> list[Check]:
     if view.error:
         return [Check("opennebula api", RED, view.error, fatal=True)]
     checks = [Check("opennebula api", GREEN, f"OpenNebula {view.version} at {view.url}")]
-    wanted = plan.opennebula["hosts"]
+    wanted = plan.opennebula.hosts
     monitored = [h for h in wanted if view.hosts.get(h, (None,))[0] == one.MONITORED]
     if len(monitored) == len(wanted):
         checks.append(Check("opennebula hosts", GREEN, f"{len(monitored)} of {len(wanted)} monitored"))
@@ -162,7 +162,7 @@ def opennebula_checks(view: OneView, plan) -> list[Check]:
         checks.append(Check("opennebula hosts", RED, f"0 of {len(wanted)} monitored: no VM can run", fatal=True))
     for name in wanted:
         checks.append(host_check(name, view.hosts.get(name)))
-    for name in (one.object_names(plan.opennebula["cluster"])[k] for k in ("system", "images")):
+    for name in (one.object_names(plan.opennebula.cluster)[k] for k in ("system", "images")):
         component = f"datastore {name}"
         if name not in view.datastores:
             checks.append(Check(component, RED, "not registered in OpenNebula: run onehci deploy"))
@@ -201,7 +201,7 @@ def mount_checks(mounts: dict[str, Mount], mount: str) -> list[Check]:
 
 def judge(plan, health: mfs.Health, view: OneView, mounts: dict[str, Mount], seconds: float = 0.0) -> Status:
     return Status(moosefs_checks(health, plan) + opennebula_checks(view, plan)
-                  + mount_checks(mounts, plan.moosefs["mount"]), seconds)
+                  + mount_checks(mounts, plan.moosefs.mount), seconds)
 
 
 # --- gathering ----------------------------------------------------------------------
@@ -263,12 +263,12 @@ def gather(loaded, plan, *, timeout: float = TIMEOUT) -> Status:
     a host key never seen is refused, deploy is where keys are learned)."""
     started = time.monotonic()
     ssh_key, known_hosts = environment.ssh_identity(loaded.path)
-    clients = [plan.node(name) for name in plan.moosefs["clients"]]
+    clients = [plan.node(name) for name in plan.moosefs.clients]
     with ThreadPoolExecutor(max_workers=2 + len(clients)) as pool:
-        health = pool.submit(mfs.health, plan.moosefs["master_ip"], timeout)
+        health = pool.submit(mfs.health, plan.moosefs.master_ip, timeout)
         view = pool.submit(one_view, loaded, plan, timeout)
         mounts = {n.hostname: pool.submit(check_mount, remote.ssh_argv(n.ip, ssh_key, str(known_hosts), timeout),
-                                          plan.moosefs["mount"], timeout + 1,
-                                          libvirt=n.hostname in plan.opennebula["hosts"]) for n in clients}
+                                          plan.moosefs.mount, timeout + 1,
+                                          libvirt=n.hostname in plan.opennebula.hosts) for n in clients}
         return judge(plan, health.result(), view.result(), {n: f.result() for n, f in mounts.items()},
                      time.monotonic() - started)

@@ -36,7 +36,7 @@ def test_network_template_from_the_sites_vms_network(base_loaded):
 
 def test_hosts_are_registered_with_the_sites_vm_driver(base_loaded):
     plan = make_plan(base_loaded.site)
-    assert plan.opennebula["vm_driver"] == "kvm"  # the default: real servers
+    assert plan.opennebula.vm_driver == "kvm"  # the default: real servers
     host = SimpleNamespace(IM_MAD="kvm", VM_MAD="kvm", CLUSTER_ID=100, CLUSTER="test")
     assert one.host_drift(host, driver="kvm", cluster_id=100, cluster="test") == []
     assert one.host_drift(host, driver="qemu", cluster_id=100, cluster="test") == [
@@ -169,7 +169,7 @@ def test_deploy_registers_after_a_successful_playbook_only(deploy_run):
 
 def test_deploy_limit_registers_only_its_kvm_hosts(deploy_run, base_loaded):
     run, _, calls = deploy_run
-    kvm = make_plan(base_loaded.site).opennebula["hosts"]
+    kvm = make_plan(base_loaded.site).opennebula.hosts
     other = next(n.hostname for n in base_loaded.site.nodes if n.hostname != kvm[0])
     run(limit=[kvm[0], other] if other not in kvm else [kvm[0]])
     assert calls["registrations"] == [[kvm[0]]]

@@ -41,10 +41,10 @@ def master_apart(plan_of):
 
 def healthy(plan, **changes) -> mfs.Health:
     ip = {n.hostname: n.ip for n in plan.nodes}
-    health = mfs.Health(master=plan.moosefs["master_ip"], version="3.0.117", reachable=True,
+    health = mfs.Health(master=plan.moosefs.master_ip, version="3.0.117", reachable=True,
                         chunkservers=[mfs.Chunkserver(ip[n], 9422, "3.0.117", False, 10, 1, 2)
                                       for n in ("n1", "n2", "n3")],
-                        metaloggers=[ip[n] for n in plan.moosefs["metaloggers"]],
+                        metaloggers=[ip[n] for n in plan.moosefs.metaloggers],
                         chunks={"missing": 0, "endangered": 0, "undergoal": 0, "stable": 40})
     for key, value in changes.items():
         setattr(health, key, value)

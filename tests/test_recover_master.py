@@ -119,7 +119,7 @@ class _Node:
 class _Plan:
     def __init__(self, *nodes):
         self.nodes = {n.hostname: n for n in nodes}
-        self.moosefs = {"metaloggers": list(self.nodes)}
+        self.moosefs = SimpleNamespace(metaloggers=list(self.nodes))
 
     def node(self, hostname):
         return self.nodes[hostname]

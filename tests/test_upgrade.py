@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 
@@ -67,7 +68,7 @@ def _plan(write_site, text: str):
 def test_order_master_and_frontend_last(write_site):
     plan = _plan(write_site, BASE_SITE)
     names = [n.hostname for n in plan.nodes]
-    assert upgrade.order(plan)[-1] == plan.opennebula["frontend"] == plan.moosefs["master"]
+    assert upgrade.order(plan)[-1] == plan.opennebula.frontend == plan.moosefs.master
     assert sorted(upgrade.order(plan)) == sorted(names) and len(set(upgrade.order(plan))) == len(names)
 
 
@@ -80,8 +81,8 @@ def test_order_master_before_frontend_when_they_are_two_nodes():
 
     class Plan:
         nodes = [Node(h) for h in ("zeta", "master", "alpha", "front", "mid")]
-        moosefs = {"master": "master"}
-        opennebula = {"frontend": "front"}
+        moosefs = SimpleNamespace(master="master")
+        opennebula = SimpleNamespace(frontend="front")
 
     assert upgrade.order(Plan) == ["alpha", "mid", "zeta", "master", "front"]
     assert [upgrade.step_name(n) for n in upgrade.order(Plan)][-1] == "upgrade front"

@@ -60,21 +60,21 @@ def _print_plan(p) -> None:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     if any(n.ip_allocated for n in p.nodes):
         console.print("* allocated by the plan; run `onehci plan --write SITE` to pin it in the site file")
-    m, v, b = p.networks["management"], p.networks["vms"], p.networks["bootstrap"]
-    console.print(f"\n[bold]Networks[/]\n  management {m['cidr']} gateway {m['gateway']} dns {', '.join(m['dns'])} "
-                  f"dhcp {m['dhcp']} (node pool {m['pool']})\n"
-                  f"  vms        {v['cidr']} on bridge {v['bridge']}, VM addresses {v['range']}\n"
-                  f"  bootstrap  {b['address']} on {b['interface']}, mirror {b['mirror']}"
-                  f"{', apt-cacher-ng on the bootstrap address' if b['apt_proxy'] else ''}")
+    m, v, b = p.networks.management, p.networks.vms, p.networks.bootstrap
+    console.print(f"\n[bold]Networks[/]\n  management {m.cidr} gateway {m.gateway} dns {', '.join(m.dns)} "
+                  f"dhcp {m.dhcp} (node pool {m.pool})\n"
+                  f"  vms        {v.cidr} on bridge {v.bridge}, VM addresses {v.range}\n"
+                  f"  bootstrap  {b.address} on {b.interface}, mirror {b.mirror}"
+                  f"{', apt-cacher-ng on the bootstrap address' if b.apt_proxy else ''}")
     mfs, one = p.moosefs, p.opennebula
-    console.print(f"\n[bold]MooseFS[/]\n  master       {mfs['master']} ({mfs['master_ip']})\n"
-                  f"  metaloggers  {', '.join(mfs['metaloggers']) or '-'}\n"
-                  f"  chunkservers {', '.join(mfs['chunkservers'])}\n"
-                  f"  goal         {mfs['goal']} copies\n  mounted on   {', '.join(mfs['clients'])} at {mfs['mount']}")
-    console.print(f"\n[bold]OpenNebula[/]\n  frontend     {one['frontend']} ({one['frontend_ip']})\n"
-                  f"  KVM hosts    {', '.join(one['hosts']) or '-'} in cluster {one['cluster']}\n"
-                  f"  datastores   system + image, TM_MAD={one['datastores']['tm_mad']} on {one['datastores']['path']}\n"
-                  f"  network      bridged on {one['network']['bridge']}, {one['network']['range']}")
+    console.print(f"\n[bold]MooseFS[/]\n  master       {mfs.master} ({mfs.master_ip})\n"
+                  f"  metaloggers  {', '.join(mfs.metaloggers) or '-'}\n"
+                  f"  chunkservers {', '.join(mfs.chunkservers)}\n"
+                  f"  goal         {mfs.goal} copies\n  mounted on   {', '.join(mfs.clients)} at {mfs.mount}")
+    console.print(f"\n[bold]OpenNebula[/]\n  frontend     {one.frontend} ({one.frontend_ip})\n"
+                  f"  KVM hosts    {', '.join(one.hosts) or '-'} in cluster {one.cluster}\n"
+                  f"  datastores   system + image, TM_MAD={one.datastores['tm_mad']} on {one.datastores['path']}\n"
+                  f"  network      bridged on {one.network['bridge']}, {one.network['range']}")
 
 
 COMMANDS = [plan]

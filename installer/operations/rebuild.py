@@ -77,8 +77,8 @@ class Rebuild:
     # --- the steps ------------------------------------------------------------------
 
     def preflight(self) -> dict:
-        name, master = self.node.hostname, self.plan.moosefs["master"]
-        health = mfs.health(self.plan.moosefs["master_ip"])
+        name, master = self.node.hostname, self.plan.moosefs.master
+        health = mfs.health(self.plan.moosefs.master_ip)
         verdict = preflight.take_out(self.plan, health, name)
         if not verdict.allowed:
             raise OnehciError(f"{name} cannot be rebuilt now: " + "; ".join(verdict.refusals) +
@@ -106,7 +106,7 @@ class Rebuild:
         if not self.kvm:
             return {"moved": [], "why": "not a KVM host"}
         name = self.node.hostname
-        others = [h for h in self.plan.opennebula["hosts"] if h != name]
+        others = [h for h in self.plan.opennebula.hosts if h != name]
         if alive and others:
             return {"moved": hosts.flush(self.client, name, say=self.say)}
         left = hosts.vms_on(self.client, name)
@@ -128,7 +128,7 @@ class Rebuild:
     def drain(self, alive: bool) -> dict:
         if not self.chunkserver:
             return {"drained": False, "why": "not a chunkserver"}
-        master = self.plan.moosefs["master_ip"]
+        master = self.plan.moosefs.master_ip
         if alive and not remote.alive(self.loaded, self.node.ip):
             self.say(f"{self.node.hostname} answered over SSH at the preflight and no longer does: its disks cannot "
                      "be marked, what is at risk follows")
@@ -169,7 +169,7 @@ class Rebuild:
     def deploy(self) -> dict:
         from installer.deploy import deploy
 
-        names = {self.node.hostname, self.plan.opennebula["frontend"], *self.plan.opennebula["hosts"]}
+        names = {self.node.hostname, self.plan.opennebula.frontend, *self.plan.opennebula.hosts}
         limit = [n.hostname for n in self.plan.nodes if n.hostname in names]
         self.say(f"deploying {', '.join(limit)} (the node, and who shares SSH keys with it)")
         result = deploy(self.loaded, limit=limit, say=self.say)

@@ -244,7 +244,7 @@ class Recovery:
         self.loaded, self.source, self.say, self.confirm, self.timeout = loaded, source, say, confirm, timeout
         self.healthy_timeout = healthy_timeout
         self.plan = make_plan(loaded.site)
-        self.old = self.plan.node(self.plan.moosefs["master"])
+        self.old = self.plan.node(self.plan.moosefs.master)
         self.new = self.plan.node(source) if source else self.old
 
     def resume(self, facts: dict) -> None:
@@ -426,7 +426,7 @@ class Recovery:
     def site(self) -> dict:
         path = Path(self.loaded.path)
         current = sitefile.load(path)
-        master = make_plan(current.site).moosefs["master"]
+        master = make_plan(current.site).moosefs.master
         if master == self.new.hostname:
             self.loaded = current
             return {"changed": False}
@@ -505,7 +505,7 @@ class Recovery:
         missed changes while the master was down (the recovery's own `mfsmaster -a` run makes some)
         only notices at the master's next change, then downloads the metadata again."""
         plan = make_plan(self.loaded.site)
-        nodes = [plan.node(h) for h in plan.moosefs["metaloggers"] if h != self.new.hostname]
+        nodes = [plan.node(h) for h in plan.moosefs.metaloggers if h != self.new.hostname]
         nodes = [n for n in nodes if remote.alive(self.loaded, n.ip, timeout=10)]
         if not nodes:
             return {}

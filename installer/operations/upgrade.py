@@ -75,7 +75,7 @@ class Simulation:
 def order(plan) -> list[str]:
     """The nodes in the order they are upgraded: the plain ones (by name), then the MooseFS
     master, then the OpenNebula frontend (one node once when it holds both)."""
-    last = [plan.moosefs["master"], plan.opennebula["frontend"]]
+    last = [plan.moosefs.master, plan.opennebula.frontend]
     first = sorted(n.hostname for n in plan.nodes if n.hostname not in last)
     return first + list(dict.fromkeys(last))
 
@@ -214,7 +214,7 @@ def upgrade_node(loaded, plan, name: str, *, timeout: float = TIMEOUT, say: Say 
     again (raises OnehciError naming what is not). The journal records the returned dict."""
     started = time.monotonic()
     node = plan.node(name)
-    kvm = name in plan.opennebula["hosts"]
+    kvm = name in plan.opennebula.hosts
     sim = simulate(loaded, node)
     record: dict = {"node": name, "packages": [asdict(p) for p in sim.packages], "kept_back": sim.kept_back,
                     "moved_vms": [], "restarted": []}
@@ -229,9 +229,9 @@ def upgrade_node(loaded, plan, name: str, *, timeout: float = TIMEOUT, say: Say 
         say(f"{name}: nothing to upgrade" + (f" ({len(sim.kept_back)} kept back)" if sim.kept_back else "")
             + "; checking it is healthy")
     _wait_units(loaded, node, timeout)
-    master = plan.moosefs["master_ip"]
+    master = plan.moosefs.master_ip
     # a restarted chunkserver was away: only a chunk loop started after its return shows the copies
-    since = mfs.master_time(master) if sim.packages and name in plan.moosefs["chunkservers"] else None
+    since = mfs.master_time(master) if sim.packages and name in plan.moosefs.chunkservers else None
     storage.wait_safe(master, timeout=timeout, say=say, since=since,
                       what=f"every chunk to have its copies after {name}'s upgrade")
     if kvm:

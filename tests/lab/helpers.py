@@ -117,7 +117,7 @@ def blank_vm(loaded, host: str, name: str, timeout: float = 240) -> int:
     found = {i.NAME: i.ID for i in client.imagepool.info(-2, -1, -1).IMAGE}
     image = found.get("blank")
     if image is None:
-        sh(loaded, plan.opennebula["frontend"], "truncate -s 16M /var/tmp/blank.img && chown oneadmin: /var/tmp/blank.img")
+        sh(loaded, plan.opennebula.frontend, "truncate -s 16M /var/tmp/blank.img && chown oneadmin: /var/tmp/blank.img")
         store = {d.NAME: d.ID for d in client.datastorepool.info().DATASTORE}[names["images"]]
         image = client.image.allocate('NAME = "blank"\nPATH = "/var/tmp/blank.img"\nTYPE = "OS"\nFORMAT = "raw"\n',
                                       store)

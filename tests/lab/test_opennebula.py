@@ -152,7 +152,7 @@ def test_drift_is_reported_and_left_as_it_is(cloud):
                 "left as it is") in said
         assert client.datastore.info(images.ID).TM_MAD == "ssh"  # left as it is
         # a plan whose mount is elsewhere: every datastore is drift (BASE_PATH off the mount)
-        elsewhere = dataclasses.replace(cloud.plan, moosefs={**cloud.plan.moosefs, "mount": "/srv/elsewhere"})
+        elsewhere = dataclasses.replace(cloud.plan, moosefs=dataclasses.replace(cloud.plan.moosefs, mount="/srv/elsewhere"))
         report = one.register(cloud.loaded, elsewhere, client, said.append)
         system = {o.name: o for o in report.objects}["lab-system"]
         base = client.datastore.info(system.id).BASE_PATH  # OpenNebula writes /var/lib/one//datastores/ID
