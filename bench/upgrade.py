@@ -21,7 +21,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from installer import lab, sitefile  # noqa: E402
-from installer.lab import onebuild  # noqa: E402
 from tests.lab.helpers import repack  # noqa: E402
 
 SOURCE = Path(__file__).resolve().parent.parent / "tests" / "lab" / "upgrade-site.yml"
@@ -44,7 +43,7 @@ def main() -> None:
         try:
             timed(site, "lab", "up")
             timed(site, "deploy")
-            lab.publish_opennebula(loaded, repack(onebuild.ensure().paths(), "1~onehci2", Path(work) / "newer"))
+            lab.publish_opennebula(loaded, repack(lab.opennebula_build().paths(), "1~onehci2", Path(work) / "newer"))
             check, _ = timed(site, "upgrade", "--check")
             total, out = timed(site, "upgrade", "--json")
             again, out2 = timed(site, "upgrade", "--json")

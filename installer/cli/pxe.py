@@ -114,8 +114,15 @@ def serve(site_path: str, force: bool, as_json: bool) -> None:
     reasons = server.preflight(force=force)
     if reasons:
         raise OnehciError("not serving:\n  " + "\n  ".join(reasons))
-    server.start()
-    raise SystemExit(server.wait())
+    code = 0
+    try:  # Ctrl-C at any moment once children may run (even before wait()) stops them all
+        server.start()
+        code = server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    raise SystemExit(code)
 
 
 COMMANDS = [pxe]

@@ -4,7 +4,7 @@
 installer.lab.net that labs and boot tests share."""
 
 _PUBLIC = ("Lab", "NodeState", "check_host", "down", "kill_node", "known_hosts", "lab_dir",
-           "lab_ssh_key", "node_exec", "nsenter_argv", "publish_opennebula", "ssh_argv", "status", "up")
+           "lab_ssh_key", "node_exec", "nsenter_argv", "opennebula_build", "publish_opennebula", "ssh_argv", "status", "up")
 
 
 def __getattr__(name: str):

@@ -229,10 +229,15 @@ def _start_aptcache(address: str, mirror: str, workdir: Path) -> dict:
     return found.as_dict()
 
 
+def opennebula_build(say: Say = lambda _m: None) -> onebuild.Build:
+    """The lab's OpenNebula build (FireEdge included when FIREEDGE): what its repository serves."""
+    return onebuild.ensure(fireedge=FIREEDGE, say=say)
+
+
 def _ensure_opennebula_repo(st: dict, address: str, directory: Path, say: Say) -> list[str]:
     """OpenNebula's packages, built from its source once per machine (installer/lab/onebuild.py),
     published in the lab's repository and served on the bootstrap address."""
-    build = onebuild.ensure(fireedge=FIREEDGE, say=say)
+    build = opennebula_build(say)
     repo = st.get("opennebula_repo") or {}
     started = []
     if repo.get("build") != build.key:
@@ -251,7 +256,7 @@ def _ensure_opennebula_repo(st: dict, address: str, directory: Path, say: Say) -
 
 def publish_opennebula(loaded, extra: list[Path]) -> None:
     """Publish EXTRA packages (a newer build, for an upgrade rehearsal) beside the lab's build."""
-    build = onebuild.ensure(fireedge=FIREEDGE)
+    build = opennebula_build()
     onerepo.publish([*build.paths(), *extra], lab_dir(loaded) / "opennebula-repo")
 
 

@@ -110,8 +110,8 @@ def test_force_starts_anyway_and_ctrl_c_stops_every_child(workdir, foreign_dhcp)
         children = (_our_processes(str(workdir / "pxe" / "dnsmasq.conf"))
                     + _our_processes(str(workdir / "state" / "run")))
         assert len(children) == 2, children  # dnsmasq and apt-cacher-ng
-        proc.send_signal(signal.SIGINT)  # Ctrl-C
-        assert proc.wait(30) == 0
+        proc.send_signal(signal.SIGINT)  # Ctrl-C, right after "serving" (CI once caught it before the wait)
+        assert proc.wait(30) == 0, proc.stderr.read()
         assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
     finally:  # a failure above must not leave a DHCP server behind for the next tests
         if proc.poll() is None:

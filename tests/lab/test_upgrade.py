@@ -49,7 +49,7 @@ class Cloud:
 
     def publish(self, version: str) -> None:
         """Every package of the lab's build again, as VERSION, beside the build (and earlier ones)."""
-        self.newer += repack(onebuild.ensure().paths(), version.rsplit("-", 1)[1], self.site.parent / version)
+        self.newer += repack(lab.opennebula_build().paths(), version.rsplit("-", 1)[1], self.site.parent / version)
         lab.publish_opennebula(self.loaded, self.newer)
 
     def history(self) -> list[dict]:
