@@ -12,11 +12,14 @@ then judged by pure functions that the tests feed canned facts.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+
+import pyone
 
 from installer import environment, mfs, one, remote
 from installer.errors import OnehciError
@@ -74,6 +77,7 @@ class OneView:
     version: str = ""
     hosts: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> (state, ERROR text)
     datastores: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (total MB, free MB)
+    vms: list[tuple[int, str, str, str]] = field(default_factory=list)  # (id, host, "running"|"failed"|other, error)
 
 
 @dataclass(frozen=True)
@@ -161,7 +165,11 @@ def opennebula_checks(view: OneView, plan) -> list[Check]:
     else:
         checks.append(Check("opennebula hosts", RED, f"0 of {len(wanted)} monitored: no VM can run", fatal=True))
     for name in wanted:
-        checks.append(host_check(name, view.hosts.get(name)))
+        check = host_check(name, view.hosts.get(name))
+        running = sum(1 for _, host, state, _ in view.vms if host == name and state == "running")
+        checks.append(dataclasses.replace(check, reason=f"{check.reason}, {running} VM(s) running")
+                      if check.colour == GREEN else check)
+    checks.append(vm_check(view.vms))
     for name in (one.object_names(plan.opennebula.cluster)[k] for k in ("system", "images")):
         component = f"datastore {name}"
         if name not in view.datastores:
@@ -169,6 +177,31 @@ def opennebula_checks(view: OneView, plan) -> list[Check]:
         else:
             checks.append(_space(component, *view.datastores[name]))
     return checks
+
+
+def vm_check(vms: list[tuple[int, str, str, str]]) -> Check:
+    """Amber when a VM has failed (the cloud still runs the others), naming it, its host and why."""
+    failed = [f"VM {vm} on {host or 'no host'}: {error or 'no reason given'}" for vm, host, state, error in vms
+              if state == "failed"]
+    running = sum(1 for vm in vms if vm[2] == "running")
+    if failed:
+        return Check("opennebula vms", AMBER, f"{len(failed)} failed ({'; '.join(failed[:3])}"
+                     f"{'; ...' if len(failed) > 3 else ''}), {running} running")
+    return Check("opennebula vms", GREEN, f"{running} running, none failed")
+
+
+def vm_row(vm) -> tuple[int, str, str, str]:
+    """(id, its host, running | failed | its state's name, OpenNebula's error) of a VM of the pool."""
+    history = getattr(getattr(vm, "HISTORY_RECORDS", None), "HISTORY", None) or []
+    last = history[-1] if isinstance(history, list) and history else history
+    host = getattr(last, "HOSTNAME", "") if last else ""
+    lcm = pyone.LCM_STATE(vm.LCM_STATE).name if vm.STATE == pyone.VM_STATE.ACTIVE else ""
+    if vm.STATE == pyone.VM_STATE.FAILED or "FAILURE" in lcm:
+        user = vm.USER_TEMPLATE or {}
+        return vm.ID, host, "failed", (str(user.get("ERROR", "")) if hasattr(user, "get") else "") or lcm
+    if lcm == "RUNNING":
+        return vm.ID, host, "running", ""
+    return vm.ID, host, lcm or pyone.VM_STATE(vm.STATE).name, ""
 
 
 def host_check(name: str, found: tuple[int, str] | None) -> Check:
@@ -216,6 +249,7 @@ def read_one(client, url: str) -> OneView:
             view.hosts = {h.NAME: (h.STATE, one.template_value(h, "ERROR")) for h in client.hostpool.info().HOST}
             view.datastores = {d.NAME: (d.TOTAL_MB or 0, d.FREE_MB or 0)
                                for d in client.datastorepool.info().DATASTORE}
+            view.vms = [vm_row(vm) for vm in client.vmpool.info(-2, -1, -1, -1).VM]  # every VM not DONE
     except OnehciError as exc:
         view.error = str(exc)
     return view

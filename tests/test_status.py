@@ -52,7 +52,7 @@ def test_a_healthy_cloud_is_all_green_and_exit_0(plan):
     result = status.judge(plan, *healthy(plan))
     assert [c.component for c in result.checks] == [
         "moosefs master", "moosefs metaloggers", "moosefs chunkservers", "moosefs chunks", "moosefs space",
-        "opennebula api", "opennebula hosts", "host n1", "host n2", "host n3",
+        "opennebula api", "opennebula hosts", "host n1", "host n2", "host n3", "opennebula vms",
         "datastore test-system", "datastore test-images", "mount n1", "mount n2", "mount n3"]
     assert {c.colour for c in result.checks} == {GREEN}
     assert (result.exit_code, result.verdict) == (0, "healthy")
@@ -60,6 +60,34 @@ def test_a_healthy_cloud_is_all_green_and_exit_0(plan):
     assert line(result, "moosefs chunkservers").reason == "3 of 3 connected"
     assert line(result, "moosefs space").reason == "80.0 GiB free of 100.0 GiB (80%)"
     assert line(result, "mount n2").reason == "/var/lib/one/datastores mounted from mfsmaster:9421"
+    assert line(result, "host n2").reason == "monitored, 0 VM(s) running"
+    assert line(result, "opennebula vms").reason == "0 running, none failed"
+
+
+def test_a_failed_vm_turns_status_amber_naming_it_its_host_and_why(plan):
+    health, view, mounts = healthy(plan)
+    view.vms = [(7, "n2", "running", ""), (8, "n3", "failed", "Cannot access storage file"), (9, "n2", "running", "")]
+    result = status.judge(plan, health, view, mounts, 0.1)
+    assert (line(result, "opennebula vms").colour, line(result, "opennebula vms").reason) == (
+        AMBER, "1 failed (VM 8 on n3: Cannot access storage file), 2 running")
+    assert line(result, "host n2").reason == "monitored, 2 VM(s) running"
+    assert (result.exit_code, result.verdict) == (1, "degraded")
+
+
+def test_a_vm_of_the_pool_is_read_as_running_failed_or_its_state():
+    from types import SimpleNamespace
+
+    import pyone
+
+    def vm(state, lcm, host="n1", error=""):
+        history = SimpleNamespace(HISTORY=[SimpleNamespace(HOSTNAME="n0"), SimpleNamespace(HOSTNAME=host)])
+        return SimpleNamespace(ID=5, STATE=state, LCM_STATE=lcm, HISTORY_RECORDS=history,
+                               USER_TEMPLATE={"ERROR": error} if error else {})
+
+    assert status.vm_row(vm(pyone.VM_STATE.ACTIVE, pyone.LCM_STATE.RUNNING)) == (5, "n1", "running", "")
+    assert status.vm_row(vm(pyone.VM_STATE.ACTIVE, pyone.LCM_STATE.BOOT_FAILURE, error="libvirt: no")) == (
+        5, "n1", "failed", "libvirt: no")
+    assert status.vm_row(vm(pyone.VM_STATE.PENDING, 0, host="")) == (5, "", "PENDING", "")
 
 
 def _drop_chunkserver(h, v, m, name_ip):
@@ -253,7 +281,7 @@ def test_status_verb_prints_one_line_per_component_and_exits_with_the_verdict(ca
     result = CliRunner().invoke(cli, ["status", str(write_site())], catch_exceptions=False)
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
-    assert len(lines) == 16
+    assert len(lines) == 17
     assert lines[0].split() == ["green", "moosefs", "master", "MooseFS", "3.0.117", "at", "192.168.10.11"]
     assert any(ln.split()[:3] == ["red", "host", "n2"] and ln.endswith("ERROR: Error monitoring Host n2 (1): boom")
                for ln in lines)
