@@ -19,6 +19,11 @@ class OnehciError(Exception):
     """Something the technician can fix; the message says what and how."""
 
 
+class Reported(OnehciError):
+    """A failure the command has already shown (a site's problems, a failed smoke step): the
+    command group exits 1 without another line."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One finding about a site file: where it is and what is wrong."""

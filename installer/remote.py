@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
+from pathlib import Path
 
 from installer import environment
 from installer.errors import OnehciError
@@ -41,3 +43,17 @@ def check(loaded, ip: str, script: str, what: str, *, timeout: float = 60) -> st
 def alive(loaded, ip: str, timeout: float = 15) -> bool:
     """Does the node answer over SSH now?"""
     return run(loaded, ip, "true", timeout=timeout).returncode == 0
+
+
+def put(loaded, ip: str, source: Path, target: str, *, what: str, timeout: float = 300) -> None:
+    """SOURCE copied to TARGET on the node at IP (root's, mode 0644), whole or not at all."""
+    ssh_key, known_hosts = environment.ssh_identity(loaded.path)
+    quoted, partial = shlex.quote(target), shlex.quote(f"{target}.part")
+    argv = [*ssh_argv(ip, ssh_key, str(known_hosts), 10), f"cat > {partial} && chmod 0644 {partial} && mv {partial} {quoted}"]
+    with open(source, "rb") as data:
+        try:
+            done = subprocess.run(argv, stdin=data, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise OnehciError(f"{what} on {ip}: no end within {timeout:g} s") from None
+    if done.returncode != 0:
+        raise OnehciError(f"{what} on {ip} failed: {(done.stderr.strip().splitlines() or [f'exit {done.returncode}'])[-1]}")

@@ -8,7 +8,7 @@ import sys
 import click
 
 from installer import __version__
-from installer.errors import OnehciError, SiteInvalid, printable
+from installer.errors import OnehciError, Reported, SiteInvalid, printable
 
 
 def debug_enabled() -> bool:
@@ -28,6 +28,8 @@ class OnehciGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except Reported:  # the command has shown what failed
+            sys.exit(1)
         except SiteInvalid as exc:
             if debug_enabled():
                 raise
@@ -67,10 +69,10 @@ def cli() -> None:
 
 def _register() -> None:
     from installer.cli import (add_node, deploy, discover, hashpw, init, inventory, lab, operation, plan, pxe,
-                               rebuild, recover_master, status, upgrade, validate)
+                               rebuild, recover_master, smoke, status, upgrade, validate)
 
-    for module in (init, validate, plan, hashpw, discover, pxe, deploy, inventory, lab, status, operation, rebuild,
-                   add_node, upgrade, recover_master):
+    for module in (init, validate, plan, hashpw, discover, pxe, deploy, inventory, lab, status, smoke, operation,
+                   rebuild, add_node, upgrade, recover_master):
         for command in module.COMMANDS:
             cli.add_command(command)
 

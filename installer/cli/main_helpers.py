@@ -6,6 +6,8 @@ import functools
 
 import click
 
+from installer.errors import Reported
+
 
 def site_path_of(site_path: str | None, profile: str | None) -> str:
     """SITE, or the site file of a shipped profile (default: lab; its state under
@@ -70,7 +72,7 @@ def load_site_or_profile(site_path: str | None, profile: str | None):
     """SITE, or a shipped profile used as a site (its state under /var/lib/onehci/profiles)."""
     loaded, _ = load_site_or_report(site_path_of(site_path, profile))
     if loaded is None:
-        raise SystemExit(1)
+        raise Reported()
     return loaded
 
 

@@ -7,6 +7,7 @@ import json
 import click
 
 from installer.cli.main_helpers import load_site_or_report, site_argument
+from installer.errors import Reported
 
 
 @click.command()
@@ -23,7 +24,7 @@ def plan(site_path: str, as_json: bool, write: bool) -> None:
         if as_json:
             click.echo(json.dumps({"file": site_path, "valid": False,
                                    "errors": [p.as_dict() for p in problems]}, indent=2))
-        raise SystemExit(1)
+        raise Reported()
     the_plan = make_plan(loaded.site, [p.render() for p in problems])
     written: list[str] = []
     if write:

@@ -8,12 +8,13 @@ from pathlib import Path
 import click
 
 from installer.cli.main_helpers import load_site_or_report, site_argument
+from installer.errors import Reported
 
 
 def _load(site_path: str):
     loaded, _ = load_site_or_report(site_path)
     if loaded is None:
-        raise SystemExit(1)
+        raise Reported()
     return loaded
 
 

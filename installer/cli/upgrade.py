@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
 from installer.cli.main_helpers import site_argument
-from installer.errors import OnehciError
+from installer.errors import OnehciError, Reported
 
 
 def _say(message: str) -> None:
@@ -56,7 +55,7 @@ def upgrade(site_path: str, check_only: bool, as_json: bool, timeout: float) -> 
 
     loaded, _ = load_site_or_report(site_path)
     if loaded is None:
-        sys.exit(1)
+        raise Reported()
     plan = make_plan(loaded.site)
     if check_only:
         nodes = op.check(loaded, plan, say=_say)

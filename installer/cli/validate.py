@@ -7,6 +7,7 @@ import json
 import click
 
 from installer.cli.main_helpers import load_site_or_report, site_argument
+from installer.errors import Reported
 
 
 @click.command()
@@ -22,7 +23,7 @@ def validate(site_path: str, as_json: bool, strict: bool) -> None:
                                "warnings": [p.as_dict() for p in problems if p.severity == "warning"]},
                               indent=2))
     if loaded is None:
-        raise SystemExit(1)
+        raise Reported()
     if not as_json:
         warnings = len(problems)
         click.echo(f"{site_path}: valid, {len(loaded.site.nodes)} node{'s' if len(loaded.site.nodes) != 1 else ''}"

@@ -1,6 +1,7 @@
 """The whole cloud on the 3-node lab with OpenNebula 7.0.2 built from its source: deploy installs
 the packages from the lab's repository as from OpenNebula's own, starts oned, registers hosts,
-datastores and the network through pyone; a real VM runs on a host and leaves it; a second deploy
+datastores and the network through pyone; a real VM runs on a host and leaves it; `onehci smoke`
+boots a guest on every host and live-migrates one; a second deploy
 creates and changes nothing; registration reports drift and leaves it; oneadmin's SSH mesh works
 from inside the nodes; `onehci status` is green, then names what is broken; the defects a reading
 of OpenNebula's source found stay fixed (the bridge of a host without VMs, QEMU's user and
@@ -122,6 +123,35 @@ def test_a_vm_runs_as_oneadmin_on_the_shared_datastore_and_its_hosts_bridge_outl
     profile = sh(cloud.loaded, "lab3", "printf 'profile probe {\\n  #include <abstractions/libvirt-qemu>\\n}\\n' "
                                        "| apparmor_parser -Q -K -p").stdout
     assert f"{MOUNT}/** rwk," in profile
+
+
+def test_smoke_runs_a_guest_on_every_host_migrates_one_and_leaves_nothing(cloud):
+    """`onehci smoke`: the guest's own words (its serial console, logged on its host) say it came up
+    at the address OpenNebula gave it; one VM live-migrates and keeps beating on its new host."""
+    client = cloud.client()
+    before = ({i.ID for i in client.imagepool.info(-2, -1, -1).IMAGE},
+              {t.ID for t in client.templatepool.info(-2, -1, -1).VMTEMPLATE})
+    proc = onehci("smoke", "--json", cloud.site)
+    cloud.outputs += [proc.stdout, proc.stderr]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    print("smoke:", [(s["name"], s["seconds"]) for s in result["steps"]], result["migrated"])
+    assert result["ok"] and [s["name"] for s in result["steps"]] == [
+        "hosts", "image", "template", "start", "running", "guest up", "migrate", "cleanup"]
+    guests = result["guests"]
+    assert len(guests) == len(KVM) and guests[0]["vm"] == result["migrated"]["vm"]
+    assert {result["migrated"]["from"], *(g["host"] for g in guests[1:])} == set(KVM)  # one guest on each host
+    for guest in guests:
+        assert guest["ip"].startswith("10.72.0.") and guest["up_seconds"] is not None, guest
+    moved = result["migrated"]
+    # its heartbeat counts on where it left off: the same guest, memory and all, not a reboot
+    assert moved["from"] != moved["to"] and moved["beats_after"] > moved["beats_before"] > 0, moved
+    # nothing left: the VMs done, the image and template this run made removed
+    states = {v.ID: v.STATE for v in client.vmpool.info(-2, -1, -1, -2).VM if v.NAME.startswith("onehci-smoke-")}
+    assert all(states.get(g["vm"], 6) == 6 for g in guests), states
+    after = ({i.ID for i in client.imagepool.info(-2, -1, -1).IMAGE},
+             {t.ID for t in client.templatepool.info(-2, -1, -1).VMTEMPLATE})
+    assert after == before
 
 
 def test_second_deploy_changes_nothing_and_creates_nothing(cloud):

@@ -1,0 +1,313 @@
+"""`onehci smoke`: a VM really runs on the deployed cloud, its disk on MooseFS.
+
+    image      the guest (installer/testimage.py) copied to the frontend and registered in the
+               site's images datastore as `onehci-smoke` (an existing one is reused)
+    template   `onehci-smoke`: the image, the site's VM network, a context CD (reused likewise)
+    start      one VM per KVM host (or --count N, spread over the hosts), each placed on its host,
+               its serial console logged by libvirt on that host
+    running    each VM RUNNING in OpenNebula (a VM that fails is named with its host and
+               OpenNebula's own error)
+    guest up   each guest says on its serial console that it set the address OpenNebula gave it
+    migrate    one VM live-migrated to another host: RUNNING there, and its guest still beating
+               (its heartbeat lines appear in the new host's log)
+    cleanup    the VMs terminated; the image and template removed when this run made them
+               (--keep leaves everything)
+
+Each step is said with its time; the result says which passed."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import pyone
+
+from installer import one, remote, testimage
+from installer.errors import OnehciError
+from installer.plan import make_plan
+from installer.waiting import Pending, wait_until
+
+Say = Callable[[str], None]
+NAME = "onehci-smoke"
+LOG_DIR = "/var/log/libvirt/qemu"  # virtlogd's, on each host
+IMAGE_READY, IMAGE_ERROR = 1, 5
+VM_DONE = 6
+
+
+@dataclass
+class Guest:
+    vm: int
+    name: str
+    host: str
+    ip: str = ""
+    up_seconds: float | None = None
+
+
+@dataclass
+class Result:
+    ok: bool = False
+    steps: list[dict] = field(default_factory=list)
+    guests: list[Guest] = field(default_factory=list)
+    migrated: dict | None = None
+    error: str | None = None
+    kept: bool = False
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "guests": [asdict(g) for g in self.guests]}
+
+
+def serial_device(name: str) -> str:
+    """libvirt XML for a serial console whose output virtlogd keeps in LOG_DIR/NAME.serial."""
+    return (f"<devices><serial type='pty'><log file='{LOG_DIR}/{name}.serial' append='off'/>"
+            "<target port='0'/></serial></devices>")
+
+
+def guest_line(log: str, word: str) -> str | None:
+    """The last `onehci-smoke: WORD ...` line of a serial log."""
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip().startswith(f"onehci-smoke: {word}")]
+    return lines[-1] if lines else None
+
+
+def beats(log: str) -> int:
+    """The highest heartbeat number in a serial log (0: none)."""
+    numbers = [int(ln.split()[2]) for ln in log.splitlines()
+               if ln.startswith("onehci-smoke: alive ") and len(ln.split()) > 2 and ln.split()[2].isdigit()]
+    return max(numbers, default=0)
+
+
+def vm_failure(info) -> str | None:
+    """OpenNebula's word on a VM that will not run, or None while it may still come up."""
+    lcm = pyone.LCM_STATE(info.LCM_STATE).name if info.STATE == pyone.VM_STATE.ACTIVE else ""
+    if info.STATE == pyone.VM_STATE.FAILED or "FAILURE" in lcm:
+        return (info.USER_TEMPLATE.get("ERROR") or lcm or "FAILED").strip()
+    return None
+
+
+class Smoke:
+    def __init__(self, loaded, *, say: Say, count: int | None, keep: bool, timeout: float):
+        self.loaded, self.say, self.keep, self.timeout = loaded, say, keep, timeout
+        self.plan = make_plan(loaded.site)
+        self.hosts = list(self.plan.opennebula.hosts)
+        if not self.hosts:
+            raise OnehciError("the site has no KVM host (no node with the kvm role): there is nowhere to run a VM")
+        self.count = count or len(self.hosts)
+        self.client = one.client_for(loaded, self.plan)
+        self.names = one.object_names(self.plan.cluster)
+        self.made: dict[str, int] = {}  # what this run created: image, template
+        self.result = Result(kept=keep)
+        self.token = f"{int(time.time()) % 100000:05d}"
+
+    # --- the steps ------------------------------------------------------------------------
+
+    def check_hosts(self) -> str:
+        with one.api_errors():
+            pool = {h.NAME: h for h in self.client.hostpool.info().HOST}
+        bad = [f"{h} ({'not registered' if h not in pool else one.STATE_NAMES.get(pool[h].STATE, pool[h].STATE)}"
+               + (f": {one.error_line(pool[h])}" if h in pool and pool[h].STATE == one.ERROR else "") + ")"
+               for h in self.hosts if h not in pool or pool[h].STATE != one.MONITORED]
+        if bad:
+            raise OnehciError(f"KVM hosts not monitored: {', '.join(bad)}; `onehci status` shows why")
+        self.host_ids = {h: pool[h].ID for h in self.hosts}
+        return f"{len(self.hosts)} KVM host(s) monitored"
+
+    def image(self) -> str:
+        with one.api_errors():
+            found = {i.NAME: i for i in self.client.imagepool.info(-2, -1, -1).IMAGE}
+        if NAME in found and found[NAME].STATE == IMAGE_READY:
+            self.image_id = found[NAME].ID
+            return f"image {NAME} (id {self.image_id}) already registered"
+        if NAME in found:
+            raise OnehciError(f"image {NAME} (id {found[NAME].ID}) exists but is not READY: remove it "
+                              f"(`oneimage delete {found[NAME].ID}`) and run smoke again")
+        local = testimage.ensure(say=self.say)
+        frontend = self.plan.node(self.plan.opennebula.frontend)
+        target = f"/var/tmp/{NAME}-{local.parent.name}.img"
+        remote.put(self.loaded, frontend.ip, local, target, what="copying the guest image to the frontend")
+        with one.api_errors():
+            stores = {d.NAME: d.ID for d in self.client.datastorepool.info().DATASTORE}
+            if self.names["images"] not in stores:
+                raise OnehciError(f"no datastore {self.names['images']}: deploy the site first (onehci deploy)")
+            self.image_id = self.client.image.allocate(one.template({
+                "NAME": NAME, "PATH": target, "TYPE": "OS", "FORMAT": "raw",
+                "DESCRIPTION": "onehci smoke test guest (busybox)"}), stores[self.names["images"]])
+        self.made["image"] = self.image_id
+
+        def ready():
+            info = self.client.image.info(self.image_id)
+            if info.STATE == IMAGE_ERROR:
+                raise OnehciError(f"image {NAME} went to ERROR: {info.TEMPLATE.get('ERROR', 'no reason given')}")
+            return info.STATE == IMAGE_READY or Pending(f"image state {info.STATE}")
+
+        wait_until(ready, timeout=self.timeout, every=2, timed_out=lambda left: (
+            f"image {NAME} not READY after {self.timeout:.0f} s ({left}): is the images datastore full or "
+            "unreachable? `oneimage show` on the frontend"))
+        return f"image {NAME} (id {self.image_id}) registered, {local.stat().st_size / 2**20:.0f} MiB"
+
+    def template(self) -> str:
+        with one.api_errors():
+            found = {t.NAME: t.ID for t in self.client.templatepool.info(-2, -1, -1).VMTEMPLATE}
+            if NAME in found:
+                self.template_id = found[NAME]
+                return f"template {NAME} (id {self.template_id}) already registered"
+            text = one.template({"NAME": NAME, "CPU": "0.1", "VCPU": "1", "MEMORY": "128",
+                                 "DISK": {"IMAGE_ID": self.image_id},
+                                 "NIC": {"NETWORK": self.names["network"]},
+                                 "CONTEXT": {"NETWORK": "YES"}})
+            self.template_id = self.client.template.allocate(text)
+        self.made["template"] = self.template_id
+        return f"template {NAME} (id {self.template_id}) registered"
+
+    def start(self) -> str:
+        for n in range(self.count):
+            host = self.hosts[n % len(self.hosts)]
+            name = f"{NAME}-{self.token}-{n + 1}"
+            extra = f'RAW = [ TYPE = "kvm", DATA = "{serial_device(name)}" ]\n'
+            with one.api_errors():
+                vm = self.client.template.instantiate(self.template_id, name, True, extra, False)
+                self.result.guests.append(Guest(vm=vm, name=name, host=host))
+                self.client.vm.deploy(vm, self.host_ids[host], False, -1)
+        return ", ".join(f"{g.name} (VM {g.vm}) on {g.host}" for g in self.result.guests)
+
+    def running(self) -> str:
+        def all_running():
+            waiting = []
+            for g in self.result.guests:
+                info = self.client.vm.info(g.vm)
+                failure = vm_failure(info)
+                if failure:
+                    raise OnehciError(f"VM {g.vm} on {g.host} failed: {failure}")
+                if (info.STATE, info.LCM_STATE) != (pyone.VM_STATE.ACTIVE, pyone.LCM_STATE.RUNNING):
+                    waiting.append(f"VM {g.vm} {pyone.VM_STATE(info.STATE).name}")
+                else:
+                    nic = info.TEMPLATE.get("NIC")
+                    g.ip = (nic[0] if isinstance(nic, list) else nic or {}).get("IP", "")
+            return not waiting or Pending(", ".join(waiting))
+
+        wait_until(all_running, timeout=self.timeout, every=2, timed_out=lambda left: (
+            f"not RUNNING after {self.timeout:.0f} s: {left}; `onevm show ID` says why"))
+        return ", ".join(f"VM {g.vm} {g.ip}" for g in self.result.guests)
+
+    def log(self, guest: Guest, host: str) -> str:
+        node = self.plan.node(host)
+        return remote.run(self.loaded, node.ip, f"cat {shlex.quote(f'{LOG_DIR}/{guest.name}.serial')} 2>/dev/null",
+                          timeout=30).stdout
+
+    def guests_up(self) -> str:
+        started = time.monotonic()
+
+        def all_up():
+            waiting = []
+            for g in self.result.guests:
+                if g.up_seconds is not None:
+                    continue
+                log = self.log(g, g.host)
+                line = guest_line(log, "up") or guest_line(log, "cannot") or ""
+                if line.startswith(f"onehci-smoke: up {g.ip}/"):
+                    g.up_seconds = round(time.monotonic() - started, 1)
+                elif line:
+                    raise OnehciError(f"VM {g.vm} on {g.host}: the guest says {line!r}, expected address {g.ip}")
+                else:
+                    waiting.append(f"VM {g.vm} on {g.host}")
+            return not waiting or Pending(", ".join(waiting))
+
+        wait_until(all_up, timeout=self.timeout, every=2, timed_out=lambda left: (
+            f"no word from the guest of {left} after {self.timeout:.0f} s: its serial log is "
+            f"{LOG_DIR}/NAME.serial on the host (a guest that never booted, or a context CD it could not read)"))
+        return ", ".join(f"VM {g.vm} up at {g.ip}" for g in self.result.guests)
+
+    def migrate(self) -> str:
+        if len(self.hosts) < 2:
+            self.result.migrated = {"skipped": "one KVM host: nowhere to migrate to"}
+            return "skipped: one KVM host"
+        guest = self.result.guests[0]
+        target = next(h for h in self.hosts if h != guest.host)
+        before = beats(self.log(guest, guest.host))
+        started = time.monotonic()
+        with one.api_errors():
+            self.client.vm.migrate(guest.vm, self.host_ids[target], True, False, -1, 0)
+
+        def moved():
+            info = self.client.vm.info(guest.vm)
+            failure = vm_failure(info)
+            if failure:
+                raise OnehciError(f"VM {guest.vm}'s live migration from {guest.host} to {target} failed: {failure}")
+            history = info.HISTORY_RECORDS.HISTORY
+            now = (history[-1] if isinstance(history, list) else history).HOSTNAME
+            running = (info.STATE, info.LCM_STATE) == (pyone.VM_STATE.ACTIVE, pyone.LCM_STATE.RUNNING)
+            return (running and now == target) or Pending(f"{pyone.LCM_STATE(info.LCM_STATE).name} on {now}")
+
+        wait_until(moved, timeout=self.timeout, every=2, timed_out=lambda left: (
+            f"VM {guest.vm} not RUNNING on {target} {self.timeout:.0f} s after its live migration ({left})"))
+        # OpenNebula may show the VM RUNNING on its new host before the move is over: the guest's own
+        # heartbeat in the new host's log is what says it runs there
+        wait_until(lambda: beats(self.log(guest, target)) > 0 or Pending("no heartbeat yet"), timeout=60, every=1,
+                   timed_out=lambda _: f"VM {guest.vm} runs on {target} but its guest is silent there")
+        seconds = round(time.monotonic() - started, 1)
+        after = beats(self.log(guest, target))
+        self.result.migrated = {"vm": guest.vm, "from": guest.host, "to": target, "seconds": seconds,
+                                "beats_before": before, "beats_after": after}
+        guest.host = target
+        return f"VM {guest.vm} {self.result.migrated['from']} -> {target} in {seconds} s, the guest beating there"
+
+    def cleanup(self) -> str:
+        if self.keep:
+            return "kept (--keep): " + ", ".join(f"VM {g.vm}" for g in self.result.guests)
+        done = []
+        with one.api_errors():
+            for g in self.result.guests:
+                if self.client.vm.info(g.vm).STATE != VM_DONE:
+                    self.client.vm.action("terminate-hard", g.vm)
+            wait_until(lambda: all(self.client.vm.info(g.vm).STATE == VM_DONE for g in self.result.guests)
+                       or Pending("VMs terminating"), timeout=self.timeout, every=2,
+                       timed_out=lambda _: "the smoke VMs did not terminate: `onevm list` on the frontend")
+            done.append(f"{len(self.result.guests)} VM(s) terminated")
+            if "template" in self.made:
+                self.client.template.delete(self.made["template"], False)
+                done.append(f"template {self.made['template']} removed")
+            if "image" in self.made:
+                self.client.image.delete(self.made["image"])
+                image = self.made["image"]
+                wait_until(lambda: image not in {i.ID for i in self.client.imagepool.info(-2, -1, -1).IMAGE}
+                           or Pending("image deleting"), timeout=self.timeout, every=1,
+                           timed_out=lambda _: f"image {image} is still there: `oneimage show {image}`")
+                done.append(f"image {image} removed")
+        return ", ".join(done)
+
+
+def smoke(loaded, *, count: int | None = None, keep: bool = False, timeout: float = 300,
+          say: Say = print) -> dict:
+    """Run the smoke test; the result as `--json` prints it (ok false and the error when a step
+    failed). Whatever happens, the cleanup runs (unless KEEP)."""
+    work = Smoke(loaded, say=say, count=count, keep=keep, timeout=timeout)
+    steps = [("hosts", work.check_hosts), ("image", work.image), ("template", work.template),
+             ("start", work.start), ("running", work.running), ("guest up", work.guests_up),
+             ("migrate", work.migrate)]
+    try:
+        for name, fn in steps:
+            _step(work, name, fn)
+        work.result.ok = True
+    except OnehciError as exc:
+        work.result.error = str(exc)
+    finally:
+        try:
+            _step(work, "cleanup", work.cleanup)
+        except OnehciError as exc:
+            work.result.ok = False
+            work.result.error = work.result.error or str(exc)
+    return work.result.as_dict()
+
+
+def _step(work: Smoke, name: str, fn) -> None:
+    started = time.monotonic()
+    try:
+        detail = fn()
+    except OnehciError as exc:
+        seconds = round(time.monotonic() - started, 1)
+        work.result.steps.append({"name": name, "ok": False, "seconds": seconds, "detail": str(exc)})
+        work.say(f"smoke: {name} FAILED after {seconds} s: {exc}")
+        raise
+    seconds = round(time.monotonic() - started, 1)
+    work.result.steps.append({"name": name, "ok": True, "seconds": seconds, "detail": detail})
+    work.say(f"smoke: {name} ({seconds} s): {detail}")

@@ -1,0 +1,40 @@
+"""The pure parts of `onehci smoke` (installer/operations/smoke.py): the serial console device it
+asks libvirt for, and reading the guest's lines from that log."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pyone
+
+from installer.operations import smoke
+
+LOG = """\x1b[2J
+ISOLINUX 6.04 20200816  Copyright (C) 1994-2015 H. Peter Anvin et al
+onehci-smoke: up 10.72.0.10/24 on eth0 (02:00:0a:48:00:0a)
+onehci-smoke: alive 1 10.72.0.10
+onehci-smoke: alive 2 10.72.0.10
+onehci-smoke: alive 13 10.72.0.10
+"""
+
+
+def test_the_serial_console_is_logged_by_virtlogd_under_the_vms_name():
+    assert smoke.serial_device("onehci-smoke-00042-1") == (
+        "<devices><serial type='pty'><log file='/var/log/libvirt/qemu/onehci-smoke-00042-1.serial' append='off'/>"
+        "<target port='0'/></serial></devices>")
+
+
+def test_the_guests_lines_are_read_from_its_log():
+    assert smoke.guest_line(LOG, "up") == "onehci-smoke: up 10.72.0.10/24 on eth0 (02:00:0a:48:00:0a)"
+    assert smoke.guest_line(LOG, "cannot") is None
+    assert smoke.beats(LOG) == 13 and smoke.beats("") == 0
+
+
+def test_a_failed_vm_is_named_with_opennebulas_error():
+    boot_failure = SimpleNamespace(STATE=pyone.VM_STATE.ACTIVE, LCM_STATE=pyone.LCM_STATE.BOOT_FAILURE,
+                                   USER_TEMPLATE={"ERROR": "libvirt: Cannot access storage file"})
+    assert smoke.vm_failure(boot_failure) == "libvirt: Cannot access storage file"
+    running = SimpleNamespace(STATE=pyone.VM_STATE.ACTIVE, LCM_STATE=pyone.LCM_STATE.RUNNING, USER_TEMPLATE={})
+    assert smoke.vm_failure(running) is None
+    pending = SimpleNamespace(STATE=pyone.VM_STATE.PENDING, LCM_STATE=0, USER_TEMPLATE={})
+    assert smoke.vm_failure(pending) is None
