@@ -6,8 +6,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pyone
+import pytest
 
+from installer import sitefile
+from installer.errors import OnehciError
 from installer.operations import smoke
+from tests.conftest import BASE_SITE
 
 LOG = """\x1b[2J
 ISOLINUX 6.04 20200816  Copyright (C) 1994-2015 H. Peter Anvin et al
@@ -38,3 +42,13 @@ def test_a_failed_vm_is_named_with_opennebulas_error():
     assert smoke.vm_failure(running) is None
     pending = SimpleNamespace(STATE=pyone.VM_STATE.PENDING, LCM_STATE=0, USER_TEMPLATE={})
     assert smoke.vm_failure(pending) is None
+
+
+def test_a_site_without_kvm_host_is_one_line_and_nothing_is_touched(write_site, monkeypatch):
+    site = write_site(BASE_SITE.replace("[frontend, mfs_master, kvm, mfs_chunkserver]",
+                                        "[frontend, mfs_master, mfs_chunkserver]")
+                      .replace("[kvm, mfs_chunkserver, mfs_metalogger]", "[mfs_chunkserver, mfs_metalogger]"))
+    monkeypatch.setattr(smoke.one, "client_for", lambda *a, **k: (_ for _ in ()).throw(AssertionError("contacted")))
+    with pytest.raises(OnehciError) as exc:
+        smoke.smoke(sitefile.load(site), say=lambda line: None)
+    assert str(exc.value) == ("the site has no KVM host (no node with the kvm role): there is nowhere to run a VM")
