@@ -165,12 +165,14 @@ def _quote(value) -> str:
 
 
 def template(pairs: dict) -> str:
-    """OpenNebula template syntax; a dict value is a vector attribute (AR = [ ... ])."""
+    """OpenNebula template syntax; a dict value is a vector attribute (AR = [ ... ]), a list of
+    dicts that vector repeated (two DISKs)."""
     lines = []
     for key, value in pairs.items():
-        if isinstance(value, dict):
-            inner = ", ".join(f"{k} = {_quote(v)}" for k, v in value.items())
-            lines.append(f"{key} = [ {inner} ]")
+        if isinstance(value, (dict, list)):
+            for vector in value if isinstance(value, list) else [value]:
+                inner = ", ".join(f"{k} = {_quote(v)}" for k, v in vector.items())
+                lines.append(f"{key} = [ {inner} ]")
         else:
             lines.append(f"{key} = {_quote(value)}")
     return "\n".join(lines) + "\n"

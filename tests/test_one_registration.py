@@ -26,6 +26,8 @@ def test_object_names_derive_from_the_cluster():
 def test_template_quotes_values_and_writes_vectors():
     text = one.template({"NAME": 'a "b"', "AR": {"TYPE": "IP4", "SIZE": "5"}})
     assert text == 'NAME = "a \\"b\\""\nAR = [ TYPE = "IP4", SIZE = "5" ]\n'
+    assert one.template({"DISK": [{"IMAGE_ID": 3}, {"TYPE": "fs", "SIZE": 8}]}) == (
+        'DISK = [ IMAGE_ID = "3" ]\nDISK = [ TYPE = "fs", SIZE = "8" ]\n')
 
 
 def test_network_template_from_the_sites_vms_network(base_loaded):

@@ -34,6 +34,13 @@ def test_the_guests_lines_are_read_from_its_log():
     assert smoke.beats(LOG) == 13 and smoke.beats("") == 0
 
 
+def test_the_disk_rounds_read_back_and_the_bad_ones_are_kept():
+    log = LOG + "onehci-smoke: disk 1 ok 1 MiB\nonehci-smoke: disk 2 ok 2 MiB\n"
+    assert smoke.disk_rounds(log) == (2, []) and smoke.disk_rounds(LOG) == (0, [])
+    bad = log + "onehci-smoke: disk 3 BAD: MiB 1 of /dev/vdb read back changed\nonehci-smoke: disk 4 ok 4 MiB\n"
+    assert smoke.disk_rounds(bad) == (4, ["onehci-smoke: disk 3 BAD: MiB 1 of /dev/vdb read back changed"])
+
+
 def test_a_failed_vm_is_named_with_opennebulas_error():
     boot_failure = SimpleNamespace(STATE=pyone.VM_STATE.ACTIVE, LCM_STATE=pyone.LCM_STATE.BOOT_FAILURE,
                                    USER_TEMPLATE={"ERROR": "libvirt: Cannot access storage file"})

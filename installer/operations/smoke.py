@@ -7,9 +7,11 @@
                its serial console logged by libvirt on that host
     running    each VM RUNNING in OpenNebula (a VM that fails is named with its host and
                OpenNebula's own error)
-    guest up   each guest says on its serial console that it set the address OpenNebula gave it
+    guest up   each guest says on its serial console that it set the address OpenNebula gave it,
+               and that it wrote its data disk (a volatile disk on the system datastore, so on
+               MooseFS) and read back, past its own cache, what it wrote
     migrate    one VM live-migrated to another host: RUNNING there, and its guest still beating
-               (its heartbeat lines appear in the new host's log)
+               (its heartbeat lines appear in the new host's log) and reading its disk back whole
     cleanup    the VMs terminated; the image and template removed when this run made them
                (--keep leaves everything)
 
@@ -34,6 +36,7 @@ NAME = "onehci-smoke"
 LOG_DIR = "/var/log/libvirt/qemu"  # virtlogd's, on each host
 IMAGE_READY, IMAGE_ERROR = 1, 5
 VM_DONE = 6
+DISK_MB = 8  # the guest's data disk; the guest finds it by this size (smoke/init)
 
 
 @dataclass
@@ -75,6 +78,14 @@ def beats(log: str) -> int:
     numbers = [int(ln.split()[2]) for ln in log.splitlines()
                if ln.startswith("onehci-smoke: alive ") and len(ln.split()) > 2 and ln.split()[2].isdigit()]
     return max(numbers, default=0)
+
+
+def disk_rounds(log: str) -> tuple[int, list[str]]:
+    """The last round in which the guest read its whole disk back unchanged, and its BAD lines."""
+    rounds = [int(ln.split()[2]) for ln in log.splitlines()
+              if ln.startswith("onehci-smoke: disk ") and ln.split()[3:4] == ["ok"] and ln.split()[2].isdigit()]
+    bad = [ln.strip() for ln in log.splitlines() if ln.startswith("onehci-smoke: disk ") and "BAD" in ln]
+    return max(rounds, default=0), bad
 
 
 def vm_failure(info) -> str | None:
@@ -146,15 +157,16 @@ class Smoke:
         return f"image {NAME} (id {self.image_id}) registered, {local.stat().st_size / 2**20:.0f} MiB"
 
     def template(self) -> str:
+        text = one.template({"NAME": NAME, "CPU": "0.1", "VCPU": "1", "MEMORY": "128",
+                             "DISK": [{"IMAGE_ID": self.image_id}, {"TYPE": "fs", "SIZE": DISK_MB, "FORMAT": "raw"}],
+                             "NIC": {"NETWORK": self.names["network"]},
+                             "CONTEXT": {"NETWORK": "YES", "ONEHCI_DISK_MB": DISK_MB}})
         with one.api_errors():
             found = {t.NAME: t.ID for t in self.client.templatepool.info(-2, -1, -1).VMTEMPLATE}
-            if NAME in found:
+            if NAME in found:  # kept by an earlier run (--keep): made the same as this run would
                 self.template_id = found[NAME]
+                self.client.template.update(self.template_id, text, 0)
                 return f"template {NAME} (id {self.template_id}) already registered"
-            text = one.template({"NAME": NAME, "CPU": "0.1", "VCPU": "1", "MEMORY": "128",
-                                 "DISK": {"IMAGE_ID": self.image_id},
-                                 "NIC": {"NETWORK": self.names["network"]},
-                                 "CONTEXT": {"NETWORK": "YES"}})
             self.template_id = self.client.template.allocate(text)
         self.made["template"] = self.template_id
         return f"template {NAME} (id {self.template_id}) registered"
@@ -204,18 +216,21 @@ class Smoke:
                     continue
                 log = self.log(g, g.host)
                 line = guest_line(log, "up") or guest_line(log, "cannot") or ""
-                if line.startswith(f"onehci-smoke: up {g.ip}/"):
-                    g.up_seconds = round(time.monotonic() - started, 1)
-                elif line:
+                read_back, bad = disk_rounds(log)
+                if line and not line.startswith(f"onehci-smoke: up {g.ip}/"):
                     raise OnehciError(f"VM {g.vm} on {g.host}: the guest says {line!r}, expected address {g.ip}")
+                if bad:
+                    raise OnehciError(f"VM {g.vm} on {g.host}: the guest says {bad[0]!r}")
+                if line and read_back:
+                    g.up_seconds = round(time.monotonic() - started, 1)
                 else:
-                    waiting.append(f"VM {g.vm} on {g.host}")
+                    waiting.append(f"VM {g.vm} on {g.host} ({'disk' if line else 'address'})")
             return not waiting or Pending(", ".join(waiting))
 
         wait_until(all_up, timeout=self.timeout, every=2, timed_out=lambda left: (
             f"no word from the guest of {left} after {self.timeout:.0f} s: its serial log is "
             f"{LOG_DIR}/NAME.serial on the host (a guest that never booted, or a context CD it could not read)"))
-        return ", ".join(f"VM {g.vm} up at {g.ip}" for g in self.result.guests)
+        return ", ".join(f"VM {g.vm} up at {g.ip}, its disk read back" for g in self.result.guests)
 
     def migrate(self) -> str:
         if len(self.hosts) < 2:
@@ -245,11 +260,21 @@ class Smoke:
         wait_until(lambda: beats(self.log(guest, target)) > 0 or Pending("no heartbeat yet"), timeout=60, every=1,
                    timed_out=lambda _: f"VM {guest.vm} runs on {target} but its guest is silent there")
         seconds = round(time.monotonic() - started, 1)
+
+        def reading():  # a whole disk round done on the new host: its disk came along unchanged
+            read_back, bad = disk_rounds(self.log(guest, target))
+            if bad:
+                raise OnehciError(f"VM {guest.vm} after its move to {target}: the guest says {bad[0]!r}")
+            return read_back > 0 or Pending("no disk round yet")
+
+        wait_until(reading, timeout=60, every=1, timed_out=lambda _: (
+            f"VM {guest.vm} beats on {target} but has not read its disk back there in 60 s"))
         after = beats(self.log(guest, target))
         self.result.migrated = {"vm": guest.vm, "from": guest.host, "to": target, "seconds": seconds,
                                 "beats_before": before, "beats_after": after}
         guest.host = target
-        return f"VM {guest.vm} {self.result.migrated['from']} -> {target} in {seconds} s, the guest beating there"
+        return (f"VM {guest.vm} {self.result.migrated['from']} -> {target} in {seconds} s, the guest beating and "
+                "reading its disk back there")
 
     def cleanup(self) -> str:
         if self.keep:
