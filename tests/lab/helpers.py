@@ -1,4 +1,5 @@
-"""What the lab tests share: a shell command in a node, and waiting for a condition."""
+"""What the lab tests share: a shell command in a node, waiting for a condition, watching MooseFS's
+chunks, and a smoke guest kept running while a test watches what it says."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from installer import lab
@@ -141,3 +143,120 @@ def vm_state(client, vm: int) -> tuple[str, str]:
 def terminate(client, vm: int, timeout: float = 120) -> None:
     client.vm.action("terminate-hard", vm)
     wait_for(f"VM {vm} gone", lambda: vm_state(client, vm)[0] == "DONE", timeout, 2)
+
+
+@dataclass
+class Guest:
+    """A guest of `onehci smoke --keep`: it beats every 2 s on its serial console and writes its
+    data disk (on MooseFS) and reads everything back, round after round (smoke/init)."""
+    vm: int
+    name: str
+    ip: str
+
+
+def guest_host(client, vm: int) -> str:
+    history = client.vm.info(vm).HISTORY_RECORDS.HISTORY
+    return (history[-1] if isinstance(history, list) else history).HOSTNAME
+
+
+def guest_log(loaded, host: str, guest: Guest) -> str:
+    return sh(loaded, host, f"cat /var/log/libvirt/qemu/{guest.name}.serial 2>/dev/null || true").stdout
+
+
+def move_guest(loaded, client, guest: Guest, host: str) -> None:
+    """Live-migrate GUEST to HOST; back when its heartbeat shows in HOST's log."""
+    import pyone
+
+    host_id = {h.NAME: h.ID for h in client.hostpool.info().HOST}[host]
+    client.vm.migrate(guest.vm, host_id, True, False, -1, 0)
+    wait_for(f"VM {guest.vm} running on {host}", lambda: guest_host(client, guest.vm) == host and (
+        client.vm.info(guest.vm).LCM_STATE == pyone.LCM_STATE.RUNNING) and "alive" in guest_log(loaded, host, guest),
+        120, 2)
+
+
+@contextlib.contextmanager
+def smoke_guest(loaded, site, client, on: str):
+    """One guest of `onehci smoke --keep`, live-migrated to host ON if smoke left it elsewhere;
+    terminated at the end, with the image and template smoke kept."""
+    proc = subprocess.run([sys.executable, "-m", "installer", "smoke", "--keep", "--count", "1", "--json", str(site)],
+                          capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    kept = json.loads(proc.stdout)["guests"][0]
+    guest = Guest(kept["vm"], kept["name"], kept["ip"])
+    try:
+        if guest_host(client, guest.vm) != on:
+            move_guest(loaded, client, guest, on)
+        yield guest
+    finally:
+        terminate(client, guest.vm)
+        for template in client.templatepool.info(-2, -1, -1).VMTEMPLATE:
+            if template.NAME == "onehci-smoke":
+                client.template.delete(template.ID, False)
+        for image in client.imagepool.info(-2, -1, -1).IMAGE:
+            if image.NAME == "onehci-smoke":
+                client.image.delete(image.ID)
+
+
+@dataclass
+class Heard:
+    """One reading of a guest's serial log on the host OpenNebula places it on."""
+    seconds: float
+    host: str
+    beat: int
+    disk_round: int
+    bad: list[str]
+    ups: int  # "up" lines in this host's log: 1 where it booted, 0 where it arrived by migration
+
+
+@contextlib.contextmanager
+def guest_watch(loaded, client, guest: Guest, every: float = 2.0):
+    """Read GUEST's serial log every EVERY seconds while the block runs, on whichever host
+    OpenNebula places it; yields the list of readings (Heard), filled as it goes. A reading
+    while the log is not there yet (mid-migration) is left out."""
+    from installer.operations.smoke import beats, disk_rounds
+
+    heard: list[Heard] = []
+    done = threading.Event()
+    start = time.monotonic()
+
+    def watch():
+        while not done.is_set():
+            try:
+                host = guest_host(client, guest.vm)
+                log = guest_log(loaded, host, guest)
+            except Exception as exc:  # noqa: BLE001 - the API or a node busy for a moment: read again
+                print(f"guest watch: {exc}")
+                log = ""
+            if "onehci-smoke: " in log:
+                round_, bad = disk_rounds(log)
+                heard.append(Heard(round(time.monotonic() - start, 1), host, beats(log), round_, bad,
+                                   log.count("onehci-smoke: up ")))
+            done.wait(every)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield heard
+    finally:
+        done.set()
+        thread.join(60)
+
+
+def assert_guest_lived(heard: list[Heard], longest_silence: float = 60) -> None:
+    """The guest ran the whole time: never silent longer than LONGEST_SILENCE seconds, its heartbeat
+    never started again (no reboot), and every disk round read back unchanged what it had written."""
+    assert len(heard) > 5, heard
+    bad = [h for h in heard if h.bad]
+    assert not bad, f"the guest found its disk changed: {bad[0].bad}"
+    rebooted = [h for h in heard if h.ups > 1]  # booted again in the same QEMU: two "up" lines in its log
+    assert not rebooted, f"the guest booted again on {rebooted[0].host} at {rebooted[0].seconds} s"
+    last_beat, last_change = heard[0].beat, heard[0].seconds
+    for h in heard[1:]:
+        # the count lives in the guest's memory and goes with it when it moves: lower means it started again
+        assert h.beat >= last_beat, f"heartbeat went back from {last_beat} to {h.beat} at {h.seconds} s on {h.host}"
+        if h.beat > last_beat:
+            assert h.seconds - last_change <= longest_silence, (
+                f"the guest was silent from {last_change} s to {h.seconds} s")
+            last_beat, last_change = h.beat, h.seconds
+    assert heard[-1].seconds - last_change <= longest_silence, f"the guest silent since {last_change} s"
+    assert heard[-1].disk_round > heard[0].disk_round, "no disk round completed while watched"

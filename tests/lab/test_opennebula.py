@@ -1,7 +1,8 @@
 """The whole cloud on the 3-node lab with OpenNebula 7.0.2 built from its source: deploy installs
 the packages from the lab's repository as from OpenNebula's own, starts oned, registers hosts,
 datastores and the network through pyone; a real VM runs on a host and leaves it; `onehci smoke`
-boots a guest on every host and live-migrates one; a second deploy
+boots a guest on every host and live-migrates one; a chunkserver killed while a guest writes
+its disk loses nothing the guest wrote (the guest's own read-back says so); a second deploy
 creates and changes nothing; registration reports drift and leaves it; oneadmin's SSH mesh works
 from inside the nodes; `onehci status` is green, then names what is broken; the defects a reading
 of OpenNebula's source found stay fixed (the bridge of a host without VMs, QEMU's user and
@@ -24,7 +25,8 @@ import pytest
 from installer import ansible, lab, one, state
 from installer.errors import OnehciError
 from tests.lab.conftest import onehci
-from tests.lab.helpers import blank_vm, sh, terminate, wait_for
+from tests.lab import helpers
+from tests.lab.helpers import blank_vm, guest_watch, sh, smoke_guest, terminate, wait_for
 
 MOUNT = "/var/lib/one/datastores"
 KVM = ["lab1", "lab2", "lab3"]
@@ -152,6 +154,43 @@ def test_smoke_runs_a_guest_on_every_host_migrates_one_and_leaves_nothing(cloud)
     after = ({i.ID for i in client.imagepool.info(-2, -1, -1).IMAGE},
              {t.ID for t in client.templatepool.info(-2, -1, -1).VMTEMPLATE})
     assert after == before
+
+
+NO_RESTART = "/run/systemd/system/moosefs-chunkserver.service.d/test-stays-down.conf"
+
+
+def test_a_chunkserver_killed_while_a_guest_writes_loses_nothing_the_guest_wrote(cloud):
+    """kill -9 of a chunkserver holding a copy of the guest's data disk while the guest writes it
+    (1 MiB a round, then reads back past its cache all it ever wrote): the VM keeps running, and
+    the guest's own read-back says nothing it wrote changed, before, during and after."""
+    client = cloud.client()
+    system = {d.NAME: d.ID for d in client.datastorepool.info().DATASTORE}[one.object_names("lab")["system"]]
+    address = {n.ip: n.hostname for n in cloud.plan.nodes}
+    with smoke_guest(cloud.loaded, cloud.site, client, on="lab1") as guest, \
+            guest_watch(cloud.loaded, client, guest) as heard:
+        wait_for("two disk rounds", lambda: heard and heard[-1].disk_round >= 2, 120)
+        info = sh(cloud.loaded, "lab1", f"mfsfileinfo {MOUNT}/{system}/{guest.vm}/disk.1").stdout
+        holders = [address[line.split(": ")[1].split(":")[0]] for line in info.splitlines() if "copy " in line]
+        assert len(holders) == 2, info  # storage.goal 2: the disk is on MooseFS, two copies
+        victim = holders[0]
+        # no restart by systemd: the chunkserver stays away while the guest goes on writing
+        sh(cloud.loaded, victim, f"mkdir -p {os.path.dirname(NO_RESTART)} && "
+                                 f"printf '[Service]\\nRestart=no\\n' > {NO_RESTART} && systemctl daemon-reload")
+        try:
+            sh(cloud.loaded, victim, "kill -9 $(pidof mfschunkserver)")
+            at_kill = heard[-1].disk_round
+            wait_for("five disk rounds with the chunkserver gone",
+                     lambda: heard[-1].disk_round >= at_kill + 5, 300, 2)
+            assert sh(cloud.loaded, victim, "pidof mfschunkserver", check=False).returncode == 1  # still gone
+            assert helpers.vm_state(client, guest.vm) == ("ACTIVE", "RUNNING")
+        finally:
+            sh(cloud.loaded, victim, f"rm -f {NO_RESTART} && systemctl daemon-reload && "
+                                     "systemctl reset-failed moosefs-chunkserver; systemctl start moosefs-chunkserver")
+        back = heard[-1].disk_round
+        wait_for("three disk rounds with the chunkserver back", lambda: heard[-1].disk_round >= back + 3, 180, 2)
+    helpers.assert_guest_lived(heard)
+    print(f"guest rounds: {heard[0].disk_round} -> {at_kill} (kill -9 on {victim}) -> {back} -> {heard[-1].disk_round}")
+    wait_for("status green again", lambda: status(cloud)[0] == 0, 420, 5)  # the stale copy replaced
 
 
 def test_second_deploy_changes_nothing_and_creates_nothing(cloud):
