@@ -4,7 +4,8 @@ master + kvm + chunkserver, upg2 kvm + chunkserver + metalogger) with OpenNebula
 A newer build of the OpenNebula packages is published in the lab's repository: `--check` lists it
 on both nodes and changes nothing; the upgrade takes upg2 first and upg1 (master and frontend) last,
 each node healthy before the next (oned restarted on upg1, a fresh monitoring round of each host),
-data intact. Then an upgrade that breaks libvirt on upg2 stops there with upg1 untouched, and once
+data intact, and a smoke guest moved live off each node in turn keeps beating and reading its disk
+back unchanged throughout. Then an upgrade that breaks libvirt on upg2 stops there with upg1 untouched, and once
 upg2 is set right the same command continues at upg2."""
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from installer import journal, lab, sitefile, state
+from installer import journal, lab, one, sitefile, state
 from installer.lab import onebuild
-from tests.lab.helpers import repack, sh, tree_hash, write_data
+from installer.plan import make_plan
+from tests.lab.helpers import assert_guest_lived, guest_watch, repack, sh, smoke_guest, tree_hash, wait_for, write_data
 
 SOURCE = Path(__file__).with_name("upgrade-site.yml")
 MOUNT = "/var/lib/one/datastores"
@@ -96,9 +98,20 @@ def test_check_lists_the_new_version_on_both_nodes_and_changes_nothing(cloud):
 
 
 def test_upgrade_takes_one_node_at_a_time_master_and_frontend_last(cloud):
-    proc = cloud.onehci("upgrade", "--json")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = one.client_for(cloud.loaded, make_plan(cloud.loaded.site))
+    with smoke_guest(cloud.loaded, cloud.site, client, on="upg2") as guest, \
+            guest_watch(cloud.loaded, client, guest) as heard:
+        proc = cloud.onehci("upgrade", "--json")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        finished = heard[-1].disk_round
+        wait_for("two disk rounds after the upgrade", lambda: heard[-1].disk_round >= finished + 2, 120)
     report = json.loads(proc.stdout)
+    # the guest moved live off each node before its upgrade (upg2 -> upg1 -> upg2) and, by its own
+    # words, kept beating and reading its disk back unchanged through both moves and oned's restart
+    assert [entry["moved_vms"] for entry in report["nodes"]] == [[guest.vm], [guest.vm]]
+    assert_guest_lived(heard)
+    hosts_heard = [h.host for i, h in enumerate(heard) if i == 0 or h.host != heard[i - 1].host]
+    assert hosts_heard == ["upg2", "upg1", "upg2"], hosts_heard
     assert report["ok"] and report["order"] == ["upg2", "upg1"]
     recorded = report["journal"]
     assert recorded["kind"] == "upgrade" and recorded["target"] == "upgrade" and recorded["state"] == "finished"
