@@ -86,7 +86,7 @@ class Declined(OnehciError):
     """The technician did not confirm the promotion: nothing was changed."""
 
 
-# --- pure parts (tests/test_recover_master.py) ---------------------------------------
+# --- pure parts (tests/unit/operations/test_recover_master.py) ---------------------------------------
 
 
 def image_version(header_hex: str) -> int | None:

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyone
+
 from installer import lab
 
 
@@ -133,8 +135,6 @@ def blank_vm(loaded, host: str, name: str, timeout: float = 240) -> int:
 
 
 def vm_state(client, vm: int) -> tuple[str, str]:
-    import pyone
-
     info = client.vm.info(vm)
     assert info.LCM_STATE != pyone.LCM_STATE.BOOT_FAILURE, info.USER_TEMPLATE.get("ERROR")
     return pyone.VM_STATE(info.STATE).name, pyone.LCM_STATE(info.LCM_STATE).name
@@ -165,8 +165,6 @@ def guest_log(loaded, host: str, guest: Guest) -> str:
 
 def move_guest(loaded, client, guest: Guest, host: str) -> None:
     """Live-migrate GUEST to HOST; back when its heartbeat shows in HOST's log."""
-    import pyone
-
     host_id = {h.NAME: h.ID for h in client.hostpool.info().HOST}[host]
     client.vm.migrate(guest.vm, host_id, True, False, -1, 0)
     wait_for(f"VM {guest.vm} running on {host}", lambda: guest_host(client, guest.vm) == host and (
@@ -210,9 +208,9 @@ class Heard:
 
 @contextlib.contextmanager
 def guest_watch(loaded, client, guest: Guest, every: float = 2.0):
-    """Read GUEST's serial log every EVERY seconds while the block runs, on whichever host
-    OpenNebula places it; yields the list of readings (Heard), filled as it goes. A reading
-    while the log is not there yet (mid-migration) is left out."""
+    """Read GUEST's serial log every EVERY seconds while the block runs, on the host OpenNebula
+    runs it on; yields the list of readings (Heard), filled as it goes. No reading while the VM
+    is not RUNNING (mid-migration)."""
     from installer.operations.smoke import beats, disk_rounds
 
     heard: list[Heard] = []
@@ -222,8 +220,14 @@ def guest_watch(loaded, client, guest: Guest, every: float = 2.0):
     def watch():
         while not done.is_set():
             try:
-                host = guest_host(client, guest.vm)
-                log = guest_log(loaded, host, guest)
+                # only while RUNNING: during a migration OpenNebula already names the new host, whose
+                # log may still be the one of an earlier stay there until the incoming QEMU starts
+                info = client.vm.info(guest.vm)
+                log = ""
+                if info.LCM_STATE == pyone.LCM_STATE.RUNNING:
+                    history = info.HISTORY_RECORDS.HISTORY
+                    host = (history[-1] if isinstance(history, list) else history).HOSTNAME
+                    log = guest_log(loaded, host, guest)
             except Exception as exc:  # noqa: BLE001 - the API or a node busy for a moment: read again
                 print(f"guest watch: {exc}")
                 log = ""

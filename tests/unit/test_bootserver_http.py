@@ -11,26 +11,16 @@ import threading
 
 import pytest
 
-from installer import bootserver, pxe, sitefile, state
-from installer.bootserver import BootServer
+from installer import bootserver, pxe
 from installer.bootstate import INSTALL, INSTALLED, BootStates
 from installer.errors import OnehciError
-from installer.resources import profiles
 
 NODE_IP, OTHER_IP = "127.0.0.11", "127.0.0.99"  # loopback addresses standing for lab1 and a stranger
 
 
 @pytest.fixture
-def serving(tmp_path, monkeypatch):
-    monkeypatch.delenv("ONEHCI_STATE_DIR", raising=False)
-    (tmp_path / "site.yml").write_text(profiles()["lab"].read_text())
-    state.write_json(tmp_path / "state/boot.json", {h: {"state": INSTALL, "token": f"token-{h}", "changed": "x"}
-                                                    for h in ("lab1", "lab2", "lab3")})
-    loaded = sitefile.load(tmp_path / "site.yml")
-    result = pxe.build(loaded, tmp_path / "pxe")
-    events = []
-    server = BootServer(loaded, result.out, events.append)
-    server.events = events
+def serving(boot_server):
+    server = boot_server
     server.by_ip = {NODE_IP: "lab1"}  # lab1's planned address, here on loopback
     httpd = bootserver._HttpServer(("127.0.0.1", 0), server._handler())
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)

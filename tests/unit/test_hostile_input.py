@@ -1,7 +1,7 @@
 """Hostile or odd input, class by class (docs/security.md): nothing from a site file reaches a
 shell, a boot file's line or a template; files are read as the data they are; writes never go
 through a link the user did not name nor leave half a tree. The boot server's side is
-tests/test_bootserver_http.py; Ansible's side tests/test_inventory.py and test_cli_inventory.py."""
+tests/unit/test_bootserver_http.py; Ansible's side tests/unit/test_inventory.py and tests/unit/cli/test_inventory.py."""
 
 from __future__ import annotations
 

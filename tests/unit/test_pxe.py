@@ -1,7 +1,7 @@
 """`onehci pxe build`: golden files, identical rebuilds, --diff, one-shot states, own checks.
 
 Golden files live in tests/golden/pxe/; after an intended template change, refresh them with
-ONEHCI_UPDATE_GOLDEN=1 pytest tests/test_pxe_build.py and review the diff.
+ONEHCI_UPDATE_GOLDEN=1 pytest tests/unit/test_pxe.py and review the diff.
 """
 
 from __future__ import annotations

@@ -7,25 +7,13 @@ import json
 
 import pytest
 
-from installer import pxe, sitefile, state
-from installer.bootserver import BootServer
 from installer.bootstate import INSTALL, INSTALLED, BootStates
 from installer.errors import OnehciError
-from installer.resources import profiles
 
 
 @pytest.fixture
-def server(tmp_path, monkeypatch):
-    monkeypatch.delenv("ONEHCI_STATE_DIR", raising=False)
-    (tmp_path / "site.yml").write_text(profiles()["lab"].read_text())
-    state.write_json(tmp_path / "state/boot.json", {h: {"state": INSTALL, "token": f"token-{h}", "changed": "x"}
-                                                    for h in ("lab1", "lab2", "lab3")})
-    loaded = sitefile.load(tmp_path / "site.yml")
-    result = pxe.build(loaded, tmp_path / "pxe")
-    events = []
-    srv = BootServer(loaded, result.out, events.append)
-    srv.events = events
-    return srv
+def server(boot_server):
+    return boot_server
 
 
 def kinds(server):

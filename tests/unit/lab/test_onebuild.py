@@ -44,7 +44,7 @@ def test_missing_build_dependencies_are_named_in_one_line(tmp_path, monkeypatch)
 
 def test_every_build_dependency_is_installed_by_setup():
     """scripts/setup.sh installs scripts/apt-packages.txt: a build on a clean machine finds them."""
-    text = (Path(__file__).parents[1] / "scripts/apt-packages.txt").read_text()
+    text = (Path(__file__).parents[3] / "scripts/apt-packages.txt").read_text()
     listed = {line.split("#")[0].strip() for line in text.splitlines()} - {""}
     assert set(onebuild.BUILD_DEPENDS) <= listed, set(onebuild.BUILD_DEPENDS) - listed
 

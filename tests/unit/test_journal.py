@@ -1,6 +1,6 @@
 """The operation journal: steps recorded on disk, skipped when done, destructive ones never run
 again blindly; one operation per site; and real interruptions (SIGKILL, Ctrl-C) of a process
-running tests/journal_worker.py, after which running it again continues at the right step."""
+running tests/unit/journal_worker.py, after which running it again continues at the right step."""
 
 from __future__ import annotations
 
@@ -236,7 +236,7 @@ def test_abandon_keeps_the_record_and_frees_the_site(site):
 
 def _start(site, effects, *args):
     env = {k: v for k, v in os.environ.items() if k != "ONEHCI_STATE_DIR"}
-    return subprocess.Popen([sys.executable, "-m", "tests.journal_worker", str(site), str(effects), *args],
+    return subprocess.Popen([sys.executable, "-m", "tests.unit.journal_worker", str(site), str(effects), *args],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

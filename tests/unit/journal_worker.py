@@ -1,10 +1,10 @@
-"""A journaled operation in a process of its own, for tests/test_journal.py to kill.
+"""A journaled operation in a process of its own, for tests/unit/test_journal.py to kill.
 
 Every step appends `begin NAME` then `end NAME` to EFFECTS (fsynced, so a SIGKILL cannot
 lose it); the step named by --block waits after its `begin` until the test kills or
 interrupts the process. Exit 0 finished, 1 refused or stopped (message on stderr), 130 Ctrl-C.
 
-    python -m tests.journal_worker SITE EFFECTS [--block STEP] [--check STEP=yes|no]
+    python -m tests.unit.journal_worker SITE EFFECTS [--block STEP] [--check STEP=yes|no]
                                                 [--confirm STEP=done|redo]
 """
 
