@@ -1,7 +1,8 @@
-"""`onehci rebuild` of a live node and of a dead one on the 3-node lab (OpenNebula built from its source), and
-`onehci add-node` of a fourth node: time from the command to status green, the OS reinstall
-(`lab reinstall`, the journal's reinstall step) shown apart.
-Run as root: .venv/bin/python bench/rebuild.py (about 15 minutes; a lab of its own, "rbench", made
+"""`onehci rebuild` of a live node (without a VM, then running a smoke guest that writes its disk) and
+of a dead one on the 3-node lab (OpenNebula built from its source), and `onehci add-node` of a fourth
+node: time from the command to status green, the OS reinstall (`lab reinstall`, the journal's
+reinstall step) shown apart; for the guest, how long it went without a heartbeat.
+Run as root: .venv/bin/python bench/rebuild.py (about 20 minutes; a lab of its own, "rbench", made
 from the lab profile, so it may run beside the lab tests, which then slow it down)."""
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from installer import lab, sitefile  # noqa: E402
+from installer import lab, one, sitefile  # noqa: E402
+from installer.plan import make_plan  # noqa: E402
 from installer.siteinit import profile_site  # noqa: E402
-from tests.lab.helpers import write_data  # noqa: E402
-from tests.lab.test_rebuild import LAB4  # noqa: E402
+from tests.lab.helpers import assert_guest_lived, guest_watch, smoke_guest, write_data  # noqa: E402
+from tests.lab.test_rebuild import LAB4, longest_silence  # noqa: E402
 
 
 def onehci(site: Path, *args: str) -> tuple[float, str]:
@@ -64,6 +66,13 @@ def main() -> None:
     onehci(site, "deploy")
     write_data(loaded, "rbn1", "/var/lib/one/datastores/bench", files=16, mib=16)  # 256 MiB: the drain copies chunks
     print(f"rebuild of a live node (rbn3): {measured(site, 'rebuild', 'rbn3', '--yes')}", flush=True)
+    client = one.client_for(loaded, make_plan(loaded.site))
+    with smoke_guest(loaded, site, client, on="rbn3") as guest, guest_watch(loaded, client, guest) as heard:
+        with_vm = measured(site, "rebuild", "rbn3", "--yes")
+    assert_guest_lived(heard)
+    print(f"rebuild of a live node running a guest (rbn3): {with_vm}; the guest moved live, its longest silence "
+          f"{longest_silence(heard):.0f} s, {heard[-1].disk_round - heard[0].disk_round} disk rounds read back "
+          "unchanged meanwhile", flush=True)
     lab.kill_node(loaded, "rbn2")
     print(f"rebuild of a dead node (rbn2): {measured(site, 'rebuild', 'rbn2', '--yes')}", flush=True)
     site.write_text(site.read_text() + bench_site(LAB4))
