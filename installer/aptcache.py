@@ -12,11 +12,11 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 from installer.checks import APT_PROXY_PORT as PORT
 from installer.errors import OnehciError
+from installer.waiting import Pending, wait_until
 
 PACKAGE_CONFIG = Path("/etc/apt-cacher-ng")
 CACHE_DIR = Path("/var/cache/onehci/apt-cacher-ng")
@@ -48,15 +48,18 @@ def start(address: str, mirror: str, workdir: Path, cache_dir: Path = CACHE_DIR,
         [binary, "-c", str(config), "ForeGround=1", f"BindAddress={address}", f"Port={PORT}",
          f"CacheDir={cache_dir}", f"LogDir={logs}", f"PidFile={workdir / 'apt-cacher-ng.pid'}"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while not listening(address):
+    def answers():
         if proc.poll() is not None:
             err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
             raise OnehciError(f"apt-cacher-ng did not start on {address}:{PORT}: {err or f'exit {proc.returncode}'}")
-        if time.monotonic() > deadline:
-            proc.terminate()
-            raise OnehciError(f"apt-cacher-ng did not answer on {address}:{PORT} within {timeout:.0f} s")
-        time.sleep(0.1)
+        return listening(address) or Pending("not listening")
+
+    try:
+        wait_until(answers, timeout=timeout, every=0.1, timed_out=lambda _: (
+            f"apt-cacher-ng did not answer on {address}:{PORT} within {timeout:.0f} s"))
+    except OnehciError:
+        proc.terminate()
+        raise
     return proc
 
 

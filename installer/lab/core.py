@@ -27,6 +27,7 @@ from installer import environment, state
 from installer.errors import OnehciError
 from installer.lab import base, cgroups, disks, net, onebuild, onerepo, procs, rootfs
 from installer.plan import PlannedNode, make_plan
+from installer.waiting import Pending, wait_until
 
 LAB_ROOT = Path("/var/lib/onehci/lab")
 FIREEDGE = True  # FireEdge in the lab's OpenNebula build (installer/lab/fireedge.py)
@@ -304,18 +305,15 @@ def _start_node(hostname: str, root: Path, netns: str, devices, log: Path) -> di
 
 def _wait_for_leader(proc: subprocess.Popen, hostname: str, log: Path, timeout: float = 30) -> procs.Proc:
     """The container's PID 1 once it runs systemd (nsenter targets it)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def leader():
         if proc.poll() is not None:
             raise OnehciError(f"{hostname} stopped while starting (exit {proc.returncode}): {_tail(log)}; "
                               f"full console log: {log}")
         pid = procs.pid_namespace_init(proc.pid)
-        if pid and _comm(pid) == "systemd":
-            found = procs.identify(pid)
-            if found:
-                return found
-        time.sleep(0.1)
-    raise OnehciError(f"{hostname}: systemd did not start within {timeout:.0f} s; console log: {log}")
+        return (pid and _comm(pid) == "systemd" and procs.identify(pid)) or Pending("systemd")
+
+    return wait_until(leader, timeout=timeout, every=0.1, timed_out=lambda _: (
+        f"{hostname}: systemd did not start within {timeout:.0f} s; console log: {log}"))
 
 
 def _comm(pid: int) -> str:

@@ -18,13 +18,13 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from email.utils import formatdate
 from pathlib import Path
 
 from installer import state
 from installer.errors import OnehciError
 from installer.lab import procs
+from installer.waiting import Pending, wait_until
 
 PORT = 8633  # the repository's HTTP port on the bootstrap address
 SUITE, COMPONENT = "stable", "opennebula"  # as OpenNebula's own repository
@@ -136,15 +136,19 @@ def serve(repo: Path, address: str, log: Path, port: int = PORT) -> procs.Proc:
         proc = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", address, "--directory", str(repo),
                                  str(port)], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-    deadline = time.monotonic() + START_TIMEOUT
-    while not _listening(address, port):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-            raise OnehciError(f"the lab's OpenNebula repository server did not start on {address}:{port}: "
-                              f"{tail[0] if tail else 'no output'} (log: {log})")
-        time.sleep(0.1)
+    def failed(_: str) -> str:
+        proc.kill()
+        proc.wait()
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+        return (f"the lab's OpenNebula repository server did not start on {address}:{port}: "
+                f"{tail[0] if tail else 'no output'} (log: {log})")
+
+    def serving():
+        if proc.poll() is not None:
+            raise OnehciError(failed(""))
+        return _listening(address, port) or Pending("not listening")
+
+    wait_until(serving, timeout=START_TIMEOUT, every=0.1, timed_out=failed)
     found = procs.identify(proc.pid)
     if found is None:
         raise OnehciError("the lab's OpenNebula repository server exited right after starting")

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from installer.errors import OnehciError
+from installer.waiting import Pending, wait_until
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,11 @@ def signal_proc(proc: Proc | None, sig: int) -> None:
 
 def wait_gone(procs: list[Proc | None], timeout: float) -> bool:
     """Wait until none of `procs` is alive; False if some still are at the deadline."""
-    deadline = time.monotonic() + timeout
-    while any(alive(p) for p in procs):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+    try:
+        return wait_until(lambda: not any(alive(p) for p in procs) or Pending("alive"), timeout=timeout, every=0.1,
+                          timed_out=lambda _: "still alive")
+    except OnehciError:
+        return False
 
 
 def stop(procs: list[Proc | None], sig: int = signal.SIGTERM, timeout: float = 10) -> None:
