@@ -156,6 +156,54 @@ def test_smoke_runs_a_guest_on_every_host_migrates_one_and_leaves_nothing(cloud)
     assert after == before
 
 
+def smoke_objects(client) -> tuple[set, set, set]:
+    """The IDs of the images, templates and VMs not DONE that are smoke's."""
+    return ({i.ID for i in client.imagepool.info(-2, -1, -1).IMAGE if i.NAME.startswith("onehci-smoke")},
+            {t.ID for t in client.templatepool.info(-2, -1, -1).VMTEMPLATE if t.NAME.startswith("onehci-smoke")},
+            {v.ID for v in client.vmpool.info(-2, -1, -1, -1).VM or [] if v.NAME.startswith("onehci-smoke")})
+
+
+def test_smoke_names_a_full_images_datastore_and_leaves_nothing(cloud):
+    client = cloud.client()
+    images = {d.NAME: d for d in client.datastorepool.info().DATASTORE}["lab-images"]
+    before = smoke_objects(client)
+    client.datastore.update(images.ID, 'LIMIT_MB = "1"', 1)  # OpenNebula's own cap: the store is "full"
+    try:
+        proc = onehci("smoke", "--json", cloud.site)
+    finally:
+        client.datastore.update(images.ID, 'LIMIT_MB = "-1"', 1)  # no cap, as OpenNebula's default
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert [(s["name"], s["ok"]) for s in result["steps"]][-2:] == [("image", False), ("cleanup", True)]
+    assert "Not enough space in datastore" in result["error"], result["error"]
+    assert "\n" not in result["error"] and "Traceback" not in proc.stderr
+    assert smoke_objects(client) == before
+
+
+def test_smoke_names_a_guest_that_never_boots_and_removes_what_it_made(cloud):
+    """An image called onehci-smoke that boots nothing, registered beforehand: smoke reuses it, its
+    VM runs in OpenNebula but the guest never says a word; smoke says which VM, on which host,
+    terminates it and removes the template it made, and leaves the image it did not make."""
+    client = cloud.client()
+    sh(cloud.loaded, "lab1", "truncate -s 16M /var/tmp/noboot.img && chown oneadmin: /var/tmp/noboot.img")
+    store = {d.NAME: d.ID for d in client.datastorepool.info().DATASTORE}["lab-images"]
+    image = client.image.allocate('NAME = "onehci-smoke"\nPATH = "/var/tmp/noboot.img"\nTYPE = "OS"\n'
+                                  'FORMAT = "raw"\n', store)
+    try:
+        wait_for("the blank image READY", lambda: client.image.info(image).STATE == 1, 120)
+        before = smoke_objects(client)
+        proc = onehci("smoke", "--json", "--count", "1", "--timeout", "60", cloud.site)
+        result = json.loads(proc.stdout)
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert [(s["name"], s["ok"]) for s in result["steps"]][-2:] == [("guest up", False), ("cleanup", True)]
+        vm, host = result["guests"][0]["vm"], result["guests"][0]["host"]
+        assert result["error"].startswith(f"no word from the guest of VM {vm} on {host} after 60 s"), result["error"]
+        assert "smoke: guest up FAILED after" in proc.stderr
+        assert smoke_objects(client) == before  # the VM done, the template removed, the image kept
+    finally:
+        client.image.delete(image)
+
+
 NO_RESTART = "/run/systemd/system/moosefs-chunkserver.service.d/test-stays-down.conf"
 
 
@@ -253,6 +301,15 @@ def test_a_host_that_cannot_be_monitored_fails_the_wait_with_opennebulas_error_t
         message = str(caught.value)
         assert message.startswith("host lab3 is in ERROR: ") and "Error monitoring Host lab3" in message, message
         assert any("asking for a new monitoring round" in line for line in said), said
+        # smoke on a cloud with a host in ERROR: one line naming it, nothing started or made
+        before = smoke_objects(client)
+        proc = onehci("smoke", "--json", cloud.site)
+        result = json.loads(proc.stdout)
+        assert proc.returncode == 1 and [(s["name"], s["ok"]) for s in result["steps"]] == [
+            ("hosts", False), ("cleanup", True)], result["steps"]
+        assert result["error"].startswith("KVM hosts not monitored: lab3 (ERROR: "), result["error"]
+        assert "\n" not in result["error"] and "Traceback" not in proc.stderr
+        assert smoke_objects(client) == before
     finally:
         sh(cloud.loaded, "lab3", "rm /var/tmp/one && mv /var/tmp/one.away /var/tmp/one")
     # mended: the wait asks for a new round at once instead of OpenNebula's retry minutes later
