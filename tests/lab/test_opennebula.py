@@ -171,7 +171,9 @@ def test_smoke_names_a_full_images_datastore_and_leaves_nothing(cloud):
     try:
         proc = onehci("smoke", "--json", cloud.site)
     finally:
-        client.datastore.update(images.ID, 'LIMIT_MB = "-1"', 1)  # no cap, as OpenNebula's default
+        # no cap again: the attribute removed (OpenNebula takes any LIMIT_MB, -1 too, as a cap)
+        template = {k: v for k, v in client.datastore.info(images.ID).TEMPLATE.items() if k != "LIMIT_MB"}
+        client.datastore.update(images.ID, one.template(template), 0)
     result = json.loads(proc.stdout)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert [(s["name"], s["ok"]) for s in result["steps"]][-2:] == [("image", False), ("cleanup", True)]
@@ -202,6 +204,31 @@ def test_smoke_names_a_guest_that_never_boots_and_removes_what_it_made(cloud):
         assert smoke_objects(client) == before  # the VM done, the template removed, the image kept
     finally:
         client.image.delete(image)
+
+
+def test_status_counts_the_vms_on_each_host_and_names_a_failed_vm_with_its_host_and_error(cloud):
+    client = cloud.client()
+    running = blank_vm(cloud.loaded, "lab3", "status-running")
+    # a VM whose kernel is not there: QEMU cannot start it, OpenNebula marks it failed with libvirt's word
+    broken = client.vm.allocate('NAME = "status-broken"\nCPU = 0.1\nVCPU = 1\nMEMORY = 64\n'
+                                'OS = [ KERNEL = "/nonexistent/vmlinuz" ]\n', False)
+    client.vm.deploy(broken, {h.NAME: h.ID for h in client.hostpool.info().HOST}["lab2"], False, -1)
+    try:
+        def amber():
+            code, report = status(cloud)
+            vms = lines_about(report, "opennebula vms")
+            return code == 1 and vms and vms[0]["colour"] == "amber" and (report, vms[0])
+
+        report, vms = wait_for("status to name the failed VM", amber, 180, 3)
+        assert vms["reason"].startswith(f"1 failed (VM {broken} on lab2: "), vms
+        assert vms["reason"].endswith("), 1 running"), vms
+        hosts_ = {c["component"]: c for c in report["checks"] if c["component"].startswith("host lab")}
+        assert hosts_["host lab3"]["reason"] == "monitored, 1 VM(s) running", hosts_
+        assert hosts_["host lab1"]["reason"] == "monitored, 0 VM(s) running", hosts_
+    finally:
+        terminate(client, running)
+        client.vm.action("terminate-hard", broken)
+    wait_for("status green again", lambda: status(cloud)[0] == 0, 120, 3)
 
 
 NO_RESTART = "/run/systemd/system/moosefs-chunkserver.service.d/test-stays-down.conf"
