@@ -224,12 +224,12 @@ class Smoke:
                 if line and read_back:
                     g.up_seconds = round(time.monotonic() - started, 1)
                 else:
-                    waiting.append(f"VM {g.vm} on {g.host} ({'disk' if line else 'address'})")
+                    waiting.append(f"VM {g.vm} on {g.host} " + ("wrote no disk round" if line else "said nothing"))
             return not waiting or Pending(", ".join(waiting))
 
         wait_until(all_up, timeout=self.timeout, every=2, timed_out=lambda left: (
-            f"no word from the guest of {left} after {self.timeout:.0f} s: its serial log is "
-            f"{LOG_DIR}/NAME.serial on the host (a guest that never booted, or a context CD it could not read)"))
+            f"guests not up after {self.timeout:.0f} s: {left}; each one's serial log is {LOG_DIR}/VM-NAME.serial "
+            "on its host (a guest that never booted, could not read its context CD, or cannot write its disk)"))
         return ", ".join(f"VM {g.vm} up at {g.ip}, its disk read back" for g in self.result.guests)
 
     def migrate(self) -> str:
