@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import time
 import xmlrpc.client
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,7 @@ from pyone import server_xrpc
 
 from installer import state
 from installer.errors import OnehciError
+from installer.waiting import Pending, wait_until
 
 API_PORT = 2633
 TIMEOUT = 10.0  # seconds per API call: a frontend that accepts and never answers must not hang onehci
@@ -323,14 +323,16 @@ def wait_monitored(client, hosts: list[str], timeout: float = 180.0, say: Callab
     fails the wait with OpenNebula's message. A host disabled or offline was set so by hand: it is
     not waited for. A host once seen MONITORED during the wait is done: a later failed round is
     for `onehci status` to report, not a reason to fail what came up."""
-    deadline = time.monotonic() + timeout
+    if not hosts:
+        return {}
     retried: dict[str, int] = {}
     told: dict[str, str] = {}
-    if hosts:
-        say(f"OpenNebula: waiting up to {timeout:.0f} s for {len(hosts)} host(s) to be monitored")
-    while True:
+    say(f"OpenNebula: waiting up to {timeout:.0f} s for {len(hosts)} host(s) to be monitored")
+    last: dict = {}  # the latest host pool and hosts still awaited, for the message at the timeout
+
+    def all_monitored():
         with api_errors():
-            pool = _by_name(client.hostpool.info().HOST)
+            pool = last["pool"] = _by_name(client.hostpool.info().HOST)
         failed, pending = [], []
         for name in (n for n in hosts if n not in told):
             host = pool.get(name)
@@ -353,13 +355,16 @@ def wait_monitored(client, hosts: list[str], timeout: float = 180.0, say: Callab
                 pending.append(name)
         if failed:
             raise OnehciError(scrub("; ".join(failed), sessions=False))
-        if not pending:
-            return {name: told[name] for name in hosts}
-        if time.monotonic() >= deadline:
-            raise OnehciError(scrub("; ".join(
-                f"host {name} is not monitored after {timeout:.0f} s (state "
-                f"{STATE_NAMES.get(pool[name].STATE, pool[name].STATE)})" for name in pending), sessions=False))
-        time.sleep(interval)
+        last["pending"] = pending
+        return {name: told[name] for name in hosts} if not pending else Pending(", ".join(pending))
+
+    def not_monitored(_: str) -> str:
+        pool = last["pool"]
+        return scrub("; ".join(
+            f"host {name} is not monitored after {timeout:.0f} s (state "
+            f"{STATE_NAMES.get(pool[name].STATE, pool[name].STATE)})" for name in last["pending"]), sessions=False)
+
+    return wait_until(all_monitored, timeout=timeout, every=interval, timed_out=not_monitored)
 
 
 def host_verdict(host, retries: int) -> str:

@@ -17,7 +17,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -358,19 +357,18 @@ def _ssh_ok(loaded, ip: str) -> bool:
 def _wait_for_ssh(loaded, nodes: list[PlannedNode], key: Path, st: dict) -> None:
     """Until every node's sshd accepts the lab key; fail early when a node stops."""
     pending = {n.hostname: n.ip for n in nodes}
-    deadline = time.monotonic() + BOOT_TIMEOUT
-    while pending:
+
+    def answered():
         for hostname, ip in list(pending.items()):
             if _ssh_ok(loaded, ip):
                 del pending[hostname]
             elif not _node_running(st["nodes"][hostname]):
                 log = lab_dir(loaded) / hostname / "console.log"
                 raise OnehciError(f"{hostname} stopped while booting: {_tail(log)}; console log: {log}")
-        if pending and time.monotonic() > deadline:
-            raise OnehciError(f"no SSH answer with {key} from {', '.join(sorted(pending))} within "
-                              f"{BOOT_TIMEOUT} s; see {lab_dir(loaded)}/NODE/console.log")
-        if pending:
-            time.sleep(0.5)
+        return not pending or Pending(", ".join(sorted(pending)))
+
+    wait_until(answered, timeout=BOOT_TIMEOUT, every=0.5, timed_out=lambda left: (
+        f"no SSH answer with {key} from {left} within {BOOT_TIMEOUT} s; see {lab_dir(loaded)}/NODE/console.log"))
 
 
 # --- status, exec, kill ------------------------------------------------------------------

@@ -50,7 +50,6 @@ import os
 import re
 import shlex
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -509,13 +508,17 @@ class Recovery:
         nodes = [n for n in nodes if remote.alive(self.loaded, n.ip, timeout=10)]
         if not nodes:
             return {}
-        deadline = time.monotonic() + METALOGGER_WAIT
-        while True:
+        state: dict = {}
+
+        def caught_up():
             connected = set(mfs.health(self.new.ip).metaloggers)
-            state = {n.hostname: self.metalogger_state(n, connected, since) for n in nodes}
-            if all(s["caught_up"] for s in state.values()) or time.monotonic() >= deadline:
-                break
-            time.sleep(2)
+            state.update({n.hostname: self.metalogger_state(n, connected, since) for n in nodes})
+            return all(s["caught_up"] for s in state.values()) or Pending("metaloggers catching up")
+
+        try:
+            wait_until(caught_up, timeout=METALOGGER_WAIT, every=2, timed_out=lambda left: left)
+        except OnehciError:
+            pass  # not fatal: each metalogger that has not caught up is warned about below
         for hostname, s in state.items():
             if not s["connected"]:
                 self.say(f"warning: the metalogger on {hostname} is not connected to the master "

@@ -294,22 +294,28 @@ def preflight(loaded, plan, allow_host: str | None = None, *, say: Say = print,
               settle: float = SETTLE) -> status.Status:
     """The cloud must be healthy. When only OpenNebula hosts are in the way, a new monitoring
     round of each decides (a probe that timed out once on a busy host is not a broken host)."""
-    deadline = time.monotonic() + settle
-    told = False
-    while True:
+    asked, in_the_way = False, []
+
+    def refusal(left) -> str:
+        return (f"the cloud is not healthy, so no node is upgraded: {_lines(left)} "
+                "(`onehci status` shows it all; set it right, then run the upgrade again)")
+
+    def healthy():
+        nonlocal asked, in_the_way
         result = status.gather(loaded, plan)
         left = blocking(result, allow_host)
         if not left:
             return result
-        hosts_only = all(c.component.startswith("host ") or c.component == "opennebula hosts" for c in left)
-        if not hosts_only or time.monotonic() >= deadline:
-            raise OnehciError(f"the cloud is not healthy, so no node is upgraded: {_lines(left)} "
-                              "(`onehci status` shows it all; set it right, then run the upgrade again)")
-        if not told:
+        if not all(c.component.startswith("host ") or c.component == "opennebula hosts" for c in left):
+            raise OnehciError(refusal(left))
+        if not asked:
             say(f"asking OpenNebula for a new monitoring round and waiting up to {settle:.0f} s: {_lines(left)}")
             _monitor_again(loaded, plan, [c.component.removeprefix("host ") for c in left])
-            told = True
-        time.sleep(3)
+            asked = True
+        in_the_way = left
+        return waiting.Pending(_lines(left))
+
+    return waiting.wait_until(healthy, timeout=settle, every=3, timed_out=lambda _: refusal(in_the_way))
 
 
 def run(loaded, plan, *, site_arg: str, timeout: float = TIMEOUT, say: Say = print) -> dict:

@@ -187,3 +187,39 @@ def test_deploy_json_carries_the_registration(deploy_run, base_loaded, monkeypat
     registration = json.loads(result.stdout)["registration"]
     assert (registration["created"], registration["existing"], registration["drift"]) == (1, 0, 0)
     assert registration["objects"][0]["kind"] == "host"
+
+
+class FakeHosts:
+    """A host pool whose hosts go through the states given, one per call to hostpool.info()."""
+
+    def __init__(self, states: dict[str, list[int]]):
+        self.states, self.calls, self.status_calls = states, 0, []
+        self.hostpool, self.host = self, self
+
+    def info(self):
+        rounds = {name: seq[min(self.calls, len(seq) - 1)] for name, seq in self.states.items()}
+        self.calls += 1
+        return SimpleNamespace(HOST=[SimpleNamespace(ID=i, NAME=n, STATE=st, TEMPLATE={"ERROR": "probe failed\nbadly"})
+                                     for i, (n, st) in enumerate(rounds.items())])
+
+    def status(self, host_id, status):
+        self.status_calls.append((host_id, status))
+
+
+def test_wait_monitored_asks_a_host_in_error_for_a_new_round_once_then_fails_with_its_error():
+    said: list[str] = []
+    up = FakeHosts({"n1": [one.INIT, one.MONITORED], "n2": [one.ERROR, one.INIT, one.MONITORED]})
+    assert one.wait_monitored(up, ["n1", "n2"], timeout=5, say=said.append, interval=0) == {
+        "n1": "MONITORED", "n2": "MONITORED"}
+    assert up.status_calls == [(1, one.OFFLINE_STATUS), (1, one.ENABLE_STATUS)]  # `onehost forceupdate` of n2
+    assert "OpenNebula: host n2 is in ERROR (probe failed badly): asking for a new monitoring round" in said
+    down = FakeHosts({"n1": [one.ERROR]})
+    with pytest.raises(OnehciError, match=r"^host n1 is in ERROR: probe failed badly \(OpenNebula's monitoring log"):
+        one.wait_monitored(down, ["n1"], timeout=5, say=said.append, interval=0)
+    assert one.wait_monitored(down, [], timeout=5, say=said.append) == {}
+
+
+def test_wait_monitored_names_the_hosts_still_not_monitored_at_the_timeout():
+    with pytest.raises(OnehciError, match=r"^host n2 is not monitored after 0 s \(state INIT\)$"):
+        one.wait_monitored(FakeHosts({"n1": [one.MONITORED], "n2": [one.INIT]}), ["n1", "n2"], timeout=0,
+                           say=lambda _m: None, interval=0)
