@@ -14,6 +14,7 @@ import pytest
 from installer import bootserver, pxe
 from installer.bootstate import INSTALL, INSTALLED, BootStates
 from installer.errors import OnehciError
+from installer.waiting import Pending, wait_until
 
 NODE_IP, OTHER_IP = "127.0.0.11", "127.0.0.99"  # loopback addresses standing for lab1 and a stranger
 
@@ -105,7 +106,14 @@ def test_idle_connections_are_bounded_and_time_out(serving, monkeypatch):
     finally:
         for sock in idle:
             sock.close()
-    assert get(serving, "/onehci/finish.sh")[0] == 200  # the slots came back
+    # the slots come back as the server's threads see the closes (asynchronous: a busy machine is slower)
+    def served():
+        try:
+            return get(serving, "/onehci/finish.sh")[0] == 200 or Pending("not 200")
+        except (ConnectionError, http.client.HTTPException) as exc:
+            return Pending(str(exc))
+
+    wait_until(served, timeout=10, every=0.1, timed_out=lambda left: f"no slot came back in 10 s: {left}")
 
 
 def test_a_silent_connection_is_closed_after_the_idle_timeout(serving, monkeypatch):
