@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -314,7 +315,8 @@ class BootServer:
             if name in _STEPS:
                 self.emit(node, "install", f"step {_STEPS[name]} ({name})")
         elif "onehci" in message:
-            self.emit(node, "install", message.split("onehci", 1)[1].lstrip(":[]0123456789 "))
+            said = message.split("onehci", 1)[1].lstrip(":[]0123456789 ")
+            self.emit(node, "install-stopped" if said.startswith("install stopped:") else "install", said)
         elif re.search(r"\b(error|failed)\b", message, re.I) and "DEBUG" not in message:
             self.emit(node, "install-error", message[:200])
 
@@ -344,16 +346,38 @@ class BootServer:
                 if node is None:  # the boot files are for the site's nodes only
                     server.emit(None, "http-refused", f"{rel} asked by {client}, which is no node of the site")
                     return self._reply(403, b"refused\n")
-                if rel.startswith("preseed/"):
-                    host = rel.removeprefix("preseed/").removesuffix(".cfg")
-                    refusal = server.preseed_refusal(host, client)
+                if rel.startswith(("preseed/", "install/")):  # with the node's install token
+                    kind = "preseed" if rel.startswith("preseed/") else "settings"
+                    host = rel.split("/", 1)[1].rsplit(".", 1)[0]
+                    refusal = server.preseed_refusal(host, client, "preseed" if kind == "preseed" else "install settings")
                     if refusal:
-                        server.emit(host, "preseed-refused", refusal)
+                        server.emit(host, f"{kind}-refused", refusal)
                         return self._reply(403, b"refused\n")
-                    server.emit(host, "preseed", f"{rel} fetched by {client}")
+                    server.emit(host, kind, f"{rel} fetched by {client}")
+                elif rel.startswith("image/"):
+                    return self._send_image(target, node, rel)
                 else:
                     server.emit(node, "http", rel)
                 return self._reply(200, target.read_bytes())
+
+            def _send_image(self, target: Path, node: str, rel: str) -> None:
+                """The node image, streamed (hundreds of MiB: never whole in memory)."""
+                size = target.stat().st_size
+                self.connection.settimeout(120)  # a node unpacking under load may pause reading
+                server.emit(node, "image", f"sending {rel} ({size >> 20} MiB)")
+                started = time.monotonic()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                try:
+                    with open(target, "rb") as fh:
+                        shutil.copyfileobj(fh, self.wfile, 1 << 20)
+                except OSError as exc:
+                    server.emit(node, "image", f"{rel} not sent whole: {exc.strerror or exc}")
+                    return
+                took = time.monotonic() - started
+                server.emit(node, "image", f"{rel} sent in {took:.0f} s ({size / max(took, 0.001) / (1 << 20):.0f} MiB/s)")
 
             def _callback(self, url, client: str) -> None:
                 host = url.path.rsplit("/", 1)[-1]
@@ -377,15 +401,15 @@ class BootServer:
 
         return Handler
 
-    def preseed_refusal(self, host: str, client: str) -> str:
+    def preseed_refusal(self, host: str, client: str, what: str = "preseed") -> str:
         """Why HOST's preseed (with its install token) is not given to CLIENT; "" to give it:
         only to the node itself (its planned address, or the lease DHCP gave its MAC) and only
         while it is armed for an install."""
         if self.by_ip.get(client) != host:
-            return f"{host}'s preseed asked by {client}, which is not {host}'s address"
+            return f"{host}'s {what} asked by {client}, which is not {host}'s address"
         boot = self.boots.get(host)
         if boot is None or boot.state != INSTALL:
-            return f"{host} is installed, not armed: its preseed is not served (`onehci pxe arm {host} SITE` to reinstall)"
+            return f"{host} is installed, not armed: its {what} is not served (`onehci pxe arm {host} SITE` to reinstall)"
         return ""
 
     def complete(self, host: str, token: str) -> None:

@@ -8,6 +8,10 @@
     DIR/tftp/debian-installer/amd64/grub/grub.cfg   UEFI: per-node entries chosen by MAC
     DIR/http/preseed/<host>.cfg       one preseed per node
     DIR/http/onehci/*.sh              disk selection and install-complete scripts for d-i
+    install: image (the default) adds the node image and its installer environment (installer/image.py):
+    DIR/tftp/onehci/vmlinuz, installer.initrd   the installer environment's kernel and initramfs
+    DIR/http/image/root.tar.zst       the node image, the same bytes for every node
+    DIR/http/install/<host>.conf      one node's install settings (served like its preseed)
 
 Rendering is pure (files in memory); writing touches only files whose bytes change, so
 building twice changes nothing and `--diff` can show what a build would do.
@@ -34,7 +38,9 @@ NETBOOT_PACKAGE = "debian-installer-12-netboot-amd64"
 # Files of the netboot tree that onehci replaces with its own.
 _REPLACED = {"pxelinux.cfg", "debian-installer/amd64/pxelinux.cfg", "debian-installer/amd64/grub/grub.cfg"}
 # Directories whose files onehci manages: anything there that a build does not produce is removed.
-_MANAGED_DIRS = ("tftp/pxelinux.cfg", "http/preseed", "http/onehci")
+_MANAGED_DIRS = ("tftp/pxelinux.cfg", "http/preseed", "http/onehci", "http/install", "http/image", "tftp/onehci")
+# the chunkserver role's filesystem label: an image install never writes to a disk carrying it
+CHUNK_LABEL = "onehci-mfs"
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,19 @@ def kernel_cmdline(site, node, base_url: str) -> str:
     # options after '---' are also given to the installed system's kernel; on a serial console
     # the kernel's own messages are wanted (they show, for one, whether Secure Boot is on)
     return " ".join(parts + console + ["---"] + (console or ["quiet"]))
+
+
+def image_cmdline(site, node, base_url: str) -> str:
+    """The installer environment's command line (installenv/scripts/onehci): the static address
+    for initramfs-tools (ip=, on the card with the node's MAC), where its settings and its log go."""
+    mgmt = site.networks.management
+    boot = site.bootstrap
+    parts = [
+        "boot=onehci", f"ip={node.ip}::{mgmt.gateway}:{mgmt.cidr.netmask}:{node.hostname}::off",
+        "BOOTIF=01-" + node.mac.replace(":", "-"), f"onehci.config={base_url}/install/{node.hostname}.conf",
+        f"onehci.log={boot.address}:{boot.syslog_port}", "panic=0",
+    ]
+    return " ".join(parts + ([f"console={boot.console}"] if boot.console else ["quiet"]))
 
 
 def shell_quote(value) -> str:
@@ -127,22 +146,33 @@ def netboot_files(netboot: Path) -> dict[str, CopyOf]:
     return files
 
 
-def render(site, plan, boots: dict, tokens: dict[str, str], out: Path, netboot: Path) -> dict[str, bytes | CopyOf]:
-    """Every file of the boot tree, in memory."""
+def render(site, plan, boots: dict, tokens: dict[str, str], out: Path, netboot: Path,
+           image=None) -> dict[str, bytes | CopyOf]:
+    """Every file of the boot tree, in memory. IMAGE: the node image (installer.image.Image) when the
+    site installs from one."""
     env = _environment()
     boot = site.bootstrap
     base_url = f"http://{boot.address}:{boot.http_port}"
     mirror = urllib.parse.urlsplit(site.bootstrap.mirror)
     mgmt = site.networks.management
-    cmdline = {n.hostname: kernel_cmdline(site, n, base_url) for n in plan.nodes}
+    from_image = site.bootstrap.install == "image"
+    make_cmdline = image_cmdline if from_image else kernel_cmdline
+    cmdline = {n.hostname: make_cmdline(site, n, base_url) for n in plan.nodes}
     console_unit, console_speed = 0, 115200
     if boot.console:
         name, _, speed = boot.console.partition(",")
         console_unit = int("".join(c for c in name if c.isdigit()) or 0)
         console_speed = int("".join(c for c in speed if c.isdigit())[:6] or 115200) if speed else 115200
-    common = dict(site=site, plan=plan, nodes=plan.nodes, boots=boots, cmdline=cmdline)
+    kernel, initrd = ("onehci/vmlinuz", "onehci/installer.initrd") if from_image else \
+        ("debian-installer/amd64/linux", "debian-installer/amd64/initrd.gz")
+    common = dict(site=site, plan=plan, nodes=plan.nodes, boots=boots, cmdline=cmdline, kernel=kernel, initrd=initrd,
+                  installs="Debian 12 from the site's image" if from_image else "Debian 12")
 
     files: dict[str, bytes | CopyOf] = dict(netboot_files(netboot))
+    if from_image:
+        files["tftp/onehci/vmlinuz"] = CopyOf(image.file("vmlinuz"))
+        files["tftp/onehci/installer.initrd"] = CopyOf(image.file("installer.initrd"))
+        files["http/image/root.tar.zst"] = CopyOf(image.file("root.tar.zst"))
 
     def put(rel: str, template: str, **extra) -> None:
         files[rel] = env.get_template(template).render(**common, **extra).encode()
@@ -153,20 +183,35 @@ def render(site, plan, boots: dict, tokens: dict[str, str], out: Path, netboot: 
     put("tftp/pxelinux.cfg/default", "tftp/pxelinux.cfg/default.j2")
     put("tftp/debian-installer/amd64/grub/grub.cfg", "tftp/debian-installer/amd64/grub/grub.cfg.j2",
         console=boot.console, console_unit=console_unit, console_speed=console_speed)
-    put("http/onehci/select-disk.sh", "http/onehci/select-disk.sh.j2")
-    put("http/onehci/finish.sh", "http/onehci/finish.sh.j2", base_url=base_url)
+    if not from_image:  # the Debian installer's scripts
+        put("http/onehci/select-disk.sh", "http/onehci/select-disk.sh.j2")
+        put("http/onehci/finish.sh", "http/onehci/finish.sh.j2", base_url=base_url)
     for node, model in zip(plan.nodes, site.nodes):
         put(f"tftp/pxelinux.cfg/01-{node.mac.replace(':', '-')}", "tftp/pxelinux.cfg/01-MAC.j2",
             node=node, boot=boots[node.hostname])
         disk = model.os_disk
-        put(f"http/preseed/{node.hostname}.cfg", "http/preseed/HOST.cfg.j2", node=model_with_ip(model, node),
-            token=tokens[node.hostname], base_url=base_url, country=_country(site.cluster.locale),
-            netmask=mgmt.cidr.netmask, gateway=mgmt.gateway, dns=[str(d) for d in mgmt.dns],
-            mirror={"scheme": mirror.scheme, "host": mirror.netloc, "path": mirror.path or "/"},
-            proxy=f"http://{boot.address}:3142/" if boot.apt_proxy else "",
-            disk_kind="serial" if disk.serial else "by-id", disk_value=disk.serial or disk.by_id,
-            packages=node_packages.for_node(model))
+        if not from_image:
+            put(f"http/preseed/{node.hostname}.cfg", "http/preseed/HOST.cfg.j2", node=model_with_ip(model, node),
+                token=tokens[node.hostname], base_url=base_url, country=_country(site.cluster.locale),
+                netmask=mgmt.cidr.netmask, gateway=mgmt.gateway, dns=[str(d) for d in mgmt.dns],
+                mirror={"scheme": mirror.scheme, "host": mirror.netloc, "path": mirror.path or "/"},
+                proxy=f"http://{boot.address}:3142/" if boot.apt_proxy else "",
+                disk_kind="serial" if disk.serial else "by-id", disk_value=disk.serial or disk.by_id,
+                packages=node_packages.for_node(model))
+        else:
+            put(f"http/install/{node.hostname}.conf", "http/install/HOST.conf.j2", node=model_with_ip(model, node),
+                address=f"{node.ip}/{mgmt.cidr.prefixlen}", gateway=mgmt.gateway, dns=[str(d) for d in mgmt.dns],
+                disk_kind="serial" if disk.serial else "by-id", disk_value=disk.serial or disk.by_id,
+                chunk_label=CHUNK_LABEL, image=image.info, image_url=f"{base_url}/image/root.tar.zst",
+                needed_mb=needed_mb(image.info), console_unit=console_unit, console_speed=console_speed,
+                callback_url=f"{base_url}/installed/{node.hostname}?token={tokens[node.hostname]}")
     return files
+
+
+def needed_mb(info: dict) -> int:
+    """The smallest OS disk an image install takes: the system, its EFI partition, and 2 GiB to
+    grow (logs, packages the roles add)."""
+    return info["unpacked_bytes"] // (1 << 20) + 512 + 2048
 
 
 def model_with_ip(model, planned):
@@ -362,7 +407,12 @@ def build(loaded, out: Path | None = None, netboot: Path | None = None, *, diff:
     hostnames = [n.hostname for n in plan.nodes]
     current = boots.preview(hostnames) if diff else states or boots.ensure(hostnames)
     tokens = {h: b.token for h, b in current.items()}
-    files = render(loaded.site, plan, current, tokens, out, netboot)
+    image = None
+    if loaded.site.bootstrap.install == "image":
+        from installer import image as image_mod
+
+        image = image_mod.require(loaded.site, loaded.path)
+    files = render(loaded.site, plan, current, tokens, out, netboot, image)
     problems = check_files(files, state.secret_values(states_dir)) if check else []
     if problems:
         raise OnehciError("the boot tree failed its checks; nothing was written:\n  " + "\n  ".join(problems))

@@ -128,7 +128,39 @@ def check_files(files: dict, secrets: list[str] = ()) -> list[str]:
             if proc.returncode != 0:
                 problems.append(f"grub-script-check grub.cfg: {(proc.stderr or proc.stdout).strip()}")
         problems += _debconf_check(root / "http/preseed")
+        problems += _settings_check(files, root)
     problems += scan_secrets(files, secrets)
+    return problems
+
+
+SETTINGS = ("HOSTNAME", "DOMAIN", "MAC", "ADDRESS", "GATEWAY", "FIRMWARE", "DISK_KIND", "DISK_VALUE", "IMAGE_URL",
+            "IMAGE_SHA256", "CALLBACK_URL")
+
+
+_QUOTED = r"(?:'[^']*'|\"'\")+"  # one word as pxe.shell_quote writes it
+_SETTING_LINE = re.compile(rf"#.*|([A-Z][A-Z0-9_]*)={_QUOTED}|authorized_keys\(\) \{{|\tprintf '%s\\n' {_QUOTED}|\}}|")
+
+
+def _settings_check(files: dict, root: Path) -> list[str]:
+    """Each node's install settings (http/install/*.conf), which the install script sources: only
+    comments, quoted assignments and the keys' function (never run here: read), every setting the
+    script needs, and sh's own syntax check."""
+    problems: list[str] = []
+    settings = {rel: c for rel, c in files.items() if rel.startswith("http/install/") and isinstance(c, bytes)}
+    for rel, content in sorted(settings.items()):
+        assigned = set()
+        for number, line in enumerate(content.decode(errors="replace").split("\n"), 1):
+            match = _SETTING_LINE.fullmatch(line)
+            if not match:
+                problems.append(f"{rel}:{number}: not a comment, a quoted setting or a key line")
+            elif match.group(1):
+                assigned.add(match.group(1))
+        problems += [f"{rel}: {name} is not set" for name in SETTINGS if name not in assigned]
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(content)
+        proc = subprocess.run(["sh", "-n", str(root / rel)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            problems.append(f"{rel}: sh -n: {proc.stderr.strip()}")
     return problems
 
 
@@ -183,7 +215,7 @@ def read_tree(tree: Path) -> dict:
 
 def _is_text(rel: str) -> bool:
     name = rel.rsplit("/", 1)[-1]
-    return rel == "dnsmasq.conf" or rel.startswith(("http/", "tftp/pxelinux.cfg/")) or name == "grub.cfg" or (
+    return rel == "dnsmasq.conf" or (rel.startswith(("http/", "tftp/pxelinux.cfg/")) and not rel.startswith("http/image/")) or name == "grub.cfg" or (
         rel.startswith("tftp/") and name.endswith((".cfg", ".txt")))
 
 

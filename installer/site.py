@@ -343,6 +343,9 @@ class Bootstrap(Strict):
     http_port: int = Field(default=8080, ge=1, le=65535)  # preseeds and the install callback
     syslog_port: int = Field(default=5514, ge=1, le=65535)  # the installer's log, shown by `pxe serve`
     console: str | None = None  # e.g. ttyS0,115200n8: the installer on a serial console instead of the screen
+    # how a node's OS gets on its disk: the site's prepared image (`onehci image build`), or the
+    # Debian installer with a preseed (needs the mirror's .udeb files on the day)
+    install: Literal["image", "debian-installer"] = "image"
 
     @field_validator("console")
     @classmethod

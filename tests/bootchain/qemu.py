@@ -49,8 +49,10 @@ class QemuVM:
     def __init__(self, workdir: Path | str, *, mac: str, tap: str, firmware: str = "bios",
                  nic: str = "virtio-net-pci", nic_rom: str = "auto", disk_size: str | None = None,
                  disk_serial: str | None = None,
-                 memory_mb: int = 1024, name: str = "vm", extra_args: tuple[str, ...] = ()):
-        """disk_size ("1G", "512M") adds a blank raw disk, second in the boot order."""
+                 memory_mb: int = 1024, name: str = "vm", extra_args: tuple[str, ...] = (),
+                 disks: tuple[tuple[Path, str], ...] = ()):
+        """disk_size ("1G", "512M") adds a blank raw disk, second in the boot order; DISKS, more raw
+        disks (path, serial) that exist already, never booted from."""
         if firmware not in FIRMWARES:
             raise ValueError(f"firmware must be one of {sorted(FIRMWARES)}, not {firmware!r}")
         if nic not in NICS:
@@ -64,6 +66,7 @@ class QemuVM:
         self.disk_size, self.memory_mb, self.name = disk_size, memory_mb, name
         self.disk_serial = disk_serial  # shows in the guest as /dev/disk/by-id/virtio-<serial>
         self.extra_args = tuple(extra_args)
+        self.disks = tuple(disks)
         self.log_path = self.workdir / f"{name}.serial.log"
         self.stderr_path = self.workdir / f"{name}.qemu.log"
         self.disk_path = self.workdir / f"{name}.disk.raw" if disk_size else None
@@ -96,6 +99,9 @@ class QemuVM:
             cmd += ["-drive", f"if=none,id=disk0,format=raw,file={self.disk_path}",
                     "-device", "virtio-blk-pci,drive=disk0,bootindex=1"
                     + (f",serial={self.disk_serial}" if self.disk_serial else "")]
+        for number, (path, serial) in enumerate(self.disks, 1):
+            cmd += ["-drive", f"if=none,id=disk{number},format=raw,file={path}",
+                    "-device", f"virtio-blk-pci,drive=disk{number},serial={serial}"]
         return cmd + list(self.extra_args)
 
     @property

@@ -42,7 +42,8 @@ TIMINGS: dict[str, float] = {}
 def _site_text() -> str:
     text = profiles()["lab"].read_text()
     text = text.replace("10.71.0.", "10.73.1.").replace("10.72.0.", "10.74.1.")
-    text = text.replace("interface: onehci-lab0", f"interface: {BRIDGE}\n  console: ttyS0,115200n8")
+    text = text.replace("interface: onehci-lab0", f"interface: {BRIDGE}\n  console: ttyS0,115200n8\n"
+                        "  install: debian-installer")
     head = text[:text.index("nodes:")]
     nodes = ["nodes:"]
     roles = ["[frontend, mfs_master, kvm, mfs_chunkserver, mfs_metalogger]", "[kvm, mfs_chunkserver, mfs_metalogger]"]

@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from installer import pxe, sitefile, state
 from installer.bootserver import BootServer
 from installer.bootstate import INSTALL
 from installer.resources import profiles
+
+
+@pytest.fixture(scope="session")
+def fake_image_dir(tmp_path_factory):
+    """A stand-in for a built node image: the files `pxe build` serves and the facts it renders.
+    The real image is built and installed in tests/bootchain/test_image_install.py."""
+    directory = tmp_path_factory.mktemp("image")
+    for name, data in (("root.tar.zst", b"root"), ("vmlinuz", b"kernel"), ("installer.initrd", b"initrd")):
+        (directory / name).write_bytes(data)
+    (directory / "image.json").write_text(json.dumps({
+        "key": "0123456789abcdef", "kernel": "6.1.0-0-amd64", "packages": {"openssh-server": "1"},
+        "unpacked_bytes": 1 << 30, "archive_bytes": 4, "sha256": "ab" * 32, "initrd_bytes": 6,
+        "built": "2026-12-05T00:00:00Z", "build_seconds": 1}))
+    return directory
+
+
+@pytest.fixture(autouse=True)
+def fake_image(fake_image_dir, monkeypatch):
+    """pxe build of a site installing from an image finds this one (ONEHCI_IMAGE)."""
+    monkeypatch.setenv("ONEHCI_IMAGE", str(fake_image_dir))
+    return fake_image_dir
 
 
 @pytest.fixture
