@@ -409,7 +409,7 @@ class BootServer:
             return f"{host}'s {what} asked by {client}, which is not {host}'s address"
         boot = self.boots.get(host)
         if boot is None or boot.state != INSTALL:
-            return f"{host} is installed, not armed: its {what} is not served (`onehci pxe arm {host} SITE` to reinstall)"
+            return f"{host} is installed, not armed: its {what} {'are' if what.endswith('s') else 'is'} not served (`onehci pxe arm {host} SITE` to reinstall)"
         return ""
 
     def complete(self, host: str, token: str) -> None:

@@ -54,6 +54,12 @@ nodes:
 REPO = Path(__file__).resolve().parent.parent
 
 
+def with_install(text: str, install: str) -> str:
+    """Site text whose bootstrap section says `install: INSTALL` (image or debian-installer)."""
+    at = text.index("\n", text.index("\nbootstrap:") + 1) + 1
+    return text[:at] + f"  install: {install}\n" + text[at:]
+
+
 @pytest.fixture(autouse=True)
 def blocking_stdin():
     """Ansible refuses to start when its inherited stdin is non-blocking; a process a lab test

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from installer.lab import net
+from tests.conftest import REPO
 from installer.passwords import sha512_crypt
 from installer.resources import profiles
 from installer.waiting import Pending, wait_until
@@ -49,6 +50,7 @@ BAD = {
 }
 PASSWORD_HASH = sha512_crypt("image-install-test")
 TIMINGS: dict[str, float] = {}
+ARTIFACTS = Path(os.environ.get("ONEHCI_TEST_ARTIFACTS", REPO / "tests" / "artifacts")) / "image-install"
 
 
 def _site_text(public_key: str) -> str:
@@ -100,6 +102,11 @@ def image_site():
         for tap in taps:
             net.delete_tap(tap)
         net.delete_bridge(BRIDGE)
+        # kept after the run: each VM's console and what the boot server saw
+        shutil.rmtree(ARTIFACTS, ignore_errors=True)
+        ARTIFACTS.mkdir(parents=True)
+        for kept in [*(workdir / "vms").glob("*.serial.log"), *(workdir / "state/logs").glob("*")]:
+            shutil.copy(kept, ARTIFACTS)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -158,8 +165,12 @@ def _wait_ssh(ip: str, vm: QemuVM, timeout: float) -> None:
             sock.settimeout(2)
             return sock.connect_ex((ip, 22)) == 0 or Pending("no SSH yet")
 
+    def console() -> str:
+        lines = [line for line in vm.serial(clean=True).splitlines() if line.strip()]
+        return "\n".join(lines[-25:])
+
     wait_until(answers, timeout=timeout, every=2, timed_out=lambda why: (
-        f"{vm.name}: {why} after {timeout:.0f} s; console:\n{vm.serial(clean=True)[-2000:]}"))
+        f"{vm.name}: {why} after {timeout:.0f} s; console (kept in {ARTIFACTS}):\n{console()}"))
 
 
 @pytest.fixture(scope="module")

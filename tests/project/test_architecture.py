@@ -14,7 +14,7 @@ LAYERS = {
     0: "errors state resources yamlpos site ipplan checks sitefile siteinit passwords environment chunkmarks "
        "journal netprobe node_packages discover waiting",
     1: "plan",
-    2: "inventory ansible one mfs remote preflight pxecheck pxe bootstate bootserver aptcache testimage",
+    2: "inventory ansible one mfs remote preflight pxecheck pxe bootstate bootserver aptcache testimage image",
     3: "deploy status lab",
     4: "operations",
     5: "cli __main__",

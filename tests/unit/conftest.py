@@ -10,6 +10,7 @@ from installer import pxe, sitefile, state
 from installer.bootserver import BootServer
 from installer.bootstate import INSTALL
 from installer.resources import profiles
+from tests.conftest import with_install
 
 
 @pytest.fixture(scope="session")
@@ -33,12 +34,14 @@ def fake_image(fake_image_dir, monkeypatch):
     return fake_image_dir
 
 
-@pytest.fixture
-def boot_server(tmp_path, monkeypatch):
+@pytest.fixture(params=["debian-installer"])
+def boot_server(request, tmp_path, monkeypatch):
     """A BootServer on the lab profile's boot tree (built in TMP_PATH), every node to install with
-    token-NODE as its token; the events it says are kept in its `events` list."""
+    token-NODE as its token; the events it says are kept in its `events` list. Installs with the
+    Debian installer unless a test parametrizes it indirectly with "image"."""
+    install = request.param
     monkeypatch.delenv("ONEHCI_STATE_DIR", raising=False)
-    (tmp_path / "site.yml").write_text(profiles()["lab"].read_text())
+    (tmp_path / "site.yml").write_text(with_install(profiles()["lab"].read_text(), install))
     state.write_json(tmp_path / "state/boot.json", {h: {"state": INSTALL, "token": f"token-{h}", "changed": "x"}
                                                     for h in ("lab1", "lab2", "lab3")})
     loaded = sitefile.load(tmp_path / "site.yml")

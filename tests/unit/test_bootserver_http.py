@@ -57,6 +57,25 @@ def test_a_preseed_goes_to_its_node_only_and_only_while_armed(serving):
     assert "installed, not armed" in serving.events[-1].detail
 
 
+@pytest.mark.parametrize("boot_server", ["image"], indirect=True)
+def test_image_install_settings_go_to_their_node_only_and_only_while_armed(serving, fake_image):
+    status, body = get(serving, "/install/lab1.conf")
+    assert status == 200 and b"token=token-lab1" in body and b"HOSTNAME='lab1'" in body
+    assert get(serving, "/install/lab1.conf", OTHER_IP)[0] == 403
+    assert get(serving, "/install/lab2.conf")[0] == 403  # lab1 asking for lab2's
+    assert ("settings-refused", f"lab2's install settings asked by {NODE_IP}, which is not lab2's address") in \
+        [(e.kind, e.detail) for e in serving.events]
+    # the image: the same bytes for every node of the site, streamed, to no one else
+    status, body = get(serving, "/image/root.tar.zst")
+    assert status == 200 and body == (fake_image / "root.tar.zst").read_bytes()
+    wait_until(lambda: any(e.kind == "image" and e.detail.startswith("image/root.tar.zst sent in") for e in serving.events)
+               or Pending("not said"), timeout=10, every=0.05, timed_out=lambda _: "the image was never said sent")
+    assert get(serving, "/image/root.tar.zst", OTHER_IP)[0] == 403
+    assert get(serving, "/installed/lab1?token=token-lab1")[0] == 200
+    assert get(serving, "/install/lab1.conf")[0] == 403
+    assert "installed, not armed: its install settings are not served" in serving.events[-1].detail
+
+
 def test_the_callback_counts_from_the_node_once(serving):
     assert get(serving, "/installed/lab1?token=token-lab1", OTHER_IP)[0] == 403  # the right token, another host
     assert BootStates(serving.states_dir).get("lab1").state == INSTALL

@@ -20,7 +20,7 @@ from installer import pxe, sitefile, siteinit, state
 from installer.cli.main import cli
 from installer.errors import OnehciError, SiteInvalid
 from installer.resources import profiles
-from tests.conftest import BASE_SITE
+from tests.conftest import BASE_SITE, with_install
 
 
 def errors_of(write_site, text: str) -> list[str]:
@@ -41,12 +41,18 @@ def test_a_by_id_name_udev_would_never_make_is_refused(write_site, hostile):
 
 def test_an_odd_but_real_by_id_name_reaches_the_installer_as_one_word(write_site, tmp_path):
     odd = "/dev/disk/by-id/nvme-eui.0025#38+b2:c1=4@5_a-b.c"
-    loaded = sitefile.load(write_site(BASE_SITE.replace("/dev/disk/by-id/ata-DISK3", odd)))
+    text = BASE_SITE.replace("/dev/disk/by-id/ata-DISK3", odd)
+    loaded = sitefile.load(write_site(with_install(text, "debian-installer")))
     pxe.build(loaded, tmp_path / "pxe")
     preseed = (tmp_path / "pxe/http/preseed/n3.cfg").read_text()
     command = next(ln for ln in preseed.splitlines() if "partman/early_command" in ln).split(" string ", 1)[1]
     words = shlex.split(command.split("&&")[1])  # sh's own splitting of the second command
     assert words == ["sh", "/tmp/onehci-select-disk.sh", "by-id", odd]
+    # the image install's settings: one assignment of that one word
+    loaded = sitefile.load(write_site(text))
+    pxe.build(loaded, tmp_path / "pxe-image")
+    settings = (tmp_path / "pxe-image/http/install/n3.conf").read_text()
+    assert shlex.split(next(ln for ln in settings.splitlines() if ln.startswith("DISK_VALUE="))) == [f"DISK_VALUE={odd}"]
 
 
 def test_a_value_with_a_quote_is_still_one_shell_word():
@@ -71,11 +77,12 @@ def test_a_trailing_newline_is_refused(write_site, field, text, hostile):
     assert all("\n" not in e for e in found)  # shown escaped, on one line
 
 
-def test_a_control_character_that_got_into_a_value_stops_the_build(write_site, tmp_path, monkeypatch):
-    loaded = sitefile.load(write_site())
+@pytest.mark.parametrize("install,shown", [("debian-installer", r"keymap=fr\\x0a log_host="), ("image", r"'fr\\x0a'")])
+def test_a_control_character_that_got_into_a_value_stops_the_build(write_site, tmp_path, monkeypatch, install, shown):
+    loaded = sitefile.load(write_site(with_install(BASE_SITE, install)))
     bad = loaded.site.model_copy(update={"cluster": loaded.site.cluster.model_copy(update={"keyboard": "fr\n"})})
     monkeypatch.setattr(loaded, "site", bad)
-    with pytest.raises(OnehciError, match=r"keymap=fr\\x0a log_host=.*' would break a line of the boot files"):
+    with pytest.raises(OnehciError, match=shown + r".*' would break a line of the boot files"):
         pxe.build(loaded, tmp_path / "pxe")
     assert not (tmp_path / "pxe/dnsmasq.conf").exists()
 
@@ -197,7 +204,7 @@ def test_init_in_a_directory_it_cannot_write_is_one_line(tmp_path, monkeypatch):
 @pytest.fixture
 def lab_site(tmp_path, monkeypatch):
     monkeypatch.delenv("ONEHCI_STATE_DIR", raising=False)
-    (tmp_path / "site.yml").write_text(profiles()["lab"].read_text())
+    (tmp_path / "site.yml").write_text(with_install(profiles()["lab"].read_text(), "debian-installer"))
     return sitefile.load(tmp_path / "site.yml")
 
 

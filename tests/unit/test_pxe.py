@@ -19,7 +19,7 @@ from installer.bootstate import INSTALL, INSTALLED, BootStates
 from installer.cli.main import cli
 from installer.errors import OnehciError
 from installer.resources import profiles
-from tests.conftest import REPO
+from tests.conftest import REPO, with_install
 
 GOLDEN = REPO / "tests/golden/pxe"
 TEXT_FILES = ["dnsmasq.conf", "tftp/pxelinux.cfg/default", "tftp/debian-installer/amd64/grub/grub.cfg",
@@ -31,10 +31,14 @@ def site_dir(tmp_path, monkeypatch):
     """A copy of a profile in its own directory, with known tokens in its state."""
     monkeypatch.delenv("ONEHCI_STATE_DIR", raising=False)
 
-    def make(profile: str, edit=lambda text: text) -> Path:
-        directory = tmp_path / profile
+    def make(profile: str, edit=lambda text: text, install: str = "debian-installer") -> Path:
+        """INSTALL: the tests here about preseeds take the Debian installer; "image" for the default."""
+        directory = tmp_path / f"{profile}-{install}"
         directory.mkdir()
-        (directory / "site.yml").write_text(edit(profiles()[profile].read_text()))
+        text = profiles()[profile].read_text()
+        if install != "image":
+            text = with_install(text, install)
+        (directory / "site.yml").write_text(edit(text))
         hosts = [n.hostname for n in sitefile.load(directory / "site.yml").site.nodes]
         state.write_json(directory / "state/boot.json",
                          {h: {"state": INSTALL, "token": f"token-{h}", "changed": "2026-01-01T00:00:00+00:00"}
@@ -48,16 +52,19 @@ def _normalised(path: Path, out: Path) -> str:
     return path.read_text().replace(str(out.resolve()), "OUT")
 
 
-@pytest.mark.parametrize("profile", ["lab", "five-node", "three-node"])
-def test_golden_files(site_dir, profile):
-    directory = site_dir(profile)
+@pytest.mark.parametrize("profile,install", [("lab", "debian-installer"), ("five-node", "debian-installer"),
+                                             ("three-node", "debian-installer"), ("lab", "image")])
+def test_golden_files(site_dir, profile, install):
+    directory = site_dir(profile, install=install)
     out = directory / "pxe"
     loaded = sitefile.load(directory / "site.yml")
     pxe.build(loaded, out)
-    produced = TEXT_FILES + sorted(p.relative_to(out).as_posix() for p in (out / "tftp/pxelinux.cfg").glob("01-*"))
+    produced = [f for f in TEXT_FILES if (out / f).exists() or install != "image"]
+    produced += sorted(p.relative_to(out).as_posix() for p in (out / "tftp/pxelinux.cfg").glob("01-*"))
     produced += sorted(p.relative_to(out).as_posix() for p in (out / "http/preseed").glob("*.cfg"))
+    produced += sorted(p.relative_to(out).as_posix() for p in (out / "http/install").glob("*.conf"))
     for rel in produced:
-        golden = GOLDEN / profile / rel
+        golden = GOLDEN / (profile if install == "debian-installer" else f"{profile}-{install}") / rel
         if os.environ.get("ONEHCI_UPDATE_GOLDEN"):
             golden.parent.mkdir(parents=True, exist_ok=True)
             golden.write_text(_normalised(out / rel, out))
