@@ -1,7 +1,8 @@
 """`vagrant up` of one node of a site, with Debian's vagrant and vagrant-libvirt and libvirt's qemu driver in
 software emulation (KVM guests hang on these machines): the blank VM network-boots from `onehci pxe serve`
-on the bridge of the libvirt network the Vagrantfile defines, and the Debian installer fetches that node's
-preseed (asserted from `pxe serve`'s events); then `vagrant destroy` leaves no domain, volume or network.
+on the bridge of the libvirt network the Vagrantfile defines, installs itself from the site's image
+(asserted from `pxe serve`'s events) and boots its own disk to an SSH login as the site describes it;
+then `vagrant destroy` leaves no domain, volume or network.
 
 Needs root, vagrant, vagrant-libvirt, libvirt-daemon-system, qemu and the netboot package
 (scripts/setup.sh installs them); a missing one fails. libvirtd is started here when it is not running
@@ -13,6 +14,7 @@ from __future__ import annotations
 import grp
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -130,7 +132,12 @@ def workdir():
 @pytest.fixture
 def site(workdir):
     path = workdir / "site.yml"
-    path.write_text(_site_text())
+    key = workdir / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vagrant-test", "-f", str(key)], check=True)
+    text = _site_text()
+    start = text.index("    - ssh-ed25519", text.index("ssh_authorized_keys:"))
+    end = text.index("\n", start)
+    path.write_text(text[:start] + "    - " + key.with_suffix(".pub").read_text().strip() + text[end:])
     assert not any(_ours().values()), f"left from an earlier run: {_ours()}"
     return path
 
@@ -173,14 +180,31 @@ def _assert_lab1_as_the_site_describes_it() -> str:
     return xml
 
 
+def _port_open(ip: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex((ip, port)) == 0
+
+
+def _ssh(key: Path, ip: str, command: str) -> str:
+    proc = subprocess.run(["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", f"root@{ip}", command],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 def _assert_nothing_left(destroy: subprocess.CompletedProcess) -> None:
     assert destroy.returncode == 0, destroy.stdout + destroy.stderr
     assert _ours() == {"domains": [], "volumes": [], "networks": []}
     assert not Path(f"/sys/class/net/{BRIDGE}").exists()
 
 
-def test_vagrant_up_network_boots_the_node_and_destroy_leaves_nothing(libvirtd, workdir, site):
+def test_vagrant_up_installs_the_node_from_its_image_and_destroy_leaves_nothing(libvirtd, workdir, site):
     state = {**os.environ, "ONEHCI_STATE_DIR": str(workdir / "state")}
+    image = subprocess.run([sys.executable, "-m", "installer", "image", "build", str(site)],
+                           capture_output=True, text=True, env=state, timeout=1800)
+    assert image.returncode == 0, image.stderr
     build = subprocess.run([sys.executable, "-m", "installer", "pxe", "build", "--out", str(workdir / "pxe"), str(site)],
                            capture_output=True, text=True, env=state)
     assert build.returncode == 0, build.stderr
@@ -211,12 +235,17 @@ def test_vagrant_up_network_boots_the_node_and_destroy_leaves_nothing(libvirtd, 
             server.wait_event("lab1", "dhcp", "offer 10.83.0.11", timeout=240)
             timings["DHCP offer"] = time.monotonic() - started
             server.wait_event("lab1", "tftp", "pxelinux.0", timeout=90)
-            server.wait_event("lab1", "tftp", "initrd.gz", timeout=180)
-            timings["installer's initrd fetched"] = time.monotonic() - started
-            server.wait_event("lab1", "install", "installer log arriving", timeout=300)
-            timings["installer's log arriving"] = time.monotonic() - started
-            server.wait_event("lab1", "preseed", "preseed/lab1.cfg", timeout=300)
-            timings["preseed fetched"] = time.monotonic() - started
+            server.wait_event("lab1", "tftp", "onehci/installer.initrd", timeout=180)
+            timings["installer environment fetched"] = time.monotonic() - started
+            server.wait_event("lab1", "settings", "install/lab1.conf", timeout=300)
+            timings["install settings fetched"] = time.monotonic() - started
+            server.wait_event("lab1", "installed", timeout=900)
+            timings["installed (callback)"] = time.monotonic() - started
+            server.wait_event("lab1", "local-boot", timeout=300)
+            wait_for("SSH on lab1's installed system", lambda: _port_open("10.83.0.11", 22), 600, 2)
+            timings["SSH on the installed system"] = time.monotonic() - started
+            assert _ssh(workdir / "id_ed25519", "10.83.0.11", "hostname; findmnt -n -o SOURCE /").split() == \
+                ["lab1", "/dev/vda2"]
         finally:
             if up.poll() is None:
                 up.terminate()
