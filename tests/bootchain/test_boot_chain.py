@@ -1,5 +1,7 @@
 """The boot chain, for real: `onehci pxe serve` on a bridge with no uplink, qemu VMs (TCG)
-network-booting from it with BIOS (SeaBIOS) and UEFI (OVMF, signed shim -> GRUB).
+network-booting from it with BIOS (SeaBIOS) and UEFI (OVMF, signed shim -> GRUB), the Debian installer
+(bootstrap.install: debian-installer) as far as these machines allow. Secure Boot is proven to the end
+by the image install (tests/bootchain/test_image_install.py: shim, GRUB and the installed kernel).
 
 Asserted from what the server saw (its JSON events: dnsmasq's DHCP/TFTP log, the HTTP
 requests, the installer's syslog, apt-cacher-ng's log), and from the serial console.
@@ -135,20 +137,6 @@ class TestInstallerBoot:
         # the installer's own screen on the serial console says the same
         vm.wait_for(r"Downloading Release files|Retrieving Release|Checking the Debian archive mirror", timeout=30)
         print("boot timings (both firmwares at once):", {k: round(v) for k, v in TIMINGS.items()})
-
-
-def test_secure_boot_goes_through_the_signed_chain(boot_site, server):
-    """OVMF with Microsoft's keys enrolled and Secure Boot on: only signed loaders run, so
-    reaching the preseed proves the shim -> GRUB -> kernel chain was accepted."""
-    host = "bt-uefi"
-    mac, ip, _ = NODES[host]
-    mark = len(server.events)
-    with _vm(boot_site, f"{host}-sb", mac, "uefi-secureboot") as vm:
-        server.wait_event(host, "tftp", "bootnetx64.efi", timeout=120, after=mark)
-        server.wait_event(host, "preseed", f"preseed/{host}.cfg", timeout=200, after=mark)
-        TIMINGS["uefi secure boot power-on to preseed"] = vm.elapsed()
-        vm.wait_for(r"Secure boot enabled", timeout=10)
-    print("boot timings:", {k: round(v) for k, v in TIMINGS.items()})
 
 
 def test_unknown_machine_gets_no_installer(boot_site, server):
