@@ -138,7 +138,15 @@ def _building(target: Path) -> Iterator[Path]:
             shutil.rmtree(target)
         work.rename(target)
     finally:
+        _unmount_under(work)  # an interrupted debootstrap may leave its /proc and /sys mounted there
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _unmount_under(directory: Path) -> None:
+    inside = str(directory.resolve()) + "/"
+    points = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    for point in sorted((p for p in points if p.startswith(inside)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)
 
 
 @contextlib.contextmanager

@@ -58,3 +58,19 @@ def test_image_show_reads_a_built_one(fake_image, monkeypatch, lab):
     shown = CliRunner().invoke(cli, ["image", "show", "--json", str(lab.path)])
     assert shown.exit_code == 0, shown.output
     assert '"kernel": "6.1.0-0-amd64"' in shown.output
+
+
+def test_an_interrupted_build_leaves_no_mount_behind(tmp_path, monkeypatch):
+    """A build stopped while its chroot's /proc is mounted: the scratch directory goes, mounts first."""
+    import os
+    from pathlib import Path
+
+    assert os.geteuid() == 0, "mounting needs root"
+    monkeypatch.setattr(image.tempfile, "mkdtemp", lambda **_: str(tmp_path / "work"))
+    (tmp_path / "work/root/proc").mkdir(parents=True)
+    with pytest.raises(KeyboardInterrupt):
+        with image._building(tmp_path / "target") as work:
+            image.subprocess.run(["mount", "-t", "proc", "proc", str(work / "root/proc")], check=True)
+            raise KeyboardInterrupt
+    assert str(tmp_path / "work") not in Path("/proc/self/mounts").read_text()
+    assert not (tmp_path / "work").exists() and not (tmp_path / "target").exists()
