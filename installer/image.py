@@ -52,6 +52,15 @@ class Image:
         return self.directory / name
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file read in 1 MiB blocks (images are hundreds of MiB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def packages_for(site) -> list[str]:
     """The image's package list: one image for every node of the site, so the union of theirs."""
     wanted = list(SYSTEM_PACKAGES)
@@ -114,8 +123,8 @@ def ensure(loaded, say: Callable[[str], None] = print) -> tuple[Image, bool]:
                 _build_system(site, work, proxy, say)
         target = CACHE / key(site)
         with _building(target) as work:
-            _build_installer(site, system, work, say)
-            info = {**json.loads((system / "system.json").read_text()), "key": key(site),
+            _build_installer(system, work, CACHE / f"{target.name}.log", say)
+            info = {**json.loads((system / "system.json").read_text()), "key": target.name,
                     "initrd_bytes": (work / "installer.initrd").stat().st_size,
                     "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "build_seconds": round(time.monotonic() - started)}
@@ -226,24 +235,19 @@ def _build_system(site, work: Path, proxy: str, say: Callable[[str], None]) -> N
         tar.stdout.close()
         if tar.wait() != 0 or zstd.returncode != 0:
             raise OnehciError("packing the image failed (tar or zstd)")
-    digest = hashlib.sha256()
-    with open(archive, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
     for name in ("root.tar.zst", "vmlinuz"):
         os.chmod(work / name, 0o644)  # served over TFTP and HTTP: no secret in either
     info = {"system_key": system_key(site), "suite": SUITE, "recipe": RECIPE, "locale": locale,
             "kernel": kernels[0].name.removeprefix("vmlinuz-"), "requested": packages,
             "packages": dict(line.split(" ", 1) for line in listed.splitlines() if line),
-            "unpacked_bytes": unpacked, "archive_bytes": archive.stat().st_size, "sha256": digest.hexdigest(),
+            "unpacked_bytes": unpacked, "archive_bytes": archive.stat().st_size, "sha256": file_sha256(archive),
             "system_seconds": round(time.monotonic() - started)}
     (work / "system.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
-def _build_installer(site, system: Path, work: Path, say: Callable[[str], None]) -> None:
+def _build_installer(system: Path, work: Path, log: Path, say: Callable[[str], None]) -> None:
     """The installer environment: initramfs-tools inside the unpacked image makes the initramfs,
     with installenv/'s configuration, hook and install script (mkinitramfs -d)."""
-    log = CACHE / f"{key(site)}.log"
     log.write_text("")
     info = json.loads((system / "system.json").read_text())
     say("making the installer environment (initramfs-tools, inside the image)")

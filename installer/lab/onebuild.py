@@ -31,6 +31,7 @@ from pathlib import Path
 
 from installer import state
 from installer.errors import OnehciError
+from installer.image import file_sha256 as sha256  # the source tarball's checksum
 from installer.lab import fireedge as fireedge_build
 
 VERSION = "7.0.2"
@@ -202,14 +203,6 @@ def default_source() -> Path:
     top = Path(__file__).resolve().parents[2]
     candidates = [top.parent / "shared/vendor", Path.cwd().parent / "shared/vendor", SHARED_VENDOR]
     return next((c / SOURCE_NAME for c in candidates if (c / SOURCE_NAME).exists()), candidates[0] / SOURCE_NAME)
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def patches() -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -46,3 +47,14 @@ class Server:
     def stop(self) -> int:
         self.proc.terminate()
         return self.proc.wait(30)
+
+
+@contextlib.contextmanager
+def serving(site: Path):
+    """`pxe serve` of SITE for the time of the block, up once it says `serving`; it must stop cleanly."""
+    srv = Server(site)
+    try:
+        srv.wait_event(None, "serving", timeout=60)
+        yield srv
+    finally:
+        assert srv.stop() == 0

@@ -28,7 +28,7 @@ import pytest
 
 from installer.lab import net
 from installer.resources import profiles
-from tests.bootchain.pxeserve import Server
+from tests.bootchain.pxeserve import serving
 from tests.bootchain.qemu import QemuVM
 
 BRIDGE = "onehci-bc0"
@@ -82,13 +82,8 @@ def server(boot_site):
     build = subprocess.run([sys.executable, "-m", "installer", "pxe", "build", "--out", str(workdir / "pxe"), str(site)],
                            capture_output=True, text=True, env={**os.environ, "ONEHCI_STATE_DIR": str(workdir / "state")})
     assert build.returncode == 0, build.stderr
-    srv = Server(site)
-    try:
-        srv.wait_event(None, "serving", timeout=60)
+    with serving(site) as srv:
         yield srv
-    finally:
-        assert srv.stop() == 0
-        assert srv.proc.returncode == 0
 
 
 def _vm(boot_site, name: str, mac: str, firmware: str) -> QemuVM:

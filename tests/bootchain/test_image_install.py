@@ -12,7 +12,6 @@ line and touch nothing. Needs root, qemu, ovmf, dnsmasq, debootstrap: scripts/se
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -27,12 +26,13 @@ from pathlib import Path
 
 import pytest
 
+from installer.image import file_sha256
 from installer.lab import net
 from tests.conftest import REPO
 from installer.passwords import sha512_crypt
 from installer.resources import profiles
 from installer.waiting import Pending, wait_until
-from tests.bootchain.pxeserve import Server
+from tests.bootchain.pxeserve import serving
 from tests.bootchain.qemu import QemuVM
 
 BRIDGE = "onehci-bi0"
@@ -112,13 +112,8 @@ def image_site():
 
 @pytest.fixture(scope="module")
 def server(image_site):
-    site = image_site[0]
-    srv = Server(site)
-    try:
-        srv.wait_event(None, "serving", timeout=60)
+    with serving(image_site[0]) as srv:
         yield srv
-    finally:
-        assert srv.stop() == 0
 
 
 def _vm(image_site, host: str, mac: str, firmware: str, disk_size: str = "8G", serial: str | None = None,
@@ -138,15 +133,7 @@ def _chunk_disk(path: Path) -> str:
         fh.truncate(64 << 20)
     subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "onehci-mfs", str(path)], check=True)
     subprocess.run(["debugfs", "-w", "-R", "mkdir chunks", str(path)], check=True, capture_output=True)
-    return _sha256(path)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def ssh(key: Path, ip: str, command: str, timeout: float = 60) -> str:
@@ -232,7 +219,7 @@ def test_a_blank_node_installs_and_boots_its_own_disk(image_site, server, instal
 def test_chunk_disks_keep_every_byte(installed):
     _, chunks, _ = installed
     for host, (path, before) in chunks.items():
-        assert _sha256(path) == before, f"{host}'s chunk disk changed"
+        assert file_sha256(path) == before, f"{host}'s chunk disk changed"
 
 
 def test_install_settings_go_to_no_one_else(image_site, server, installed):
@@ -282,12 +269,12 @@ def test_a_wrong_os_disk_stops_the_install_and_touches_nothing(image_site, serve
                 vm = _vm(image_site, host, mac, "bios", disk_size="1G")
             vms[host] = stack.enter_context(vm)
             disks[host] = [p for p in [vm.disk_path, *(d for d, _ in vm.disks)] if p]
-        before = {host: [_sha256(p) for p in paths] for host, paths in disks.items()}
+        before = {host: [file_sha256(p) for p in paths] for host, paths in disks.items()}
         for host, (_, _, reason) in BAD.items():
             stopped = server.wait_event(host, "install-stopped", reason, timeout=900, after=mark)
             assert "no disk was touched" in stopped["detail"]
             vms[host].wait_for(r"onehci: install stopped: .*" + reason.split(" (")[0][:30], timeout=60)
         for host, paths in disks.items():
-            assert [_sha256(p) for p in paths] == before[host], f"{host}: a disk changed"
+            assert [file_sha256(p) for p in paths] == before[host], f"{host}: a disk changed"
     states = json.loads(_onehci(site, "pxe", "state", "--json", str(site)).stdout)
     assert {r["hostname"]: r["state"] for r in states if r["hostname"] in BAD} == dict.fromkeys(BAD, "install")
