@@ -27,9 +27,12 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
+
+from installer.waiting import Pending, wait_until
 
 OVMF = Path("/usr/share/OVMF")
 FIRMWARES = {
@@ -182,6 +185,19 @@ class QemuVM:
             if time.monotonic() > deadline:
                 raise VMError(f"{self.name}: no {pattern!r} on the serial console after {timeout:.0f} s\n{self._tail()}")
             time.sleep(interval)
+
+    def wait_ssh(self, ip: str, timeout: float) -> None:
+        """Wait until IP answers on port 22 (the installed system is up); VMError, with the console's
+        last lines, when qemu exits first or the time runs out."""
+        def answers():
+            if not self.running():
+                raise VMError(f"{self.name}: qemu exited ({self._exit()}) before SSH answered\n{self._tail(25)}")
+            with socket.socket() as sock:
+                sock.settimeout(2)
+                return sock.connect_ex((ip, 22)) == 0 or Pending("no SSH yet")
+
+        wait_until(answers, timeout=timeout, every=2, timed_out=lambda why: (
+            f"{self.name}: {why} on {ip} after {timeout:.0f} s; its console:\n{self._tail(25)}"))
 
     def _exit(self) -> str:
         err = self.stderr_path.read_text(errors="replace").strip() if self.stderr_path.exists() else ""

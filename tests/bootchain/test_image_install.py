@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,6 @@ from installer.lab import net
 from tests.conftest import REPO
 from installer.passwords import sha512_crypt
 from installer.resources import profiles
-from installer.waiting import Pending, wait_until
 from tests.bootchain.pxeserve import serving
 from tests.bootchain.qemu import QemuVM
 
@@ -144,22 +142,6 @@ def ssh(key: Path, ip: str, command: str, timeout: float = 60) -> str:
     return proc.stdout
 
 
-def _wait_ssh(ip: str, vm: QemuVM, timeout: float) -> None:
-    def answers():
-        if not vm.running():
-            raise AssertionError(f"{vm.name} stopped: {vm.serial(clean=True)[-1500:]}")
-        with socket.socket() as sock:
-            sock.settimeout(2)
-            return sock.connect_ex((ip, 22)) == 0 or Pending("no SSH yet")
-
-    def console() -> str:
-        lines = [line for line in vm.serial(clean=True).splitlines() if line.strip()]
-        return "\n".join(lines[-25:])
-
-    wait_until(answers, timeout=timeout, every=2, timed_out=lambda why: (
-        f"{vm.name}: {why} after {timeout:.0f} s; console (kept in {ARTIFACTS}):\n{console()}"))
-
-
 @pytest.fixture(scope="module")
 def installed(image_site, server):
     """The BIOS and the Secure Boot node installed at once (one core each), then booted from their
@@ -178,7 +160,7 @@ def installed(image_site, server):
             server.wait_event(host, "installed", timeout=1500, after=mark)
             TIMINGS[f"{NODES[host][3]}: power-on to installed"] = time.monotonic() - started
         for host, vm in vms.items():
-            _wait_ssh(NODES[host][1], vm, timeout=600)
+            vm.wait_ssh(NODES[host][1], timeout=600)
             TIMINGS[f"{NODES[host][3]}: power-on to SSH on the installed system"] = time.monotonic() - started
         print("image install timings (both at once):", {k: round(v) for k, v in TIMINGS.items()})
         yield vms, chunks, mark
@@ -245,7 +227,7 @@ def test_a_second_install_after_pxe_arm(image_site, server, installed):
                     "-o", "LogLevel=ERROR", f"root@{ip}", "systemctl reboot"], capture_output=True, timeout=60)
     server.wait_event(host, "settings", timeout=600, after=mark)
     server.wait_event(host, "installed", timeout=1200, after=mark)
-    _wait_ssh(ip, vms[host], timeout=600)
+    vms[host].wait_ssh(ip, timeout=600)
     TIMINGS["bios: reinstall, reboot to SSH"] = time.monotonic() - started
     print("image install timings:", {k: round(v) for k, v in TIMINGS.items()})
     assert ssh(key, ip, "ls /root/before-the-reinstall 2>/dev/null || echo gone").strip() == "gone"

@@ -1,0 +1,76 @@
+"""The opennebula_frontend role keeps only the monitor drivers of the hypervisors onehci registers:
+its task, run by Ansible with the role's defaults on OpenNebula 7.0.2's own monitord.conf (from the
+release tarball the lab builds from). oned allows monitord 10 s to start all of its drivers; under
+emulation three of them took longer (docs/performance.md, "Blank machines to a cloud")."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tarfile
+
+import yaml
+
+from installer.lab import onebuild
+from tests.conftest import REPO
+from tests.roles.test_static import BIN, ROLES, ansible_env
+
+TASK = "Start only the monitor drivers of the hypervisors onehci registers"
+
+
+def monitord_conf(tmp_path):
+    source = onebuild.default_source()
+    assert source.exists(), f"OpenNebula's release tarball is missing: {source}"
+    with tarfile.open(source) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("src/monitor/etc/monitord.conf"))
+        path = tmp_path / "monitord.conf"
+        path.write_bytes(tar.extractfile(member).read())
+    return path
+
+
+def drivers(text: str) -> list[str]:
+    return re.findall(r'(?m)^IM_MAD\s*=\s*\[\s*\n\s*NAME\s*=\s*"([^"]*)"', text)
+
+
+def run_task(tmp_path, conf, extra_vars: dict | None = None) -> subprocess.CompletedProcess:
+    tasks = yaml.safe_load((ROLES / "opennebula_frontend/tasks/main.yml").read_text())
+    task = next(t for t in tasks if t.get("name") == TASK)
+    task = {k: v for k, v in task.items() if k != "notify"}
+    play = [{"name": "Run the role's task", "hosts": "localhost", "gather_facts": False,
+             "vars_files": [str(ROLES / "opennebula_frontend/defaults/main.yml")],
+             "tasks": [task]}]
+    overrides = {"opennebula_frontend__monitord_conf": str(conf), "ansible_python_interpreter": sys.executable,
+                 **(extra_vars or {})}
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(yaml.safe_dump(play))
+    return subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                           "-e", json.dumps(overrides), str(playbook)],
+                          capture_output=True, text=True, env=ansible_env(tmp_path), cwd=REPO)
+
+
+def test_only_kvm_and_qemu_stay_and_the_rest_of_the_file_is_untouched(tmp_path):
+    conf = monitord_conf(tmp_path)
+    before = conf.read_text()
+    assert drivers(before) == ["kvm", "qemu", "lxc"]  # the release's own list
+    proc = run_task(tmp_path, conf)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "changed=1" in proc.stdout
+    after = conf.read_text()
+    assert drivers(after) == ["kvm", "qemu"]
+    # only the LXC block went: every other line is where it was
+    removed = [line for line in before.splitlines() if line not in after.splitlines()]
+    assert removed and all("lxc" in line.lower() or line.strip() in ("IM_MAD = [", "]", "THREADS       = 0")
+                           or "one_im_ssh" in line for line in removed), removed
+    assert after.count("\n") == before.count("\n") - 7
+    # a second run changes nothing
+    again = run_task(tmp_path, conf)
+    assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout
+
+
+def test_a_site_running_only_kvm_keeps_kvm(tmp_path):
+    conf = monitord_conf(tmp_path)
+    proc = run_task(tmp_path, conf, {"opennebula_frontend__monitor_drivers": ["kvm"]})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert drivers(conf.read_text()) == ["kvm"]
