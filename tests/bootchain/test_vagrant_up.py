@@ -11,27 +11,22 @@ Needs root, vagrant, vagrant-libvirt, libvirt-daemon-system, qemu and the netboo
 
 from __future__ import annotations
 
-import grp
 import os
 import shutil
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from installer.lab import net
 from installer.resources import profiles
 from tests.bootchain.pxeserve import Server
+from tests.bootchain.vagrant import gateway_that_leads_nowhere, libvirtd_running, vagrant, virsh
 from tests.lab.helpers import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
-URI = "qemu:///system"
 CLUSTER = "vgt"
 BRIDGE = "onehci-vg0"
 PREFIX = f"onehci-{CLUSTER}-"  # the Vagrantfile's domain prefix
@@ -50,72 +45,10 @@ def _site_text() -> str:
     return text.replace("interface: onehci-lab0", f"interface: {BRIDGE}\n  http_port: 8083\n  syslog_port: 5583")
 
 
-@contextmanager
-def _gateway_that_leads_nowhere():
-    """The site's gateway as an address in a network namespace of its own with no route out: the installer's
-    network check finds its gateway at once (an absent one costs it a minute of waiting) and nothing it
-    sends can leave this machine. Its end of the pair joins the bridge once the Vagrantfile made it."""
-    try:
-        yield lambda: net.create_veth(GATEWAY_VETH, BRIDGE, GATEWAY_NETNS, cidr=f"{GATEWAY}/24")
-    finally:
-        net.delete_veth(GATEWAY_VETH)
-        net.delete_netns(GATEWAY_NETNS)
-
-
-def _virsh(*args: str, check: bool = True) -> str:
-    r = subprocess.run(["virsh", "-c", URI, *args], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 or not check, f"virsh {' '.join(args)}: {r.stderr.strip()}"
-    return r.stdout
-
-
-@contextmanager
-def _kvm_device_as_udev_sets_it():
-    """These machines run no udev, so /dev/kvm keeps the kernel's root-only mode. libvirt then finds KVM when
-    it probes qemu but not for its qemu user afterwards, takes its capabilities cache for stale and
-    probes qemu again on every call: 30 s per domain definition, over 2 minutes per `vagrant up`. Debian's
-    udev rule gives the device group kvm and mode 0660; the same here while the test runs, restored after.
-    The domains stay in software emulation (domain type qemu): only libvirt's bookkeeping changes."""
-    kvm = Path("/dev/kvm")
-    before = kvm.stat() if kvm.exists() else None
-    if before is None or (before.st_mode & 0o060) == 0o060:
-        yield
-        return
-    os.chown(kvm, 0, grp.getgrnam("kvm").gr_gid)
-    os.chmod(kvm, 0o660)
-    try:
-        yield
-    finally:
-        os.chown(kvm, before.st_uid, before.st_gid)
-        os.chmod(kvm, stat.S_IMODE(before.st_mode))
-
-
-def _libvirt_answers() -> bool:
-    return subprocess.run(["virsh", "-c", URI, "version"], capture_output=True, timeout=30).returncode == 0
-
-
 @pytest.fixture(scope="module")
 def libvirtd():
-    assert os.geteuid() == 0, "the vagrant test needs root"
-    for tool in ("vagrant", "virsh", "qemu-img", "qemu-system-x86_64"):
-        assert shutil.which(tool), f"{tool} is missing: run scripts/setup.sh"
-    for daemon in ("/usr/sbin/libvirtd", "/usr/sbin/virtlogd"):
-        assert Path(daemon).exists(), f"{daemon} is missing: run scripts/setup.sh (libvirt-daemon-system)"
-    with _kvm_device_as_udev_sets_it():
-        started = []
-        if not _libvirt_answers():
-            with open(Path(tempfile.gettempdir()) / "onehci-test-libvirtd.log", "a") as log:
-                for daemon in ("/usr/sbin/virtlogd", "/usr/sbin/libvirtd"):
-                    started.append(subprocess.Popen([daemon], stdin=subprocess.DEVNULL, stdout=log,
-                                                    stderr=subprocess.STDOUT, start_new_session=True))
-            wait_for("libvirtd answering on " + URI, _libvirt_answers, 60, 0.5)
-        try:
-            yield
-        finally:
-            if started:  # our libvirtd autostarted Debian's `default` network: take it down with it
-                _virsh("net-destroy", "default", check=False)
-                for proc in reversed(started):
-                    proc.terminate()
-                    proc.wait(30)
+    with libvirtd_running():
+        yield
 
 
 @pytest.fixture
@@ -142,41 +75,27 @@ def site(workdir):
     return path
 
 
-def _vagrant(workdir: Path, site: Path, *args: str, background: bool = False, serve_wait: int = 300):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ONEHCI_", "VAGRANT_"))}
-    env.update(VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_HOME=str(workdir / "vagrant.d"), NO_COLOR="1",
-               VAGRANT_DOTFILE_PATH=str(workdir / "dot"), LIBVIRT_DEFAULT_URI=URI, ONEHCI_SITE=str(site),
-               ONEHCI_LIBVIRT_DRIVER="qemu", ONEHCI_VM_MEMORY="1024", ONEHCI_VM_CPUS="1",
-               ONEHCI_OS_DISK_SIZE="4G", ONEHCI_CHUNK_DISK_SIZE="1G", ONEHCI_SERVE_WAIT=str(serve_wait))
-    command = ["vagrant", *args]
-    if background:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-                          stdin=subprocess.DEVNULL)
-
-
 def _volume_names(pool: str) -> list[str]:
     """libvirt 9.0's `vol-list` has no --name: the first column of its table, below the dashes."""
-    _virsh("pool-refresh", pool)  # files a crashed run left in the pool's directory count too
-    table = _virsh("vol-list", pool).splitlines()
+    virsh("pool-refresh", pool)  # files a crashed run left in the pool's directory count too
+    table = virsh("vol-list", pool).splitlines()
     below = next(i for i, line in enumerate(table) if line.startswith("---")) + 1
     return [line.split()[0] for line in table[below:] if line.strip()]
 
 
 def _ours() -> dict[str, list[str]]:
     """The cluster's domains, volumes and network that libvirt still has."""
-    domains = [d for d in _virsh("list", "--all", "--name").split() if d.startswith(PREFIX)]
-    pools = _virsh("pool-list", "--name").split()  # the active ones: an inactive pool cannot be listed
+    domains = [d for d in virsh("list", "--all", "--name").split() if d.startswith(PREFIX)]
+    pools = virsh("pool-list", "--name").split()  # the active ones: an inactive pool cannot be listed
     volumes = [v for pool in pools for v in _volume_names(pool) if v.startswith(PREFIX)]
-    networks = [n for n in _virsh("net-list", "--all", "--name").split() if n == f"onehci-{CLUSTER}"]
+    networks = [n for n in virsh("net-list", "--all", "--name").split() if n == f"onehci-{CLUSTER}"]
     return {"domains": domains, "volumes": volumes, "networks": networks}
 
 
 def _assert_lab1_as_the_site_describes_it() -> str:
-    xml = _virsh("dumpxml", f"{PREFIX}lab1")
+    xml = virsh("dumpxml", f"{PREFIX}lab1")
     assert "52:54:00:83:00:11" in xml and "<serial>lab1-os</serial>" in xml and "<serial>lab1-chunk1</serial>" in xml
-    assert "running" in _virsh("domstate", f"{PREFIX}lab1")
+    assert "running" in virsh("domstate", f"{PREFIX}lab1")
     return xml
 
 
@@ -211,9 +130,9 @@ def test_vagrant_up_installs_the_node_from_its_image_and_destroy_leaves_nothing(
 
     started = time.monotonic()
     timings: dict[str, float] = {}
-    up = _vagrant(workdir, site, "up", "lab1", background=True)
+    up = vagrant(workdir, site, "up", "lab1", background=True)
     server = None
-    with _gateway_that_leads_nowhere() as plug_gateway:
+    with gateway_that_leads_nowhere(BRIDGE, GATEWAY, GATEWAY_NETNS, GATEWAY_VETH) as plug_gateway:
         try:
             # the Vagrantfile defines the network, then waits for the boot server before the domain starts
             wait_for(f"the bridge {BRIDGE} of the libvirt network",
@@ -250,7 +169,7 @@ def test_vagrant_up_installs_the_node_from_its_image_and_destroy_leaves_nothing(
             if up.poll() is None:
                 up.terminate()
                 up.wait(60)
-            destroy = _vagrant(workdir, site, "destroy", "-f")
+            destroy = vagrant(workdir, site, "destroy", "-f")
             if server is not None:
                 assert server.stop() == 0
     timings["destroyed"] = time.monotonic() - started
@@ -262,20 +181,20 @@ def test_destroying_one_node_keeps_the_others_and_the_network_for_its_rebuild(li
     """The rehearsal of a blank machine in place of a failed one: `vagrant destroy -f lab1 && vagrant up lab1`
     while lab3 runs on. No boot server here (nothing to install): the nodes find no DHCP answer and wait."""
     try:
-        up = _vagrant(workdir, site, "up", "lab1", "lab3", serve_wait=0)
+        up = vagrant(workdir, site, "up", "lab1", "lab3", serve_wait=0)
         assert up.returncode == 0, up.stdout + up.stderr
         assert sorted(_ours()["domains"]) == [f"{PREFIX}lab1", f"{PREFIX}lab3"]
 
-        gone = _vagrant(workdir, site, "destroy", "-f", "lab1", serve_wait=0)
+        gone = vagrant(workdir, site, "destroy", "-f", "lab1", serve_wait=0)
         assert gone.returncode == 0, gone.stdout + gone.stderr
         left = _ours()
         assert left["domains"] == [f"{PREFIX}lab3"] and left["networks"] == [f"onehci-{CLUSTER}"]
         assert left["volumes"] and not [v for v in left["volumes"] if v.startswith(f"{PREFIX}lab1")]
-        assert "running" in _virsh("domstate", f"{PREFIX}lab3")
+        assert "running" in virsh("domstate", f"{PREFIX}lab3")
 
-        again = _vagrant(workdir, site, "up", "lab1", serve_wait=0)
+        again = vagrant(workdir, site, "up", "lab1", serve_wait=0)
         assert again.returncode == 0, again.stdout + again.stderr
         _assert_lab1_as_the_site_describes_it()  # the same machine as far as the site can tell
     finally:
-        destroy = _vagrant(workdir, site, "destroy", "-f", serve_wait=0)
+        destroy = vagrant(workdir, site, "destroy", "-f", serve_wait=0)
     _assert_nothing_left(destroy)

@@ -1,0 +1,132 @@
+"""The laptop rehearsal to the end, timed: `vagrant up` of the lab profile's three nodes (the project's
+Vagrantfile, libvirt, software emulation) -> each installs itself from the image served by `onehci pxe
+serve` -> `onehci deploy` -> `onehci status` -> `onehci smoke` (a VM on each host, one live migration).
+
+The site is profiles/lab.yml on its own subnet, bridge and ports, with a gateway that leads nowhere
+(nothing leaves this machine). As in bench/image_deploy.py, apt goes through apt-cacher-ng on the
+bootstrap address and OpenNebula's packages come from the lab's build of its source, served there
+(STATE/environment.json, kind "site"): a laptop with internet access needs neither.
+
+Run as root, with no lab up and the Vagrant test not running: .venv/bin/python bench/vagrant_deploy.py
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from installer import aptcache  # noqa: E402
+from installer.lab import core, onerepo  # noqa: E402
+from installer.resources import profiles  # noqa: E402
+from installer.waiting import Pending, wait_until  # noqa: E402
+from tests.bootchain.pxeserve import Server  # noqa: E402
+from tests.bootchain.vagrant import gateway_that_leads_nowhere, libvirtd_running, vagrant  # noqa: E402
+
+CLUSTER, BRIDGE, ADDRESS, GATEWAY = "vgd", "onehci-vd0", "10.89.0.1", "10.89.0.254"
+NODES = {"lab1": "10.89.0.11", "lab2": "10.89.0.12", "lab3": "10.89.0.13"}
+MEMORY_MB = 3072  # every node alike (the Vagrantfile has one size): the frontend and a smoke VM fit
+
+
+def site_text(public_key: str) -> str:
+    text = profiles()["lab"].read_text()
+    text = text.replace("name: lab\n", f"name: {CLUSTER}\n").replace("domain: lab.", f"domain: {CLUSTER}.")
+    text = text.replace("10.71.0.", "10.89.0.").replace("10.72.0.", "10.90.0.").replace("52:54:00:71:", "52:54:00:89:")
+    text = text.replace("gateway: 10.89.0.1 ", f"gateway: {GATEWAY} ").replace("dns: [10.89.0.1]", f"dns: [{GATEWAY}]")
+    text = text.replace("interface: onehci-lab0", f"interface: {BRIDGE}\n  http_port: 8089\n  syslog_port: 5589")
+    start = text.index("    - ssh-ed25519", text.index("ssh_authorized_keys:"))
+    return text[:start] + f"    - {public_key}" + text[text.index("\n", start):]
+
+
+def onehci(site: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ONEHCI_STATE_DIR": str(site.parent / "state")}
+    return subprocess.run([sys.executable, "-m", "installer", *args, str(site)], env=env, timeout=5400,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # started in the background SIGINT is ignored
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    workdir = Path(tempfile.mkdtemp(prefix="onehci-bench-vagrant-", dir="/var/tmp"))
+    os.chmod(workdir, 0o755)  # dnsmasq (nobody) reads the boot tree
+    key = workdir / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", str(key)], check=True)
+    site = workdir / "site.yml"
+    site.write_text(site_text(key.with_suffix(".pub").read_text().strip()))
+    timings: dict[str, float] = {}
+    began = time.monotonic()
+
+    def mark(name: str) -> None:
+        timings[name] = time.monotonic() - began
+        print(f"{name}: {timings[name]:.0f} s since `vagrant up`", flush=True)
+
+    def run(name: str, *argv: str) -> None:
+        proc = onehci(site, *argv)
+        (workdir / f"{name}.log").write_text(proc.stdout)
+        mark(name)
+        if proc.returncode != 0:
+            raise SystemExit(f"{name} failed (exit {proc.returncode}), output in {workdir}/{name}.log:\n"
+                             + proc.stdout[-3000:])
+
+    for name, argv in (("image build", ("image", "build")), ("pxe build", ("pxe", "build", "--out", str(workdir / "pxe")))):
+        proc = onehci(site, *argv)
+        assert proc.returncode == 0, proc.stdout
+    (workdir / "state").mkdir(exist_ok=True)
+    (workdir / "state/environment.json").write_text(json.dumps({
+        "kind": "site", "ssh_key": str(key), "opennebula_repo": onerepo.record(ADDRESS),
+        "role_vars": {"opennebula_frontend__fireedge": core.FIREEDGE}}))
+    build = core.opennebula_build(say=print)
+    onerepo.publish(build.paths(), workdir / "opennebula-repo")
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(libvirtd_running())
+        stack.callback(lambda: print(vagrant(workdir, site, "destroy", "-f").stdout[-500:]))
+        began = time.monotonic()
+        up = vagrant(workdir, site, "up", background=True, memory_mb=MEMORY_MB, cpus=1, os_disk="12G",
+                     chunk_disk="8G")
+        stack.callback(lambda: up.poll() is None and (up.terminate(), up.wait(60)))
+        plug = stack.enter_context(gateway_that_leads_nowhere(BRIDGE, GATEWAY, "onehci-vgd-gw", "onehci-vdw"))
+        wait_until(lambda: Path(f"/sys/class/net/{BRIDGE}").exists() or up.poll() is not None or Pending("no bridge"),
+                   timeout=180, every=0.5)
+        assert up.poll() is None, up.stdout.read()
+        plug()
+        cache = aptcache.start(ADDRESS, "http://deb.debian.org/debian", workdir / "run")
+        stack.callback(lambda: (cache.terminate(), cache.wait(30)))
+        repo = onerepo.serve(workdir / "opennebula-repo", ADDRESS, workdir / "repo-http.log")
+        stack.callback(lambda: os.kill(repo.pid, signal.SIGTERM))
+        server = Server(site)
+        stack.callback(server.stop)
+        server.wait_event(None, "serving", timeout=60)
+        out, _ = up.communicate(timeout=1200)
+        (workdir / "vagrant-up.log").write_text(out)
+        assert up.returncode == 0, out[-3000:]
+        mark("vagrant up returned")
+        for host in NODES:
+            server.wait_event(host, "installed", timeout=2400)
+            mark(f"{host} installed")
+        for host, ip in NODES.items():
+            wait_until(lambda: subprocess.run(["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o",
+                                               "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                                               "-o", "ConnectTimeout=5", f"root@{ip}", "true"],
+                                              capture_output=True).returncode == 0 or Pending("no SSH login yet"),
+                       timeout=900, every=3)
+        mark("SSH on every installed node")
+        try:
+            run("deploy", "deploy")
+            run("status", "status")
+            run("smoke", "smoke")
+        finally:
+            (workdir / "timings.json").write_text(json.dumps(timings, indent=1))
+            print(json.dumps({k: round(v) for k, v in timings.items()}), f"kept in {workdir}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
