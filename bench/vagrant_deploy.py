@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from installer import aptcache  # noqa: E402
 from installer.lab import core, onerepo  # noqa: E402
 from installer.resources import profiles  # noqa: E402
-from installer.waiting import Pending, wait_until  # noqa: E402
 from tests.bootchain.pxeserve import Server  # noqa: E402
 from tests.bootchain.vagrant import gateway_that_leads_nowhere, libvirtd_running, vagrant  # noqa: E402
+from tests.lab.helpers import wait_for  # noqa: E402
 
 CLUSTER, BRIDGE, ADDRESS, GATEWAY = "vgd", "onehci-vd0", "10.89.0.1", "10.89.0.254"
 NODES = {"lab1": "10.89.0.11", "lab2": "10.89.0.12", "lab3": "10.89.0.13"}
@@ -94,8 +94,8 @@ def main() -> None:
                      chunk_disk="8G")
         stack.callback(lambda: up.poll() is None and (up.terminate(), up.wait(60)))
         plug = stack.enter_context(gateway_that_leads_nowhere(BRIDGE, GATEWAY, "onehci-vgd-gw", "onehci-vdw"))
-        wait_until(lambda: Path(f"/sys/class/net/{BRIDGE}").exists() or up.poll() is not None or Pending("no bridge"),
-                   timeout=180, every=0.5)
+        wait_for(f"the bridge {BRIDGE} of the libvirt network",
+                 lambda: Path(f"/sys/class/net/{BRIDGE}").exists() or up.poll() is not None, 180, 0.5)
         assert up.poll() is None, up.stdout.read()
         plug()
         cache = aptcache.start(ADDRESS, "http://deb.debian.org/debian", workdir / "run")
@@ -113,11 +113,10 @@ def main() -> None:
             server.wait_event(host, "installed", timeout=2400)
             mark(f"{host} installed")
         for host, ip in NODES.items():
-            wait_until(lambda: subprocess.run(["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o",
-                                               "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                                               "-o", "ConnectTimeout=5", f"root@{ip}", "true"],
-                                              capture_output=True).returncode == 0 or Pending("no SSH login yet"),
-                       timeout=900, every=3)
+            wait_for(f"an SSH login on {host}", lambda: subprocess.run(
+                ["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
+                 "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", f"root@{ip}", "true"],
+                capture_output=True).returncode == 0, 900, 3)
         mark("SSH on every installed node")
         try:
             run("deploy", "deploy")
