@@ -17,8 +17,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from installer import aptcache  # noqa: E402
-from installer.lab import core, net, onerepo  # noqa: E402
+from bench.local_sources import end_on_signals, onehci, publish_opennebula, serve  # noqa: E402
+from installer.lab import net  # noqa: E402
 from tests.bootchain.pxeserve import serving  # noqa: E402
 from tests.bootchain.qemu import QemuVM  # noqa: E402
 
@@ -65,16 +63,8 @@ nodes:
 """
 
 
-def onehci(site: Path, *args: str, timeout: float = 5400) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ONEHCI_STATE_DIR": str(site.parent / "state")}
-    return subprocess.run([sys.executable, "-m", "installer", *args, str(site)], env=env, timeout=timeout,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 def main() -> None:
-    # started in the background, SIGINT is ignored: both it and SIGTERM end the run and clean up
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    end_on_signals()
     parser = argparse.ArgumentParser()
     parser.add_argument("--nodes", type=int, choices=(1, 2), default=1)
     parser.add_argument("--keep", action="store_true", help="leave the VMs running at the end, failed or not (Ctrl-C stops them)")
@@ -92,7 +82,7 @@ def main() -> None:
         timings[name] = time.monotonic() - started
         print(f"{name}: {timings[name]:.0f} s", flush=True)
 
-    def run(name: str, *argv: str) -> str:
+    def run(name: str, *argv: str) -> None:
         started = time.monotonic()
         proc = onehci(site, *argv)
         (workdir / f"{name}.log").write_text(proc.stdout)
@@ -100,24 +90,14 @@ def main() -> None:
         if proc.returncode != 0:
             raise SystemExit(f"{name} failed (exit {proc.returncode}), its output in {workdir}/{name}.log:\n"
                              + proc.stdout[-3000:])
-        return proc.stdout
 
     net.create_bridge(BRIDGE, f"{ADDRESS}/{PREFIX}")
-    taps: list[str] = []
     with contextlib.ExitStack() as stack:
         stack.callback(net.delete_bridge, BRIDGE)
-        cache = aptcache.start(ADDRESS, "http://deb.debian.org/debian", workdir / "run")
-        stack.callback(lambda: (cache.terminate(), cache.wait(30)))
         started = time.monotonic()
-        build = core.opennebula_build(say=print)
-        onerepo.publish(build.paths(), workdir / "opennebula-repo")
-        repo = onerepo.serve(workdir / "opennebula-repo", ADDRESS, workdir / "repo-http.log")
-        stack.callback(lambda: os.kill(repo.pid, 15))
+        repo = publish_opennebula(site, key, ADDRESS)
         phase("OpenNebula repository (build cached or made)", started)
-        (workdir / "state").mkdir()
-        (workdir / "state/environment.json").write_text(json.dumps({
-            "kind": "site", "ssh_key": str(key), "opennebula_repo": onerepo.record(ADDRESS),
-            "role_vars": {"opennebula_frontend__fireedge": core.FIREEDGE}}))
+        serve(stack, repo, ADDRESS)
         run("image build", "image", "build")
         run("pxe build", "pxe", "build", "--out", str(workdir / "pxe"))
         server = stack.enter_context(serving(site))
@@ -125,7 +105,6 @@ def main() -> None:
         for number, (host, mac, ip, _) in enumerate(nodes, 1):
             tap = f"onehci-bd{number}"
             net.create_tap(tap, BRIDGE)
-            taps.append(tap)
             stack.callback(net.delete_tap, tap)
             chunk = workdir / f"{host}-c1.raw"
             with open(chunk, "wb") as fh:
@@ -153,8 +132,7 @@ def main() -> None:
                 with contextlib.suppress(KeyboardInterrupt):
                     while True:
                         time.sleep(3600)
-    shutil.copytree(workdir / "vms", workdir / "consoles", dirs_exist_ok=True)
-    print(f"kept: {workdir}")
+    print(f"kept (consoles in vms/, logs, state): {workdir}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,8 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from installer import aptcache  # noqa: E402
-from installer.lab import core, onerepo  # noqa: E402
+from bench.local_sources import end_on_signals, onehci, publish_opennebula, serve  # noqa: E402
 from installer.resources import profiles  # noqa: E402
 from tests.bootchain.pxeserve import Server  # noqa: E402
 from tests.bootchain.vagrant import gateway_that_leads_nowhere, libvirtd_running, vagrant  # noqa: E402
@@ -48,15 +46,8 @@ def site_text(public_key: str) -> str:
     return text[:start] + f"    - {public_key}" + text[text.index("\n", start):]
 
 
-def onehci(site: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ONEHCI_STATE_DIR": str(site.parent / "state")}
-    return subprocess.run([sys.executable, "-m", "installer", *args, str(site)], env=env, timeout=5400,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 def main() -> None:
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # started in the background SIGINT is ignored
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    end_on_signals()
     workdir = Path(tempfile.mkdtemp(prefix="onehci-bench-vagrant-", dir="/var/tmp"))
     os.chmod(workdir, 0o755)  # dnsmasq (nobody) reads the boot tree
     key = workdir / "id_ed25519"
@@ -64,7 +55,7 @@ def main() -> None:
     site = workdir / "site.yml"
     site.write_text(site_text(key.with_suffix(".pub").read_text().strip()))
     timings: dict[str, float] = {}
-    began = time.monotonic()
+    began = 0.0  # set at `vagrant up`
 
     def mark(name: str) -> None:
         timings[name] = time.monotonic() - began
@@ -78,15 +69,10 @@ def main() -> None:
             raise SystemExit(f"{name} failed (exit {proc.returncode}), output in {workdir}/{name}.log:\n"
                              + proc.stdout[-3000:])
 
-    for name, argv in (("image build", ("image", "build")), ("pxe build", ("pxe", "build", "--out", str(workdir / "pxe")))):
+    for argv in (("image", "build"), ("pxe", "build", "--out", str(workdir / "pxe"))):
         proc = onehci(site, *argv)
         assert proc.returncode == 0, proc.stdout
-    (workdir / "state").mkdir(exist_ok=True)
-    (workdir / "state/environment.json").write_text(json.dumps({
-        "kind": "site", "ssh_key": str(key), "opennebula_repo": onerepo.record(ADDRESS),
-        "role_vars": {"opennebula_frontend__fireedge": core.FIREEDGE}}))
-    build = core.opennebula_build(say=print)
-    onerepo.publish(build.paths(), workdir / "opennebula-repo")
+    repo = publish_opennebula(site, key, ADDRESS)
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(libvirtd_running())
@@ -100,10 +86,7 @@ def main() -> None:
                  lambda: Path(f"/sys/class/net/{BRIDGE}").exists() or up.poll() is not None, 180, 0.5)
         assert up.poll() is None, up.stdout.read()
         plug()
-        cache = aptcache.start(ADDRESS, "http://deb.debian.org/debian", workdir / "run")
-        stack.callback(lambda: (cache.terminate(), cache.wait(30)))
-        repo = onerepo.serve(workdir / "opennebula-repo", ADDRESS, workdir / "repo-http.log")
-        stack.callback(lambda: os.kill(repo.pid, signal.SIGTERM))
+        serve(stack, repo, ADDRESS)  # on the bridge the Vagrantfile made
         server = Server(site)
         stack.callback(server.stop)
         server.wait_event(None, "serving", timeout=60)
