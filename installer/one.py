@@ -26,7 +26,7 @@ import pyone
 import requests
 from pyone import server_xrpc
 
-from installer import state
+from installer import state, usage
 from installer.errors import OnehciError
 from installer.waiting import Pending, wait_until
 
@@ -123,6 +123,34 @@ def client_for(loaded, plan, *, timeout: float = TIMEOUT):
     with api_errors(url, str(password_file)):
         client.user.info(-1)
     return client
+
+
+# --- accounting ---------------------------------------------------------------------
+
+ALL_VMS = -2  # one.vmpool.accounting's filter: the VMs of every user
+
+
+def _number(template: dict, key: str) -> float:
+    try:
+        return float(template.get(key, 0) or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def accounting(client, start: int, end: int) -> list[usage.Record]:
+    """OpenNebula's history records of every VM that ran between START and END (epoch seconds),
+    each with the CPU and memory the VM had then (the VM as the record keeps it)."""
+    with api_errors():
+        answer = client.vmpool.accounting(ALL_VMS, start, end)
+    records = []
+    for h in getattr(answer, "HISTORY", None) or []:
+        template = dict(getattr(h.VM, "TEMPLATE", None) or {}) if h.VM is not None else {}
+        # a record closed without its running end (the VM failed on the host) ends with the record
+        end = int(h.RETIME) or int(h.ETIME)
+        records.append(usage.Record(vm=int(h.OID), seq=int(h.SEQ), host=str(h.HOSTNAME), start=int(h.RSTIME),
+                                    end=end, cpu=_number(template, "CPU"),
+                                    memory_mib=_number(template, "MEMORY")))
+    return records
 
 
 # --- registration -------------------------------------------------------------------

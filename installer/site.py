@@ -376,6 +376,39 @@ class OpenNebula(Strict):
     vm_driver: Literal["kvm", "qemu"] = "kvm"
 
 
+class Alternative(Strict):
+    """Another way to get the same capacity, as a yearly price (rented servers, VMs on demand)."""
+
+    name: str = Field(min_length=1, max_length=60)
+    per_year: float = Field(ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if not value.isprintable():
+            raise ValueError(f"'{_shown(value)}' holds control characters; a name is one line of text")
+        return value
+
+
+class Economics(Strict):
+    """What the cloud costs, for the cost per CPU-hour of `onehci report` (docs/report.md)."""
+
+    currency: str = "EUR"  # ISO 4217, printed beside the figures
+    purchase: float = Field(gt=0)  # what the servers and switches cost, once
+    years: float = Field(gt=0, le=30)  # how long they are used
+    hosting_per_year: float = Field(default=0, ge=0)  # power, cooling, rack space
+    staff_share: float = Field(default=0, ge=0, le=1)  # the share of one person's working year the cloud takes
+    staff_cost_per_year: float = Field(default=0, ge=0)  # what that person's working year costs
+    alternatives: list[Alternative] = []
+
+    @field_validator("currency")
+    @classmethod
+    def _currency_code(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Z]{3}", value):
+            raise ValueError(f"'{_shown(value)}' is not a currency code like EUR")
+        return value
+
+
 class Node(Strict):
     hostname: Hostname
     mac: Mac
@@ -405,6 +438,7 @@ class Site(Strict):
     access: Access
     storage: Storage = Storage()
     opennebula: OpenNebula = OpenNebula()
+    economics: Economics | None = None
     nodes: list[Node] = Field(min_length=1)
 
     def with_role(self, role: str) -> list[Node]:

@@ -264,3 +264,27 @@ def assert_guest_lived(heard: list[Heard], longest_silence: float = 60) -> None:
             last_beat, last_change = h.beat, h.seconds
     assert heard[-1].seconds - last_change <= longest_silence, f"the guest silent since {last_change} s"
     assert heard[-1].disk_round > heard[0].disk_round, "no disk round completed while watched"
+
+
+@contextlib.contextmanager
+def headless_chromium(width: int = 1280, height: int = 800):
+    """Debian's Chromium driven by Selenium without a display, with a throwaway profile and none of
+    its own traffic (updates, sync) toward the internet."""
+    import shutil
+    import tempfile
+
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    profile = tempfile.mkdtemp(prefix="onehci-chromium-")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={profile}", f"--window-size={width},{height}"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService("/usr/bin/chromedriver"))
+    try:
+        yield browser
+    finally:
+        browser.quit()
+        shutil.rmtree(profile, ignore_errors=True)

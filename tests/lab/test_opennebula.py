@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -488,6 +488,58 @@ def test_the_api_stopped_is_down_and_a_wrong_password_is_red_without_showing_it(
     wait_for("status green again", lambda: status(cloud)[0] == 0, 240, 5)
 
 
+def test_report_counts_the_vm_this_test_runs_and_its_page_shows_both_plots(cloud):
+    """`onehci report` against the real accounting: a VM (CPU 0.1, 64 MiB) run by this test adds one
+    start, its running time (as the test saw it, within a minute) in VM-hours, a tenth of that in
+    CPU-hours and its memory in GB-hours; while it runs it counts up to now. With an `economics:`
+    section (Dijon's figures) the page has both plots; a screenshot is kept in the test artifacts."""
+    from selenium.webdriver.common.by import By
+
+    priced = Path(cloud.path).with_name("site-with-economics.yml")  # beside site.yml: the same state
+    priced.write_text(Path(cloud.path).read_text() + "\neconomics:\n  purchase: 120000\n  years: 5\n"
+                      "  alternatives:\n    - {name: bare metal rented, per_year: 58000}\n"
+                      "    - {name: VMs on demand, per_year: 126000}\n")
+
+    def month_now() -> dict:
+        proc = onehci("report", "--json", str(priced))
+        assert proc.returncode == 0, proc.stderr
+        cloud.outputs.append(proc.stdout)
+        return json.loads(proc.stdout)["months"][-1]  # this month
+
+    before = month_now()
+    vm = blank_vm(cloud.loaded, "lab2", "report-vm")
+    running_seen = time.time()
+    try:
+        during = month_now()
+        assert during["vms_started"] == before["vms_started"] + 1
+        assert during["vm_hours"] > before["vm_hours"]  # a running VM counts up to now
+    finally:
+        terminate(cloud.client(), vm)
+    ran = time.time() - running_seen  # at most the polls longer than what OpenNebula counts
+    after = month_now()
+    hours = after["vm_hours"] - before["vm_hours"]
+    assert abs(hours * 3600 - ran) < 60, (hours * 3600, ran)
+    assert after["cpu_hours"] - before["cpu_hours"] == pytest.approx(0.1 * hours, abs=2e-4)
+    assert after["memory_gb_hours"] - before["memory_gb_hours"] == pytest.approx(hours / 16, abs=2e-4)
+    assert "lab2" in [h["host"] for h in after["busiest_hosts"]]
+    page = ARTIFACTS / "report.html"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    proc = onehci("report", str(priced), "--html", str(page))
+    assert proc.returncode == 0, proc.stderr
+    assert "per CPU-hour" in proc.stdout and "VMs on demand" in proc.stdout
+    cloud.outputs += [proc.stdout, page.read_text()]
+    with helpers.headless_chromium(1000, 1400) as browser:
+        browser.get(page.as_uri())
+        plots = {f.get_attribute("id"): f.find_element(By.TAG_NAME, "svg").size
+                 for f in browser.find_elements(By.TAG_NAME, "figure")}
+        assert set(plots) == {"cpu-hours", "cost"}
+        assert all(size["width"] > 300 and size["height"] > 100 for size in plots.values()), plots
+        shot = ARTIFACTS / "report.png"
+        browser.save_screenshot(str(shot))
+        print(f"report screenshot: {shot}")
+    assert shot.stat().st_size > 10_000
+
+
 def test_no_secret_in_any_output_log_or_artifact(cloud):
     password = state.oneadmin_password_file(cloud.path).read_text().strip()
     assert len(password) >= 16
@@ -514,7 +566,6 @@ def test_fireedge_lets_oneadmin_log_in_from_a_browser(cloud):
     import urllib.error
     import urllib.request
 
-    from selenium import webdriver
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.ui import WebDriverWait
@@ -542,16 +593,8 @@ def test_fireedge_lets_oneadmin_log_in_from_a_browser(cloud):
             return refused.code
     assert login(password) == 200
     assert login(password + "x") == 401
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    profile = tempfile.mkdtemp(prefix="onehci-chromium-")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={profile}", "--window-size=1280,800"):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService("/usr/bin/chromedriver"))
-    try:
+    with helpers.headless_chromium() as browser:
         browser.get(url)
         wait = WebDriverWait(browser, 90)
         wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "input[data-cy=login-user]")))
@@ -569,5 +612,3 @@ def test_fireedge_lets_oneadmin_log_in_from_a_browser(cloud):
         print(f"FireEdge screenshot: {shot}")
         assert shot.stat().st_size > 10_000
         assert password not in browser.page_source
-    finally:
-        browser.quit()

@@ -12,10 +12,10 @@ from tests.conftest import REPO
 # lower number, lower layer; a module may import its own layer and the ones below
 LAYERS = {
     0: "errors state resources yamlpos site ipplan checks sitefile siteinit passwords environment chunkmarks "
-       "journal netprobe node_packages discover waiting",
+       "journal netprobe node_packages discover waiting usage",
     1: "plan",
     2: "inventory ansible one mfs remote preflight pxecheck pxe bootstate bootserver aptcache testimage image",
-    3: "deploy status lab",
+    3: "deploy status report reportpage lab",
     4: "operations",
     5: "cli __main__",
 }
