@@ -68,11 +68,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from installer.cli import (add_node, deploy, discover, hashpw, image, init, inventory, lab, operation, plan, pxe,
+    from installer.cli import (add_node, deploy, discover, dossier, hashpw, image, init, inventory, lab, operation, plan, pxe,
                                rebuild, recover_master, report, smoke, status, upgrade, validate)
 
     for module in (init, validate, plan, hashpw, discover, image, pxe, deploy, inventory, lab, status, smoke, operation,
-                   rebuild, add_node, upgrade, recover_master, report):
+                   rebuild, add_node, upgrade, recover_master, report, dossier):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -522,6 +522,22 @@ def test_report_counts_the_vm_this_test_runs_and_its_page_shows_both_plots(cloud
     assert after["cpu_hours"] - before["cpu_hours"] == pytest.approx(0.1 * hours, abs=2e-4)
     assert after["memory_gb_hours"] - before["memory_gb_hours"] == pytest.approx(hours / 16, abs=2e-4)
     assert "lab2" in [h["host"] for h in after["busiest_hosts"]]
+    # the answer itself, read with the standard library's parser: onehci's records say the same
+    import xml.etree.ElementTree as ET
+    import xmlrpc.client
+
+    password = state.oneadmin_password_file(cloud.path).read_text().strip()
+    ok, raw, *_ = xmlrpc.client.ServerProxy(one.api_url(cloud.plan)).one.vmpool.accounting(
+        f"oneadmin:{password}", one.ALL_VMS, -1, -1)
+    assert ok, raw
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "accounting.xml").write_text(raw)  # a recorded document, as tests/unit/data keeps one
+    expected = [(int(h.findtext("OID")), int(h.findtext("SEQ")), h.findtext("HOSTNAME"), int(h.findtext("RSTIME")),
+                 float(h.findtext("VM/TEMPLATE/CPU")), float(h.findtext("VM/TEMPLATE/MEMORY")))
+                for h in ET.fromstring(raw).iter("HISTORY")]
+    records = one.accounting(cloud.client(), -1, -1)
+    assert [(r.vm, r.seq, r.host, r.start, r.cpu, r.memory_mib) for r in records] == expected
+    assert any(r.vm == vm and r.cpu == 0.1 and r.memory_mib == 64 for r in records)
     page = ARTIFACTS / "report.html"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     proc = onehci("report", str(priced), "--html", str(page))

@@ -15,7 +15,7 @@ LAYERS = {
        "journal netprobe node_packages discover waiting usage",
     1: "plan",
     2: "inventory ansible one mfs remote preflight pxecheck pxe bootstate bootserver aptcache testimage image",
-    3: "deploy status report reportpage lab",
+    3: "deploy status report reportpage dossier lab",
     4: "operations",
     5: "cli __main__",
 }
