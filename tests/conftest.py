@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# the suite reads onehci's English messages whatever this machine's language (tests/unit/test_i18n.py
+# sets French itself); LANGUAGE only picks message catalogs, nothing else about the locale
+os.environ["LANGUAGE"] = "en"
+
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINiF4oTcjawy7G+g8RyAK7x1JuWR6hHSoqSMJjVk51pU tech@academy.example"
 
 BASE_SITE = f"""\

@@ -12,7 +12,7 @@ from tests.conftest import REPO
 # lower number, lower layer; a module may import its own layer and the ones below
 LAYERS = {
     0: "errors state resources yamlpos site ipplan checks sitefile siteinit passwords environment chunkmarks "
-       "journal netprobe node_packages discover waiting usage",
+       "journal netprobe node_packages discover waiting usage i18n",
     1: "plan",
     2: "inventory ansible one mfs remote preflight pxecheck pxe bootstate bootserver aptcache testimage image",
     3: "deploy status report reportpage dossier lab",
