@@ -31,21 +31,23 @@ def _disk(disk) -> str:
 
 
 def when_it_fails(node, plan, site_name: str) -> list[str]:
-    """What the technician runs when NODE fails, in order (docs/operations/)."""
+    """What the technician runs when NODE fails, in order, as the day-2 verbs allow it
+    (docs/operations/; `onehci rebuild` refuses the frontend and the MooseFS master)."""
     steps = []
+    others = [m for m in plan.moosefs.metaloggers if m != node.hostname]
     if node.has("mfs_master"):
-        others = [m for m in plan.moosefs.metaloggers if m != node.hostname]
+        steps.append(f"The MooseFS master is here. If only its process died: `onehci recover-master {site_name}`.")
         if others:
-            steps.append(f"The MooseFS master is here. If only its process died: `onehci recover-master {site_name}`. "
-                         f"If the server is lost: `onehci recover-master {site_name} --from {others[0]}` "
-                         "(its metalogger becomes the master), then rebuild this node.")
-        else:
-            steps.append(f"The MooseFS master is here. If only its process died: `onehci recover-master {site_name}`.")
+            steps.append(f"If the server is lost: stop it, then `onehci recover-master {site_name} --from {others[0]}` "
+                         "(its metalogger becomes the master). Only then can this node be rebuilt.")
     if node.has("frontend"):
         steps.append("The OpenNebula frontend is here: while it is down, running VMs keep running but none can be "
-                     "started, stopped or moved.")
-    steps.append(f"Reinstall it (new disk, new board with the same MAC, or a broken system): "
-                 f"`onehci rebuild {node.hostname} {site_name}`. It refuses while a chunk would be left with one copy.")
+                     "started, stopped or moved. onehci does not rebuild a frontend (oned's database and oneadmin's "
+                     "keys cannot be backed up and restored yet): keep its disks and call for help.")
+    if not node.has("frontend"):
+        steps.append(f"Reinstall it (new disk, new board with the same MAC, or a broken system): "
+                     f"`onehci rebuild {node.hostname} {site_name}`. It refuses, and changes nothing, while a chunk "
+                     "has no copy left or while fewer than storage.goal chunkservers would remain.")
     steps.append(f"Then check: `onehci status {site_name}`")
     return steps
 
