@@ -17,6 +17,7 @@ from pathlib import Path
 
 from installer import state
 from installer.errors import OnehciError
+from installer.i18n import _, ngettext
 from installer.inventory import to_yaml
 from installer.resources import data_dir
 
@@ -87,8 +88,8 @@ def strategy_env() -> dict[str, str]:
 
     spec = importlib.util.find_spec("ansible_mitogen")
     if spec is None or not spec.submodule_search_locations:
-        raise OnehciError("the installation is incomplete: the mitogen package is missing "
-                          "(pip install mitogen, or ONEHCI_ANSIBLE_STRATEGY=linear to run without it)")
+        raise OnehciError(_("the installation is incomplete: the mitogen package is missing "
+                            "(pip install mitogen, or ONEHCI_ANSIBLE_STRATEGY=linear to run without it)"))
     plugins = Path(spec.submodule_search_locations[0]) / "plugins" / "strategy"
     return {"ANSIBLE_STRATEGY_PLUGINS": str(plugins), "ANSIBLE_STRATEGY": "mitogen_linear"}
 
@@ -106,10 +107,10 @@ def run_playbook(site_path: Path, inventory: dict, playbook: str, *, limit: list
     run_dir = state.ensure(state.state_dir(site_path) / "runs" / f"{stamp}-{Path(playbook).stem}")
     playbook_path = Path(playbook) if Path(playbook).is_absolute() else data_dir("playbooks") / playbook
     if not playbook_path.exists():
-        raise OnehciError(f"the installation is incomplete: no playbook {playbook_path}")
+        raise OnehciError(_("the installation is incomplete: no playbook {playbook}").format(playbook=playbook_path))
     hosts = len(inventory["all"]["hosts"])
     progress = Progress(say)
-    say(f"ansible run in {run_dir}")
+    say(_("ansible run in {run_dir}").format(run_dir=run_dir))
     started = time.monotonic()
     cmdline = "--check --diff" if check else None
     # the ansible-playbook installed next to this Python (a venv need not be on PATH)
@@ -157,9 +158,11 @@ def raise_for_failure(result: RunResult) -> None:
     if result.status == "successful" and result.rc == 0:
         return
     if result.failures:
-        first = result.failures[0]
-        more = f" (and {len(result.failures) - 1} more failure(s))" if len(result.failures) > 1 else ""
-        raise OnehciError(f"{first['host']}: task '{first['task']}' failed: {first['message']}{more}; "
-                          f"details in {result.run_dir}")
-    raise OnehciError(f"ansible-playbook {result.playbook} ended {result.status} (exit {result.rc}); "
-                      f"details in {result.run_dir}")
+        first, more = result.failures[0], len(result.failures) - 1
+        message = (ngettext("{host}: task '{task}' failed: {message} (and {count} more failure(s)); details in {run_dir}",
+                            "{host}: task '{task}' failed: {message} (and {count} more failure(s)); details in {run_dir}",
+                            more) if more else _("{host}: task '{task}' failed: {message}; details in {run_dir}"))
+        raise OnehciError(message.format(host=first["host"], task=first["task"], message=first["message"], count=more,
+                                         run_dir=result.run_dir))
+    raise OnehciError(_("ansible-playbook {playbook} ended {status} (exit {rc}); details in {run_dir}").format(
+        playbook=result.playbook, status=result.status, rc=result.rc, run_dir=result.run_dir))

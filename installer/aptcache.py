@@ -16,6 +16,7 @@ from pathlib import Path
 
 from installer.checks import APT_PROXY_PORT as PORT
 from installer.errors import OnehciError
+from installer.i18n import _
 from installer.waiting import Pending, wait_until
 
 PACKAGE_CONFIG = Path("/etc/apt-cacher-ng")
@@ -34,8 +35,8 @@ def start(address: str, mirror: str, workdir: Path, cache_dir: Path = CACHE_DIR,
     answers. The caller stops it (terminate the returned process)."""
     binary = shutil.which("apt-cacher-ng") or "/usr/sbin/apt-cacher-ng"
     if not Path(binary).exists() or not PACKAGE_CONFIG.is_dir():
-        raise OnehciError("apt-cacher-ng is missing: install it with `apt-get install apt-cacher-ng` "
-                          "(or set bootstrap.apt_proxy: false)")
+        raise OnehciError(_("apt-cacher-ng is missing: install it with `apt-get install apt-cacher-ng` "
+                            "(or set bootstrap.apt_proxy: false)"))
     config = workdir / "apt-cacher-ng"
     if config.exists():
         shutil.rmtree(config)
@@ -51,12 +52,14 @@ def start(address: str, mirror: str, workdir: Path, cache_dir: Path = CACHE_DIR,
     def answers():
         if proc.poll() is not None:
             err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-            raise OnehciError(f"apt-cacher-ng did not start on {address}:{PORT}: {err or f'exit {proc.returncode}'}")
+            raise OnehciError(_("apt-cacher-ng did not start on {address}:{port}: {error}").format(
+                address=address, port=PORT, error=err or f"exit {proc.returncode}"))
         return listening(address) or Pending("not listening")
 
     try:
-        wait_until(answers, timeout=timeout, every=0.1, timed_out=lambda _: (
-            f"apt-cacher-ng did not answer on {address}:{PORT} within {timeout:.0f} s"))
+        wait_until(answers, timeout=timeout, every=0.1, timed_out=lambda _pending: (
+            _("apt-cacher-ng did not answer on {address}:{port} within {seconds} s").format(
+                address=address, port=PORT, seconds=f"{timeout:.0f}")))
     except OnehciError:
         proc.terminate()
         raise

@@ -27,16 +27,20 @@ from pathlib import Path
 from installer import aptcache, netprobe, state
 from installer.bootstate import INSTALL, INSTALLED, BootStates
 from installer.errors import OnehciError, printable
+from installer.i18n import _, ngettext
 
 _DHCP = re.compile(r"(DHCP[A-Z]+|PXE|BOOTP)\((\S+)\) (?:(\d+\.\d+\.\d+\.\d+) )?([0-9a-f]{2}(?::[0-9a-f]{2}){5})(?: (.*))?")
 _TFTP_SENT = re.compile(r"sent (\S+) to (\d+\.\d+\.\d+\.\d+)")
 _TFTP_MISSING = re.compile(r"file (\S+) not found(?: for (\d+\.\d+\.\d+\.\d+))?")
 _MENU_ITEM = re.compile(r"Menu item '([^']+)' selected")
 _SYSLOG = re.compile(r"^<\d+>(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d )?(.*)$", re.S)
-# d-i main-menu steps worth showing, in the order an install runs them
-_STEPS = {"download-installer": "installer components", "netcfg": "network", "partman-base": "partitioning",
-          "bootstrap-base": "base system", "apt-setup-udeb": "apt sources", "pkgsel": "packages",
-          "grub-installer": "boot loader", "finish-install": "finishing"}
+
+
+def _install_steps() -> dict[str, str]:
+    """The d-i main-menu steps worth showing, in the order an install runs them, in words."""
+    return {"download-installer": _("installer components"), "netcfg": _("network"),
+            "partman-base": _("partitioning"), "bootstrap-base": _("base system"), "apt-setup-udeb": _("apt sources"),
+            "pkgsel": _("packages"), "grub-installer": _("boot loader"), "finish-install": _("finishing")}
 
 
 @dataclass(frozen=True)
@@ -138,43 +142,52 @@ class BootServer:
         boot = self.site.bootstrap
         reasons: list[str] = []
         if os.geteuid() != 0:
-            return ["pxe serve needs root (DHCP and TFTP use ports 67 and 69)"]
+            return [_("pxe serve needs root (DHCP and TFTP use ports 67 and 69)")]
         dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
         if not Path(dnsmasq).exists():
-            return ["dnsmasq is missing: install it with `apt-get install dnsmasq-base`"]
+            return [_("dnsmasq is missing: install it with `apt-get install dnsmasq-base`")]
         if not netprobe.interface_exists(boot.interface):
-            return [f"interface {boot.interface} does not exist on this machine (bootstrap.interface in site.yml)"]
+            return [_("interface {interface} does not exist on this machine (bootstrap.interface in site.yml)")
+                    .format(interface=boot.interface)]
         if str(boot.address) not in netprobe.interface_addresses(boot.interface):
-            reasons.append(f"{boot.interface} does not carry the bootstrap address {boot.address}: "
-                           f"add it with `ip addr add {boot.address}/{self.site.networks.management.cidr.prefixlen} "
-                           f"dev {boot.interface}`")
+            reasons.append(_("{interface} does not carry the bootstrap address {address}: "
+                             "add it with `ip addr add {address}/{prefix} dev {interface}`").format(
+                interface=boot.interface, address=boot.address, prefix=self.site.networks.management.cidr.prefixlen))
         # as dnsmasq binds them: DHCP on the interface, TFTP on its address
         taken = [port for port, address in ((67, "0.0.0.0"), (69, str(boot.address)))
                  if not netprobe.udp_port_free_on(boot.interface, port, address)]
         if taken:
-            reasons.append(f"UDP port{'s' if len(taken) > 1 else ''} {', '.join(map(str, taken))} "
-                           f"already in use on {boot.interface} (another DHCP or TFTP server on this machine?)")
+            reasons.append(ngettext(
+                "UDP port {ports} already in use on {interface} (another DHCP or TFTP server on this machine?)",
+                "UDP ports {ports} already in use on {interface} (another DHCP or TFTP server on this machine?)",
+                len(taken)).format(ports=", ".join(map(str, taken)), interface=boot.interface))
         if not reasons and not netprobe.tcp_port_free(str(boot.address), boot.http_port):
-            reasons.append(f"TCP port {boot.http_port} is in use on {boot.address} (bootstrap.http_port)")
+            reasons.append(_("TCP port {port} is in use on {address} (bootstrap.http_port)")
+                           .format(port=boot.http_port, address=boot.address))
         if boot.syslog_port in netprobe.udp_ports_in_use({boot.syslog_port}):
-            reasons.append(f"UDP port {boot.syslog_port} is in use (bootstrap.syslog_port)")
+            reasons.append(_("UDP port {port} is in use (bootstrap.syslog_port)").format(port=boot.syslog_port))
         if not netprobe.nobody_can_read(self.tree / "tftp"):
-            reasons.append(f"dnsmasq serves TFTP as user nobody, who cannot reach {self.tree / 'tftp'}: "
-                           "build the tree where others can read it (e.g. --out /srv/onehci/pxe)")
+            reasons.append(_("dnsmasq serves TFTP as user nobody, who cannot reach {tftp}: "
+                             "build the tree where others can read it (e.g. --out /srv/onehci/pxe)")
+                           .format(tftp=self.tree / "tftp"))
         if reasons:
             return reasons
         if self.site.networks.management.dhcp == "own":
-            self.emit(None, "probe", f"looking for another DHCP server on {boot.interface} (6 s)")
+            self.emit(None, "probe", _("looking for another DHCP server on {interface} (6 s)")
+                      .format(interface=boot.interface))
             offers = netprobe.probe_dhcp(boot.interface)
             if offers is None:
-                self.emit(None, "warning", f"could not probe for another DHCP server on {boot.interface} "
-                                           "(port 68 is taken on this machine)")
+                self.emit(None, "warning", _("could not probe for another DHCP server on {interface} "
+                                             "(port 68 is taken on this machine)").format(interface=boot.interface))
             elif offers and not force:
-                who = ", ".join(f"{o.server} (offered {o.offered})" for o in offers)
-                reasons.append(f"another DHCP server answers on {boot.interface}: {who}. Set "
-                               "networks.management.dhcp: proxy in site.yml, or use --force if you are sure")
+                who = ", ".join(_("{server} (offered {address})").format(server=o.server, address=o.offered)
+                                for o in offers)
+                reasons.append(_("another DHCP server answers on {interface}: {servers}. Set "
+                                 "networks.management.dhcp: proxy in site.yml, or use --force if you are sure")
+                               .format(interface=boot.interface, servers=who))
             elif offers:
-                self.emit(None, "warning", f"another DHCP server answers on {boot.interface}; going on (--force)")
+                self.emit(None, "warning", _("another DHCP server answers on {interface}; going on (--force)")
+                          .format(interface=boot.interface))
         return reasons
 
     # -- services -------------------------------------------------------------------------
@@ -193,16 +206,19 @@ class BootServer:
         self._thread(self._read_syslog)
         if boot.apt_proxy:
             self._start_apt_cache()
-        self.emit(None, "serving", f"DHCP/TFTP on {boot.interface}, HTTP on {boot.address}:{boot.http_port}, "
-                                   f"installer logs on UDP {boot.syslog_port}; Ctrl-C stops")
+        self.emit(None, "serving", _("DHCP/TFTP on {interface}, HTTP on {address}:{http_port}, "
+                                     "installer logs on UDP {syslog_port}; Ctrl-C stops").format(
+            interface=boot.interface, address=boot.address, http_port=boot.http_port, syslog_port=boot.syslog_port))
 
     def _start_apt_cache(self) -> None:
         address = str(self.site.bootstrap.address)
         if aptcache.listening(address):
-            self.emit(None, "apt-proxy", f"using the apt-cacher-ng already answering on {address}:{aptcache.PORT}")
+            self.emit(None, "apt-proxy", _("using the apt-cacher-ng already answering on {address}:{port}")
+                      .format(address=address, port=aptcache.PORT))
             return
         self.aptcache = aptcache.start(address, self.site.bootstrap.mirror, self.states_dir / "run")
-        self.emit(None, "apt-proxy", f"apt-cacher-ng on {address}:{aptcache.PORT} caching {self.site.bootstrap.mirror}")
+        self.emit(None, "apt-proxy", _("apt-cacher-ng on {address}:{port} caching {mirror}")
+                  .format(address=address, port=aptcache.PORT, mirror=self.site.bootstrap.mirror))
         self._thread(self._read_apt_log)
 
     def _read_apt_log(self) -> None:
@@ -222,7 +238,8 @@ class BootServer:
     def apt_line(self, line: str) -> None:
         fields = line.split("|")
         if len(fields) == 5 and fields[1] == "O" and fields[4].endswith(("/Release", "/InRelease")):
-            self.emit(self.by_ip.get(fields[3]), "mirror", f"{fields[4].split('/', 1)[-1]} through apt-cacher-ng")
+            self.emit(self.by_ip.get(fields[3]), "mirror", _("{path} through apt-cacher-ng")
+                      .format(path=fields[4].split("/", 1)[-1]))
 
     def _thread(self, target) -> None:
         thread = threading.Thread(target=target, daemon=True)
@@ -235,7 +252,7 @@ class BootServer:
         try:
             while not self.stopping.wait(0.5):
                 if self.dnsmasq and self.dnsmasq.poll() is not None:
-                    self.emit(None, "error", f"dnsmasq stopped (exit {self.dnsmasq.returncode})")
+                    self.emit(None, "error", _("dnsmasq stopped (exit {code})").format(code=self.dnsmasq.returncode))
                     return 1
             return 0
         except KeyboardInterrupt:
@@ -272,7 +289,7 @@ class BootServer:
             kind, _iface, ip, mac, rest = match.groups()
             node = self.by_mac.get(mac)
             if (rest and "ignored" in rest) or (node is None and kind == "DHCPDISCOVER"):
-                self.emit(None, "dhcp-ignored", f"{mac} is not in the site: no answer")
+                self.emit(None, "dhcp-ignored", _("{mac} is not in the site: no answer").format(mac=mac))
             elif node and kind in ("DHCPOFFER", "DHCPACK", "PXE"):
                 if ip:
                     self.by_ip.setdefault(ip, node)
@@ -285,7 +302,7 @@ class BootServer:
             if node and (rel.startswith("pxelinux.cfg/01-") or rel.endswith("grub/grub.cfg")):
                 boot = self.boots.get(node) if node else None
                 if boot and boot.state == INSTALLED:
-                    self.emit(node, "local-boot", "installed: its entry boots the local disk")
+                    self.emit(node, "local-boot", _("installed: its entry boots the local disk"))
         elif match := _TFTP_MISSING.search(line):
             self.emit(self.by_ip.get(match.group(2) or ""), "tftp-missing", match.group(1))
         elif "failed" in line or "error" in line.lower():
@@ -309,11 +326,12 @@ class BootServer:
             fh.write(message + "\n")
         if ip not in self.log_sources:
             self.log_sources.add(ip)
-            self.emit(node, "install", f"installer log arriving from {ip}")
+            self.emit(node, "install", _("installer log arriving from {ip}").format(ip=ip))
         if step := _MENU_ITEM.search(message):
             name = step.group(1)
-            if name in _STEPS:
-                self.emit(node, "install", f"step {_STEPS[name]} ({name})")
+            steps = _install_steps()
+            if name in steps:
+                self.emit(node, "install", _("step {step} ({name})").format(step=steps[name], name=name))
         elif "onehci" in message:
             said = message.split("onehci", 1)[1].lstrip(":[]0123456789 ")
             self.emit(node, "install-stopped" if said.startswith("install stopped:") else "install", said)
@@ -344,16 +362,17 @@ class BootServer:
                     server.emit(node, "http-missing", url.path)
                     return self._reply(404, b"not found\n")
                 if node is None:  # the boot files are for the site's nodes only
-                    server.emit(None, "http-refused", f"{rel} asked by {client}, which is no node of the site")
+                    server.emit(None, "http-refused", _("{path} asked by {client}, which is no node of the site")
+                                .format(path=rel, client=client))
                     return self._reply(403, b"refused\n")
                 if rel.startswith(("preseed/", "install/")):  # with the node's install token
                     kind = "preseed" if rel.startswith("preseed/") else "settings"
                     host = rel.split("/", 1)[1].rsplit(".", 1)[0]
-                    refusal = server.preseed_refusal(host, client, "preseed" if kind == "preseed" else "install settings")
+                    refusal = server.preseed_refusal(host, client, kind)
                     if refusal:
                         server.emit(host, f"{kind}-refused", refusal)
                         return self._reply(403, b"refused\n")
-                    server.emit(host, kind, f"{rel} fetched by {client}")
+                    server.emit(host, kind, _("{path} fetched by {client}").format(path=rel, client=client))
                 elif rel.startswith("image/"):
                     return self._send_image(target, node, rel)
                 else:
@@ -364,7 +383,7 @@ class BootServer:
                 """The node image, streamed (hundreds of MiB: never whole in memory)."""
                 size = target.stat().st_size
                 self.connection.settimeout(120)  # a node unpacking under load may pause reading
-                server.emit(node, "image", f"sending {rel} ({size >> 20} MiB)")
+                server.emit(node, "image", _("sending {path} ({size} MiB)").format(path=rel, size=size >> 20))
                 started = time.monotonic()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
@@ -374,21 +393,24 @@ class BootServer:
                     with open(target, "rb") as fh:
                         shutil.copyfileobj(fh, self.wfile, 1 << 20)
                 except OSError as exc:
-                    server.emit(node, "image", f"{rel} not sent whole: {exc.strerror or exc}")
+                    server.emit(node, "image", _("{path} not sent whole: {error}").format(path=rel,
+                                                                                           error=exc.strerror or exc))
                     return
                 took = time.monotonic() - started
-                server.emit(node, "image", f"{rel} sent in {took:.0f} s ({size / max(took, 0.001) / (1 << 20):.0f} MiB/s)")
+                server.emit(node, "image", _("{path} sent in {seconds} s ({rate} MiB/s)").format(
+                    path=rel, seconds=f"{took:.0f}", rate=f"{size / max(took, 0.001) / (1 << 20):.0f}"))
 
             def _callback(self, url, client: str) -> None:
                 host = url.path.rsplit("/", 1)[-1]
                 token = urllib.parse.parse_qs(url.query).get("token", [""])[0]
                 if server.by_ip.get(client) != host:
-                    server.emit(None, "callback-refused", f"callback for {host} from {client}, which is not its address")
+                    server.emit(None, "callback-refused", _("callback for {node} from {client}, which is not its address")
+                                .format(node=host, client=client))
                     return self._reply(403, b"refused\n")
                 try:
                     server.complete(host, token)
                 except OnehciError as exc:
-                    server.emit(host, "callback-refused", f"from {client}: {exc}")
+                    server.emit(host, "callback-refused", _("from {client}: {error}").format(client=client, error=exc))
                     return self._reply(403, b"refused\n")
                 return self._reply(200, b"ok\n")
 
@@ -401,15 +423,21 @@ class BootServer:
 
         return Handler
 
-    def preseed_refusal(self, host: str, client: str, what: str = "preseed") -> str:
-        """Why HOST's preseed (with its install token) is not given to CLIENT; "" to give it:
-        only to the node itself (its planned address, or the lease DHCP gave its MAC) and only
-        while it is armed for an install."""
+    def preseed_refusal(self, host: str, client: str, kind: str = "preseed") -> str:
+        """Why HOST's preseed, or its install settings (KIND "settings"), with its install token, is
+        not given to CLIENT; "" to give it: only to the node itself (its planned address, or the
+        lease DHCP gave its MAC) and only while it is armed for an install."""
+        preseed = kind == "preseed"
         if self.by_ip.get(client) != host:
-            return f"{host}'s {what} asked by {client}, which is not {host}'s address"
+            return (_("{node}'s preseed asked by {client}, which is not {node}'s address") if preseed else
+                    _("{node}'s install settings asked by {client}, which is not {node}'s address")
+                    ).format(node=host, client=client)
         boot = self.boots.get(host)
         if boot is None or boot.state != INSTALL:
-            return f"{host} is installed, not armed: its {what} {'are' if what.endswith('s') else 'is'} not served (`onehci pxe arm {host} SITE` to reinstall)"
+            return (_("{node} is installed, not armed: its preseed is not served "
+                      "(`onehci pxe arm {node} SITE` to reinstall)") if preseed else
+                    _("{node} is installed, not armed: its install settings are not served "
+                      "(`onehci pxe arm {node} SITE` to reinstall)")).format(node=host)
         return ""
 
     def complete(self, host: str, token: str) -> None:
@@ -418,4 +446,4 @@ class BootServer:
         from installer import pxe
 
         self.boots.complete(host, token, lambda states: pxe.build(self.loaded, self.tree, check=False, states=states))
-        self.emit(host, "installed", "install complete; next network boot goes to the local disk")
+        self.emit(host, "installed", _("install complete; next network boot goes to the local disk"))

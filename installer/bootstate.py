@@ -17,6 +17,7 @@ from pathlib import Path
 
 from installer import state
 from installer.errors import OnehciError
+from installer.i18n import _
 
 INSTALL, INSTALLED = "install", "installed"
 _FILE = "boot.json"
@@ -85,8 +86,8 @@ class BootStates:
             entry = self._load().get(hostname)
             if entry is None or entry["state"] != INSTALL or \
                     not hmac.compare_digest(entry["token"].encode(), token.encode()):
-                raise OnehciError(f"install callback for {hostname} refused: wrong or spent token, or the node "
-                                  "is not armed")
+                raise OnehciError(_("install callback for {node} refused: wrong or spent token, or the node "
+                                    "is not armed").format(node=hostname))
             return self._change(hostname, INSTALLED, then, locked=True)
 
     def _change(self, hostname: str, new_state: str, then, locked: bool = False) -> NodeBoot:

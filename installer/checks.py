@@ -11,6 +11,7 @@ from typing import Any
 import netaddr
 
 from installer import ipplan
+from installer.i18n import _
 from installer.site import Site
 
 Finding = tuple[tuple[Any, ...], str, str]
@@ -40,20 +41,25 @@ def _unique_names(site: Site, line_of: LineOf) -> Iterator[Finding]:
             value = getattr(node, attr)
             if value in first:
                 j = first[value]
-                yield _error(("nodes", i, attr), f"{value} is also used by nodes[{j}] "
-                             f"({site.nodes[j].hostname}, line {line_of(('nodes', j))})")
+                yield _error(("nodes", i, attr), _used_by(value, j, site, line_of))
             else:
                 first[value] = i
 
 
-def _inside(net: netaddr.IPNetwork, ip: netaddr.IPAddress) -> str | None:
-    """Why `ip` cannot be a host address of `net`, or None."""
+def _used_by(value, j: int, site: Site, line_of: LineOf) -> str:
+    return _("{value} is also used by nodes[{index}] ({node}, line {line})").format(
+        value=value, index=j, node=site.nodes[j].hostname, line=line_of(("nodes", j)))
+
+
+def _inside(net: netaddr.IPNetwork, ip: netaddr.IPAddress, where: str | None = None) -> str | None:
+    """Why `ip` cannot be a host address of `net` (named WHERE, default its CIDR), or None."""
+    where = where or str(net.cidr)
     if ip not in net:
-        return f"is outside {net.cidr}"
+        return _("{address} is outside {network}").format(address=ip, network=where)
     if ip == net.network:
-        return f"is the network address of {net.cidr}"
+        return _("{address} is the network address of {network}").format(address=ip, network=where)
     if ip == net.broadcast:
-        return f"is the broadcast address of {net.cidr}"
+        return _("{address} is the broadcast address of {network}").format(address=ip, network=where)
     return None
 
 
@@ -62,33 +68,32 @@ def _addresses(site: Site, line_of: LineOf) -> Iterator[Finding]:
     net = mgmt.cidr
     where = f"networks.management {net.cidr}"
     for loc, ip in ((("networks", "management", "gateway"), mgmt.gateway), (("bootstrap", "address"), site.bootstrap.address)):
-        why = _inside(net, ip)
+        why = _inside(net, ip, where)
         if why:
-            yield _error(loc, f"{ip} {why.replace(str(net.cidr), where)}")
+            yield _error(loc, why)
     if mgmt.pool:
         for end in (mgmt.pool.first, mgmt.pool.last):
             if _inside(net, end):
-                yield _error(("networks", "management", "pool"),
-                             f"{mgmt.pool.first}-{mgmt.pool.last} does not fit inside {where}")
+                yield _error(("networks", "management", "pool"), _("{first}-{last} does not fit inside {network}")
+                             .format(first=mgmt.pool.first, last=mgmt.pool.last, network=where))
                 break
     taken: dict[netaddr.IPAddress, int] = {}
     for i, node in enumerate(site.nodes):
         if node.ip is None:
             continue
         loc = ("nodes", i, "ip")
-        why = _inside(net, node.ip)
+        why = _inside(net, node.ip, where)
         if why:
-            yield _error(loc, f"{node.ip} {why.replace(str(net.cidr), where)}")
+            yield _error(loc, why)
         elif node.ip == mgmt.gateway:
-            yield _error(loc, f"{node.ip} is the gateway's address")
+            yield _error(loc, _("{address} is the gateway's address").format(address=node.ip))
         elif node.ip == site.bootstrap.address:
-            yield _error(loc, f"{node.ip} is the bootstrap (boot server) address")
+            yield _error(loc, _("{address} is the bootstrap (boot server) address").format(address=node.ip))
         elif node.ip in mgmt.dns:
-            yield _error(loc, f"{node.ip} is a DNS server's address (networks.management.dns)")
+            yield _error(loc, _("{address} is a DNS server's address (networks.management.dns)")
+                         .format(address=node.ip))
         if node.ip in taken:
-            j = taken[node.ip]
-            yield _error(loc, f"{node.ip} is also used by nodes[{j}] ({site.nodes[j].hostname}, "
-                         f"line {line_of(('nodes', j))})")
+            yield _error(loc, _used_by(node.ip, taken[node.ip], site, line_of))
         else:
             taken[node.ip] = i
 
@@ -96,54 +101,63 @@ def _addresses(site: Site, line_of: LineOf) -> Iterator[Finding]:
 def _vms_network(site: Site, line_of: LineOf) -> Iterator[Finding]:
     vms, mgmt = site.networks.vms, site.networks.management
     if vms.cidr.first <= mgmt.cidr.last and mgmt.cidr.first <= vms.cidr.last:
-        yield _error(("networks", "vms", "cidr"), f"{vms.cidr.cidr} overlaps networks.management {mgmt.cidr.cidr}")
+        yield _error(("networks", "vms", "cidr"), _("{network} overlaps networks.management {management}")
+                     .format(network=vms.cidr.cidr, management=mgmt.cidr.cidr))
     pool = vms.pool()
     for end in (pool.first, pool.last):
         why = _inside(vms.cidr, end)
         if why:
             yield _error(("networks", "vms", "first" if end == pool.first else "size"),
-                         f"the range {pool.first}-{pool.last} ({vms.size} addresses) does not fit: "
-                         f"{end} {why}")
+                         _("the range {first}-{last} ({size} addresses) does not fit: {reason}")
+                         .format(first=pool.first, last=pool.last, size=vms.size, reason=why))
             break
     if vms.gateway is not None:
         why = _inside(vms.cidr, vms.gateway)
         if why:
-            yield _error(("networks", "vms", "gateway"), f"{vms.gateway} {why}")
+            yield _error(("networks", "vms", "gateway"), why)
         elif pool.first <= vms.gateway <= pool.last:
-            yield _error(("networks", "vms", "gateway"), f"{vms.gateway} is inside the VM address range "
-                         f"{pool.first}-{pool.last}; a VM would get the gateway's address")
+            yield _error(("networks", "vms", "gateway"),
+                         _("{address} is inside the VM address range {first}-{last}; a VM would get the gateway's "
+                           "address").format(address=vms.gateway, first=pool.first, last=pool.last))
 
 
 def _roles(site: Site, line_of: LineOf) -> Iterator[Finding]:
-    for role, what in (("mfs_master", "MooseFS master"), ("frontend", "OpenNebula frontend")):
+    for role in ("mfs_master", "frontend"):
+        # whole sentences per role: the translation of "a MooseFS master" depends on the sentence
+        if role == "mfs_master":
+            none = _("no node has the role {role}: a site needs exactly one MooseFS master")
+            again = _("{role} is already on {node}: a site has exactly one MooseFS master")
+        else:
+            none = _("no node has the role {role}: a site needs exactly one OpenNebula frontend")
+            again = _("{role} is already on {node}: a site has exactly one OpenNebula frontend")
         holders = site.with_role(role)
         if not holders:
-            yield _error(("nodes",), f"no node has the role {role}: a site needs exactly one {what}")
+            yield _error(("nodes",), none.format(role=role))
         for extra in holders[1:]:
             i = site.nodes.index(extra)
-            yield _error(("nodes", i, "roles"), f"{role} is already on {holders[0].hostname}: "
-                         f"a site has exactly one {what}")
+            yield _error(("nodes", i, "roles"), again.format(role=role, node=holders[0].hostname))
     chunkservers = site.with_role("mfs_chunkserver")
     goal = site.storage.goal
     if len(chunkservers) < goal:
-        yield _error(("storage", "goal"), f"{goal} copies need at least {goal} chunkservers, "
-                     f"the site has {len(chunkservers)}")
+        yield _error(("storage", "goal"), _("{goal} copies need at least {goal} chunkservers, the site has {count}")
+                     .format(goal=goal, count=len(chunkservers)))
     if goal == 1:
-        yield _warning(("storage", "goal"), "goal 1 keeps a single copy of every chunk: one failed disk "
-                       "loses data. Use it only for a single-machine site")
+        yield _warning(("storage", "goal"), _("goal 1 keeps a single copy of every chunk: one failed disk loses "
+                                              "data. Use it only for a single-machine site"))
     masters = site.with_role("mfs_master")
     loggers = [n for n in site.with_role("mfs_metalogger") if n not in masters]
     if masters and not loggers:
-        yield _warning(("nodes",), "no mfs_metalogger runs on a node other than the master: if the master's "
-                       "server is lost, the whole filesystem is lost with it")
+        yield _warning(("nodes",), _("no mfs_metalogger runs on a node other than the master: if the master's "
+                                     "server is lost, the whole filesystem is lost with it"))
     if not site.with_role("kvm"):
-        yield _warning(("nodes",), "no node has the role kvm: the cloud will have nowhere to run VMs")
+        yield _warning(("nodes",), _("no node has the role kvm: the cloud will have nowhere to run VMs"))
     for i, node in enumerate(site.nodes):
         if node.has("mfs_chunkserver") and not node.chunk_disks:
-            yield _error(("nodes", i, "chunk_disks"), f"{node.hostname} is an mfs_chunkserver but lists no chunk_disks")
+            yield _error(("nodes", i, "chunk_disks"), _("{node} is an mfs_chunkserver but lists no chunk_disks")
+                         .format(node=node.hostname))
         if node.chunk_disks and not node.has("mfs_chunkserver"):
-            yield _error(("nodes", i, "chunk_disks"), f"{node.hostname} lists chunk_disks but has no "
-                         "mfs_chunkserver role; add the role or remove the disks")
+            yield _error(("nodes", i, "chunk_disks"), _("{node} lists chunk_disks but has no mfs_chunkserver role; "
+                                                        "add the role or remove the disks").format(node=node.hostname))
 
 
 def _serial_in_path(by_id: str) -> str | None:
@@ -168,12 +182,14 @@ def _disks(site: Site, line_of: LineOf) -> Iterator[Finding]:
             if seen is not None:
                 other = owner[seen]
                 if other[1] == i and loc[2] == "chunk_disks" and other[2] == "os_disk":
-                    msg = f"{disk} is the os_disk of {node.hostname}; the system disk cannot hold chunks"
+                    msg = _("{disk} is the os_disk of {node}; the system disk cannot hold chunks").format(
+                        disk=disk, node=node.hostname)
                 elif other[1] == i:
-                    msg = f"{disk} is listed twice for {node.hostname}"
+                    msg = _("{disk} is listed twice for {node}").format(disk=disk, node=node.hostname)
                 else:
-                    msg = (f"{disk} is also listed for nodes[{other[1]}] ({site.nodes[other[1]].hostname}, "
-                           f"line {line_of(other)}); a disk belongs to one server")
+                    msg = _("{disk} is also listed for nodes[{index}] ({node}, line {line}); a disk belongs to one "
+                            "server").format(disk=disk, index=other[1], node=site.nodes[other[1]].hostname,
+                                             line=line_of(other))
                 yield _error(loc, msg)
             else:
                 for key in keys:
@@ -193,5 +209,6 @@ APT_PROXY_PORT = 3142  # apt-cacher-ng on the bootstrap address (installer/aptca
 def _ports(site: Site, line_of: LineOf) -> Iterator[Finding]:
     boot = site.bootstrap
     if boot.apt_proxy and boot.http_port == APT_PROXY_PORT:
-        yield _error(("bootstrap", "http_port"), f"{APT_PROXY_PORT} is apt-cacher-ng's port on the boot server "
-                     "(bootstrap.apt_proxy): give the boot server's HTTP another one, e.g. 8080")
+        yield _error(("bootstrap", "http_port"), _("{port} is apt-cacher-ng's port on the boot server "
+                                                   "(bootstrap.apt_proxy): give the boot server's HTTP another one, "
+                                                   "e.g. 8080").format(port=APT_PROXY_PORT))

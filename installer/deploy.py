@@ -9,6 +9,7 @@ from pathlib import Path
 
 from installer import ansible, chunkmarks, environment, remote, state
 from installer.errors import OnehciError
+from installer.i18n import _
 from installer.inventory import build_inventory
 from installer.plan import Plan, make_plan
 
@@ -46,9 +47,9 @@ def learn_host_keys(nodes, known_hosts: Path, ssh_key: str | None) -> None:
     if changed:
         names = ", ".join(f"{n.hostname} ({n.ip})" for n in changed)
         forget = "; ".join(f"ssh-keygen -R {n.ip} -f {known_hosts}" for n in changed)
-        raise OnehciError(f"the SSH host key of {names} changed since the last deploy; if the node was "
-                          f"reinstalled, forget the old key ({forget}) and deploy again; otherwise find out "
-                          "who answers at that address")
+        raise OnehciError(_("the SSH host key of {nodes} changed since the last deploy; if the node was "
+                            "reinstalled, forget the old key ({forget}) and deploy again; otherwise find out "
+                            "who answers at that address").format(nodes=names, forget=forget))
 
 
 def deploy(loaded, *, limit: list[str] | None = None, check: bool = False, format_consent: list[str] = (),
@@ -57,13 +58,14 @@ def deploy(loaded, *, limit: list[str] | None = None, check: bool = False, forma
     names = {n.hostname for n in plan.nodes}
     unknown = [n for n in (limit or []) if n not in names]
     if unknown:
-        raise OnehciError(f"--limit names no node of the site: {', '.join(unknown)} (nodes: {', '.join(sorted(names))})")
+        raise OnehciError(_("--limit names no node of the site: {unknown} (nodes: {nodes})").format(
+            unknown=", ".join(unknown), nodes=", ".join(sorted(names))))
     consent = []
     for item in format_consent:
-        node, _, disk = item.partition(":")
+        node, _sep, disk = item.partition(":")
         if node not in names or not disk:
-            raise OnehciError(f"--format-disk {item}: give NODE:DISK, e.g. lab2:serial:lab2-chunk1 or "
-                              "nebula81:/dev/disk/by-id/ata-...")
+            raise OnehciError(_("--format-disk {item}: give NODE:DISK, e.g. lab2:serial:lab2-chunk1 or "
+                                "nebula81:/dev/disk/by-id/ata-...").format(item=item))
         consent.append(disk)
     ssh_key, known_hosts = environment.ssh_identity(loaded.path)
     learn_host_keys([n for n in plan.nodes if not limit or n.hostname in limit], known_hosts, ssh_key)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from installer.i18n import _, ngettext
+
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # control characters, C0 and C1
 
 
@@ -37,8 +39,12 @@ class Problem:
     def render(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
         field = f" {self.field}:" if self.field else ""
-        kind = " warning:" if self.severity == "warning" else ""
-        return printable(f"{where}{field}{kind} {self.message}")
+        if self.severity == "warning":
+            # FILE:LINE field: stay first and untranslated (editors and scripts read them)
+            line = _("{where}{field} warning: {message}")
+        else:
+            line = "{where}{field} {message}"
+        return printable(line.format(where=where, field=field, message=self.message))
 
     def as_dict(self) -> dict:
         return {"file": self.file, "line": self.line, "field": self.field,
@@ -51,7 +57,8 @@ class SiteInvalid(OnehciError):
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         errors = [p for p in problems if p.severity == "error"]
-        super().__init__(f"{len(errors)} error{'s' if len(errors) != 1 else ''} in the site file")
+        super().__init__(ngettext("{count} error in the site file", "{count} errors in the site file",
+                                  len(errors)).format(count=len(errors)))
 
     @property
     def errors(self) -> list[Problem]:

@@ -51,9 +51,13 @@ def read_catalog(lang: str):
     merged = Catalog(locale=lang, domain="onehci")
     for path in sorted((LOCALE_DIR / lang).glob("*.po")):
         with open(path, "rb") as po:
-            for message in read_po(po, locale=lang):
-                if message.id:  # not the header
-                    merged[message.id] = message
+            catalog = read_po(po, locale=lang)
+        # the plural rule of the .po files' headers (fr: 2 forms), not Babel's own for the
+        # language (CLDR's French has 3): with that one, every plural of n >= 2 came out English
+        merged.mime_headers = [("Plural-Forms", catalog.plural_forms)]
+        for message in catalog:
+            if message.id:  # not the header
+                merged[message.id] = message
     return merged
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 import netaddr
 
 from installer.errors import OnehciError
+from installer.i18n import _
 
 
 class PoolExhausted(OnehciError):
@@ -42,8 +43,9 @@ def allocate_addresses(names: Iterable[str], pool: netaddr.IPRange,
     for name in wanted:
         ip = next(free, None)
         if ip is None:
-            raise PoolExhausted(f"no free address left for {name}: the pool {pool} has room for "
-                                f"{len(result)} of the {len(wanted)} nodes without an ip")
+            raise PoolExhausted(_("no free address left for {node}: the pool {pool} has room for {count} of the "
+                                  "{total} nodes without an ip").format(node=name, pool=pool, count=len(result),
+                                                                        total=len(wanted)))
         result[name] = ip
     return result
 

@@ -26,6 +26,7 @@ from typing import IO, Any
 
 from installer import state
 from installer.errors import OnehciError
+from installer.i18n import _
 
 FORMAT = 1
 PENDING, STARTED, DONE, FAILED = "pending", "started", "done", "failed"
@@ -37,11 +38,15 @@ _LOCK = "operation"
 @dataclass(frozen=True)
 class Step:
     """One step of an operation. `verify` says, for a destructive step, what the technician
-    must look at when onehci cannot tell whether an interrupted run of it took effect."""
+    must look at when onehci cannot tell whether an interrupted run of it took effect: a text,
+    or a function giving it in the technician's language when it is said."""
 
     name: str
     destructive: bool = False
-    verify: str = ""
+    verify: str | Callable[[], str] = ""
+
+    def what_to_verify(self) -> str:
+        return self.verify() if callable(self.verify) else self.verify
 
 
 class StepUncertain(OnehciError):
@@ -65,9 +70,11 @@ def _where(data: dict) -> str:
     steps = data["steps"]
     for number, step in enumerate(steps, 1):
         if step["status"] != DONE:
-            how = {STARTED: "interrupted", FAILED: "failed"}.get(step["status"], "not started")
-            return f"step {number}/{len(steps)} {step['name']} ({how})"
-    return "its end (every step done)"
+            where = {STARTED: _("step {number}/{total} {name} (interrupted)"),
+                     FAILED: _("step {number}/{total} {name} (failed)")}.get(
+                step["status"], _("step {number}/{total} {name} (not started)"))
+            return where.format(number=number, total=len(steps), name=step["name"])
+    return _("its end (every step done)")
 
 
 def _state_of(data: dict, running: bool) -> str:
@@ -114,9 +121,12 @@ class Journal:
         lock = state.hold(directory, _LOCK)
         if lock is None:
             found = state.read_json(directory / "current.json", None)
-            what = (f"{_describe(found)} is running on this site (process {found['pid']} on {found['host']}, "
-                    f"since {found['created']})") if found else "another onehci operation is running on this site"
-            raise OnehciError(f"{what}: wait for it to end; two operations at once are not safe")
+            if found:
+                raise OnehciError(_("{operation} is running on this site (process {pid} on {host}, since {created}): "
+                                    "wait for it to end; two operations at once are not safe").format(
+                    operation=_describe(found), pid=found["pid"], host=found["host"], created=found["created"]))
+            raise OnehciError(_("another onehci operation is running on this site: wait for it to end; two operations "
+                                "at once are not safe"))
         try:
             # through JSON and back: compared with the recorded ones, a tuple must equal its list
             data = cls._load_or_create(directory, kind, target, list(steps), json.loads(json.dumps(params or {})),
@@ -148,21 +158,23 @@ class Journal:
                     "events": [{"at": me["updated"], "step": None, "event": "created", "message": ""}]}
         if (found["kind"], found["target"]) != (kind, target):
             raise OnehciError(
-                f"another operation is unfinished on this site: {_describe(found)}, stopped at {_where(found)}; "
-                f"finish it first (`{found['command']}` continues it) or abandon it (docs/operations/README.md)")
+                _("another operation is unfinished on this site: {operation}, stopped at {where}; "
+                  "finish it first (`{command}` continues it) or abandon it (docs/operations/README.md)").format(
+                    operation=_describe(found), where=_where(found), command=found["command"]))
         recorded = [(s["name"], s["destructive"]) for s in found["steps"]]
         if recorded != [(s.name, s.destructive) for s in steps]:
             raise OnehciError(
-                f"the unfinished {_describe(found)} was started with other steps "
-                f"({', '.join(n for n, _ in recorded)}) than this onehci has ({', '.join(names)}): finish it with the "
-                "onehci that started it, or abandon it (docs/operations/README.md)")
+                _("the unfinished {operation} was started with other steps ({recorded}) than this onehci has "
+                  "({steps}): finish it with the onehci that started it, or abandon it (docs/operations/README.md)")
+                .format(operation=_describe(found), recorded=", ".join(n for n, _destructive in recorded),
+                        steps=", ".join(names)))
         if found["params"] != params:
-            raise OnehciError(f"the unfinished {_describe(found)} was started with {found['params']}, not {params}: "
-                              f"continue it with the same options (`{found['command']}`) or abandon it "
-                              "(docs/operations/README.md)")
+            raise OnehciError(_("the unfinished {operation} was started with {recorded}, not {params}: continue it "
+                                "with the same options (`{command}`) or abandon it (docs/operations/README.md)").format(
+                operation=_describe(found), recorded=found["params"], params=params, command=found["command"]))
         found.update(me)
         found["events"].append({"at": me["updated"], "step": None, "event": "resumed",
-                                "message": f"at {_where(found)}"})
+                                "message": _("at {where}").format(where=_where(found))})
         return found
 
     # --- steps --------------------------------------------------------------------
@@ -183,7 +195,7 @@ class Journal:
 
     def _write(self) -> None:
         if self._lock is None:
-            raise OnehciError(f"the journal of {_describe(self.data)} is closed")
+            raise OnehciError(_("the journal of {operation} is closed").format(operation=_describe(self.data)))
         state.write_json(self.path, self.data)
 
     def preflight(self, name: str, fn: Callable[[], Any], say: Callable[[str], None] | None = None) -> Any:
@@ -193,7 +205,7 @@ class Journal:
             return self.run(name, fn, say=say)
         except BaseException:
             self.close()
-            abandon(self.site_path, "refused by the preflight or not confirmed: nothing was changed")
+            abandon(self.site_path, _("refused by the preflight or not confirmed: nothing was changed"))
             raise
 
     def run(self, name: str, fn: Callable[[], Any], check_done: Callable[[], bool] | None = None,
@@ -219,18 +231,18 @@ class Journal:
             if check_done is None:
                 raise StepUncertain(self._uncertain(index, step))
             if check_done():
-                self._record(step, "checked", "its check found it done", status=DONE, ended=_now(),
-                             message="found done by its check after an interruption")
+                self._record(step, "checked", _("its check found it done"), status=DONE, ended=_now(),
+                             message=_("found done by its check after an interruption"))
                 return None
-            self._record(step, "checked", "its check found it not done: running it again")
+            self._record(step, "checked", _("its check found it not done: running it again"))
         self._record(step, STARTED, status=STARTED, started=_now(), ended=None, message="",
                      attempts=step["attempts"] + 1)
         try:
             result = fn()
             json.dumps(result)  # a result that cannot be recorded must not leave a half-written step
         except KeyboardInterrupt:
-            self._record(step, FAILED, "interrupted (Ctrl-C)", status=FAILED, ended=_now(),
-                         message="interrupted (Ctrl-C)")
+            self._record(step, FAILED, _("interrupted (Ctrl-C)"), status=FAILED, ended=_now(),
+                         message=_("interrupted (Ctrl-C)"))
             raise
         except BaseException as exc:
             message = (str(exc).strip() or type(exc).__name__)[:1000]
@@ -241,26 +253,33 @@ class Journal:
 
     def _uncertain(self, index: int, step: dict) -> str:
         steps = self.data["steps"]
-        how = (f"failed ({step['message']})" if step["status"] == FAILED
-               else "was interrupted (the process running it ended)")
-        verify = self._steps[step["name"]].verify
-        return (f"{_describe(self.data)}: step {index + 1}/{len(steps)} {step['name']} is destructive; it started at "
-                f"{step['started']} and {how}, so onehci cannot tell whether it took effect and will not run it "
-                f"again blindly. Check {verify or 'what it does'}, then run `{self.data['command']}` again telling "
-                "onehci whether it took effect (docs/operations/README.md)")
+        if step["status"] == FAILED:
+            text = _("{operation}: step {number}/{total} {name} is destructive; it started at {started} and failed "
+                     "({message}), so onehci cannot tell whether it took effect and will not run it again blindly. "
+                     "Check {verify}, then run `{command}` again telling onehci whether it took effect "
+                     "(docs/operations/README.md)")
+        else:
+            text = _("{operation}: step {number}/{total} {name} is destructive; it started at {started} and was "
+                     "interrupted (the process running it ended), so onehci cannot tell whether it took effect and "
+                     "will not run it again blindly. Check {verify}, then run `{command}` again telling onehci "
+                     "whether it took effect (docs/operations/README.md)")
+        verify = self._steps[step["name"]].what_to_verify()
+        return text.format(operation=_describe(self.data), number=index + 1, total=len(steps), name=step["name"],
+                           started=step["started"], message=step["message"], verify=verify or _("what it does"),
+                           command=self.data["command"])
 
     def confirm(self, name: str, done: bool) -> None:
         """The technician's answer about an interrupted step: it took effect (DONE: recorded
         done, skipped) or it did not (not DONE: it runs again at its turn)."""
-        _, step = self._step(name)
+        step = self._step(name)[1]
         if step["status"] not in (STARTED, FAILED):
-            raise OnehciError(f"step {name} of {_describe(self.data)} is {step['status']}, not interrupted: "
-                              "there is nothing to confirm")
+            raise OnehciError(_("step {name} of {operation} is {status}, not interrupted: there is nothing to confirm")
+                              .format(name=name, operation=_describe(self.data), status=step["status"]))
         if done:
-            self._record(step, "confirmed", "the technician says it took effect", status=DONE, ended=_now(),
-                         message="confirmed done by the technician")
+            self._record(step, "confirmed", _("the technician says it took effect"), status=DONE, ended=_now(),
+                         message=_("confirmed done by the technician"))
         else:
-            self._record(step, "confirmed", "the technician says it did not take effect: it runs again",
+            self._record(step, "confirmed", _("the technician says it did not take effect: it runs again"),
                          status=PENDING, message="")
 
     # --- the end ------------------------------------------------------------------
@@ -269,7 +288,8 @@ class Journal:
         """Every step done: move the journal to history and let go of the lock."""
         left = [s["name"] for s in self.data["steps"] if s["status"] != DONE]
         if left:
-            raise OnehciError(f"{_describe(self.data)} cannot finish: {', '.join(left)} not done")
+            raise OnehciError(_("{operation} cannot finish: {steps} not done").format(operation=_describe(self.data),
+                                                                                      steps=", ".join(left)))
         self.data["state"] = FINISHED
         self._record(None, FINISHED)
         _to_history(self.directory, self.data)
@@ -317,11 +337,12 @@ def check_answers(site_path: str | Path, kind: str, target: str, steps: Sequence
     names = [s.name for s in steps]
     unknown = [a for a in answers if a not in names]
     if unknown:
-        raise OnehciError(f"{', '.join(unknown)}: not a step of {kind} (its steps: {', '.join(names)})")
+        raise OnehciError(_("{unknown}: not a step of {kind} (its steps: {steps})").format(
+            unknown=", ".join(unknown), kind=kind, steps=", ".join(names)))
     found = state.read_json(_dir(site_path) / "current.json", None)
     if found is None or (found["kind"], found["target"]) != (kind, target):
-        raise OnehciError(f"there is no unfinished {kind} {target} whose steps to answer for: run it without "
-                          "--took-effect/--did-not-take-effect")
+        raise OnehciError(_("there is no unfinished {kind} {target} whose steps to answer for: run it without "
+                            "--took-effect/--did-not-take-effect").format(kind=kind, target=target))
 
 
 def refuse_while_unfinished(site_path: str | Path, doing: str) -> None:
@@ -329,9 +350,11 @@ def refuse_while_unfinished(site_path: str | Path, doing: str) -> None:
     could take the node away in the middle of that operation's steps."""
     found = current(site_path)
     if found is not None:
-        raise OnehciError(f"{doing}: refused, {found['kind']} {found['target']} is unfinished on this site "
-                          f"({found['state']}, at {found['where']}): let it finish or run its command again "
-                          f"(`{found['command']}`); `onehci operation show` shows it. Nothing was changed")
+        raise OnehciError(_("{doing}: refused, {kind} {target} is unfinished on this site ({state}, at {where}): "
+                            "let it finish or run its command again (`{command}`); `onehci operation show` shows it. "
+                            "Nothing was changed").format(doing=doing, kind=found["kind"], target=found["target"],
+                                                          state=found["state"], where=found["where"],
+                                                          command=found["command"]))
 
 
 def current(site_path: str | Path) -> dict | None:
@@ -354,16 +377,18 @@ def abandon(site_path: str | Path, reason: str = "") -> dict:
     lock = state.hold(directory, _LOCK)
     if lock is None:
         found = state.read_json(directory / "current.json", None)
-        what = _describe(found) if found else "an operation"
-        raise OnehciError(f"{what} is running now: stop it (Ctrl-C) before abandoning it")
+        if found:
+            raise OnehciError(_("{operation} is running now: stop it (Ctrl-C) before abandoning it").format(
+                operation=_describe(found)))
+        raise OnehciError(_("an operation is running now: stop it (Ctrl-C) before abandoning it"))
     try:
         data = state.read_json(directory / "current.json", None)
         if data is None:
-            raise OnehciError("no operation is unfinished on this site: there is nothing to abandon")
+            raise OnehciError(_("no operation is unfinished on this site: there is nothing to abandon"))
         data["state"] = ABANDONED
         data["updated"] = _now()
         data["events"].append({"at": data["updated"], "step": None, "event": ABANDONED,
-                               "message": reason or f"at {_where(data)}"})
+                               "message": reason or _("at {where}").format(where=_where(data))})
         _to_history(directory, data)
     finally:
         lock.close()

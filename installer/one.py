@@ -28,6 +28,7 @@ from pyone import server_xrpc
 
 from installer import state, usage
 from installer.errors import OnehciError
+from installer.i18n import _, ngettext
 from installer.waiting import Pending, wait_until
 
 API_PORT = 2633
@@ -91,26 +92,34 @@ def connect(url: str, password: str, *, timeout: float = TIMEOUT):
 @contextlib.contextmanager
 def api_errors(url: str = "", password_file: str = "") -> Iterator[None]:
     """Turn what pyone, requests and xmlrpc raise into one OnehciError line, scrubbed."""
-    where = f"OpenNebula's API{f' at {url}' if url else ''}"
     try:
         yield
     except pyone.OneAuthenticationException:
-        source = f"the password in {password_file}" if password_file else "oneadmin's password"
-        raise OnehciError(f"{where} refused {source}: it is not the one oned took at its first start "
-                          "(/var/lib/one/.one/one_auth on the frontend)") from None
+        source = (_("the password in {file}").format(file=password_file) if password_file
+                  else _("oneadmin's password"))
+        raise OnehciError(_("{api} refused {password}: it is not the one oned took at its first start "
+                            "(/var/lib/one/.one/one_auth on the frontend)").format(api=_api(url), password=source)
+                          ) from None
     except pyone.OneException as exc:
-        raise OnehciError(scrub(f"{where}: {exc}")) from None
+        raise OnehciError(scrub(f"{_api(url)}: {exc}")) from None
     except requests.exceptions.Timeout:
-        raise OnehciError(f"{where} did not answer in time: is the frontend up, and oned running and not stuck?") from None
+        raise OnehciError(_("{api} did not answer in time: is the frontend up, and oned running and not stuck?")
+                          .format(api=_api(url))) from None
     except (requests.exceptions.ConnectionError, ConnectionError) as exc:
-        reason = "connection refused" if "refused" in str(exc).lower() else "cannot connect"
-        raise OnehciError(f"{where} is unreachable ({reason}): is the opennebula service running on the "
-                          "frontend, and was the site deployed?") from None
+        reason = _("connection refused") if "refused" in str(exc).lower() else _("cannot connect")
+        raise OnehciError(_("{api} is unreachable ({reason}): is the opennebula service running on the "
+                            "frontend, and was the site deployed?").format(api=_api(url), reason=reason)) from None
     except xmlrpc.client.ProtocolError as exc:
-        raise OnehciError(f"{where} answered HTTP {exc.errcode} {scrub(str(exc.errmsg))}: "
-                          "is it really OpenNebula on that port?") from None
+        raise OnehciError(_("{api} answered HTTP {code} {message}: is it really OpenNebula on that port?").format(
+            api=_api(url), code=exc.errcode, message=scrub(str(exc.errmsg)))) from None
     except (ExpatError, requests.exceptions.RequestException) as exc:
-        raise OnehciError(scrub(f"{where} gave an answer onehci cannot read: {exc}")) from None
+        raise OnehciError(scrub(_("{api} gave an answer onehci cannot read: {error}").format(api=_api(url), error=exc))
+                          ) from None
+
+
+def _api(url: str) -> str:
+    """OpenNebula's API, as the subject of a message."""
+    return _("OpenNebula's API at {url}").format(url=url) if url else _("OpenNebula's API")
 
 
 def client_for(loaded, plan, *, timeout: float = TIMEOUT):
@@ -118,7 +127,8 @@ def client_for(loaded, plan, *, timeout: float = TIMEOUT):
     url = api_url(plan)
     password_file = state.oneadmin_password_file(loaded.path)
     if not password_file.exists():  # never make one here: only the deploy that installs oned may
-        raise OnehciError(f"no oneadmin password in {password_file}: deploy the site first (onehci deploy)")
+        raise OnehciError(_("no oneadmin password in {file}: deploy the site first (onehci deploy)")
+                          .format(file=password_file))
     client = connect(url, state.oneadmin_password(loaded.path), timeout=timeout)
     with api_errors(url, str(password_file)):
         client.user.info(-1)
@@ -171,8 +181,13 @@ class Registered:
         return "drift" if self.drift else "created" if self.created else "existing"
 
     def line(self) -> str:
-        text = f"{self.kind} {self.name} (id {self.id}): {self.outcome}"
-        return text + (f": {'; '.join(self.drift)}; left as it is" if self.drift else "")
+        kind = {"cluster": _("cluster"), "host": _("host"), "datastore": _("datastore"),
+                "network": _("network")}.get(self.kind, self.kind)
+        if self.drift:
+            text = _("{kind} {name} (id {id}): drift: {drift}; left as it is")
+        else:
+            text = _("{kind} {name} (id {id}): created") if self.created else _("{kind} {name} (id {id}): existing")
+        return text.format(kind=kind, name=self.name, id=self.id, drift="; ".join(self.drift))
 
 
 @dataclass
@@ -219,11 +234,13 @@ def network_template(name: str, vms) -> dict:
 
 
 def _differs(what: str, found, wanted) -> str | None:
-    return None if str(found) == str(wanted) else f"{what} is {found or '(none)'}, onehci sets {wanted}"
+    return None if str(found) == str(wanted) else _("{field} is {found}, onehci sets {wanted}").format(
+        field=what, found=found or _("(none)"), wanted=wanted)
 
 
 def _in_cluster(ids, cluster_id: int, cluster: str) -> str | None:
-    return None if cluster_id in (ids or []) else f"not in cluster {cluster} ({cluster_id})"
+    return None if cluster_id in (ids or []) else _("not in cluster {cluster} ({id})").format(cluster=cluster,
+                                                                                               id=cluster_id)
 
 
 def template_value(obj, key: str) -> str:
@@ -242,7 +259,8 @@ def datastore_drift(ds, *, system: bool, mount: str, cluster_id: int, cluster: s
         _differs("TM_MAD", ds.TM_MAD, "shared"),
         None if system else _differs("DS_MAD", ds.DS_MAD, "fs"),
         None if found_path == wanted_path else
-        f"BASE_PATH {ds.BASE_PATH} is not {wanted_path} on the MooseFS mount (DATASTORE_LOCATION in oned.conf)",
+        _("BASE_PATH {found} is not {wanted} on the MooseFS mount (DATASTORE_LOCATION in oned.conf)").format(
+            found=ds.BASE_PATH, wanted=wanted_path),
         _in_cluster(ds.CLUSTERS.ID if ds.CLUSTERS else [], cluster_id, cluster),
     ]
     return [c for c in checks if c]
@@ -251,7 +269,8 @@ def datastore_drift(ds, *, system: bool, mount: str, cluster_id: int, cluster: s
 def host_drift(host, *, driver: str, cluster_id: int, cluster: str) -> list[str]:
     checks = [_differs("IM_MAD", host.IM_MAD, driver), _differs("VM_MAD", host.VM_MAD, driver),
               None if host.CLUSTER_ID == cluster_id else
-              f"in cluster {host.CLUSTER} ({host.CLUSTER_ID}), not {cluster} ({cluster_id})"]
+              _("in cluster {found} ({found_id}), not {cluster} ({id})").format(
+                  found=host.CLUSTER, found_id=host.CLUSTER_ID, cluster=cluster, id=cluster_id)]
     return [c for c in checks if c]
 
 
@@ -260,7 +279,8 @@ def network_drift(vnet, wanted: dict, *, cluster_id: int, cluster: str) -> list[
     ranges = [(r.TYPE, r.IP, str(r.SIZE)) for r in (vnet.AR_POOL.AR if vnet.AR_POOL else [])]
     checks = [_differs("VN_MAD", vnet.VN_MAD, "bridge"), _differs("BRIDGE", vnet.BRIDGE, wanted["BRIDGE"]),
               None if (ar["TYPE"], ar["IP"], ar["SIZE"]) in ranges else
-              f"no address range {ar['IP']} + {ar['SIZE']} (has {', '.join(f'{ip} + {n}' for _, ip, n in ranges) or 'none'})"]
+              _("no address range {ip} + {size} (has {ranges})").format(
+                  ip=ar["IP"], size=ar["SIZE"], ranges=", ".join(f"{ip} + {n}" for _type, ip, n in ranges) or _("none"))]
     checks += [_differs(key, template_value(vnet, key), wanted[key])
                for key in ("GATEWAY", "DNS", "NETWORK_ADDRESS", "NETWORK_MASK") if key in wanted]
     checks.append(_in_cluster(vnet.CLUSTERS.ID if vnet.CLUSTERS else [], cluster_id, cluster))
@@ -324,7 +344,8 @@ def register(loaded, plan, client, say: Callable[[str], None] = print, *,
             note(Registered("network", name, vnet.ID, created=False,
                             drift=network_drift(vnet, wanted, cluster_id=cluster_id, cluster=cluster)))
     counts = report.as_dict()
-    say(f"OpenNebula: {counts['created']} created, {counts['existing']} unchanged, {counts['drift']} with drift")
+    say(_("OpenNebula: {created} created, {existing} unchanged, {drift} with drift").format(
+        created=counts["created"], existing=counts["existing"], drift=counts["drift"]))
     return report
 
 
@@ -355,7 +376,9 @@ def wait_monitored(client, hosts: list[str], timeout: float = 180.0, say: Callab
         return {}
     retried: dict[str, int] = {}
     told: dict[str, str] = {}
-    say(f"OpenNebula: waiting up to {timeout:.0f} s for {len(hosts)} host(s) to be monitored")
+    say(ngettext("OpenNebula: waiting up to {seconds} s for {count} host(s) to be monitored",
+                 "OpenNebula: waiting up to {seconds} s for {count} host(s) to be monitored", len(hosts))
+        .format(seconds=f"{timeout:.0f}", count=len(hosts)))
     last: dict = {}  # the latest host pool and hosts still awaited, for the message at the timeout
 
     def all_monitored():
@@ -366,19 +389,21 @@ def wait_monitored(client, hosts: list[str], timeout: float = 180.0, say: Callab
             host = pool.get(name)
             verdict = host_verdict(host, retried.get(name, 0))
             if verdict == "missing":
-                failed.append(f"host {name} is not registered in OpenNebula")
+                failed.append(_("host {name} is not registered in OpenNebula").format(name=name))
             elif verdict == "done":
                 told[name] = STATE_NAMES[host.STATE]
-                say(f"OpenNebula: host {name} " + ("monitored" if host.STATE == MONITORED else
-                                                   f"is {told[name]} (set by hand): not waited for"))
+                say((_("OpenNebula: host {name} monitored") if host.STATE == MONITORED else
+                     _("OpenNebula: host {name} is {state} (set by hand): not waited for"))
+                    .format(name=name, state=told[name]))
             elif verdict == "retry":
                 retried[name] = retried.get(name, 0) + 1
-                say(f"OpenNebula: host {name} is in ERROR ({error_line(host)}): asking for a new monitoring round")
+                say(_("OpenNebula: host {name} is in ERROR ({error}): asking for a new monitoring round")
+                    .format(name=name, error=error_line(host)))
                 monitor_again(client, host)
                 pending.append(name)
             elif verdict == "failed":
-                failed.append(f"host {name} is in ERROR: {error_line(host)} (OpenNebula's monitoring log: "
-                              "/var/log/one/monitor.log on the frontend)")
+                failed.append(_("host {name} is in ERROR: {error} (OpenNebula's monitoring log: "
+                                "/var/log/one/monitor.log on the frontend)").format(name=name, error=error_line(host)))
             else:
                 pending.append(name)
         if failed:
@@ -386,11 +411,12 @@ def wait_monitored(client, hosts: list[str], timeout: float = 180.0, say: Callab
         last["pending"] = pending
         return {name: told[name] for name in hosts} if not pending else Pending(", ".join(pending))
 
-    def not_monitored(_: str) -> str:
+    def not_monitored(_pending: str) -> str:
         pool = last["pool"]
         return scrub("; ".join(
-            f"host {name} is not monitored after {timeout:.0f} s (state "
-            f"{STATE_NAMES.get(pool[name].STATE, pool[name].STATE)})" for name in last["pending"]), sessions=False)
+            _("host {name} is not monitored after {seconds} s (state {state})").format(
+                name=name, seconds=f"{timeout:.0f}", state=STATE_NAMES.get(pool[name].STATE, pool[name].STATE))
+            for name in last["pending"]), sessions=False)
 
     return wait_until(all_monitored, timeout=timeout, every=interval, timed_out=not_monitored)
 
@@ -411,7 +437,7 @@ def host_verdict(host, retries: int) -> str:
 def error_line(host) -> str:
     """OpenNebula's message for a host in ERROR, on one line."""
     text = " ".join(template_value(host, "ERROR").split())
-    return text or "OpenNebula gave no reason"
+    return text or _("OpenNebula gave no reason")
 
 
 def register_cloud(loaded, plan, *, hosts: list[str] | None = None, timeout: float = 180.0,

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from installer import node_packages
 from installer.errors import CONTROL, OnehciError, printable
+from installer.i18n import _
 from installer.resources import data_dir
 
 DEFAULT_NETBOOT = Path("/usr/lib/debian-installer/images/12/amd64/text")
@@ -436,4 +437,5 @@ def arm(loaded, hostname: str) -> str:
     # the tree first, then the state: a failed build leaves the node as it was
     BootStates(state.state_dir(loaded.path)).arm(
         hostname, lambda states: build(loaded, tree, states=states) if built else None)
-    return f"{tree} updated" if built else f"run `onehci pxe build {loaded.path}` before serving"
+    return (_("{tree} updated").format(tree=tree) if built
+            else _("run `onehci pxe build {site}` before serving").format(site=loaded.path))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from installer import environment
 from installer.errors import OnehciError
+from installer.i18n import _
 
 
 def ssh_argv(ip: str, ssh_key: str | None, known_hosts: str, timeout: float = 10,
@@ -28,7 +29,7 @@ def run(loaded, ip: str, script: str, *, timeout: float = 60) -> subprocess.Comp
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess(argv, 255, "", f"no answer within {timeout:g} s")
+        return subprocess.CompletedProcess(argv, 255, "", _("no answer within {seconds} s").format(seconds=f"{timeout:g}"))
 
 
 def check(loaded, ip: str, script: str, what: str, *, timeout: float = 60) -> str:
@@ -36,7 +37,7 @@ def check(loaded, ip: str, script: str, what: str, *, timeout: float = 60) -> st
     done = run(loaded, ip, script, timeout=timeout)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        raise OnehciError(f"{what} on {ip} failed: {last}")
+        raise OnehciError(_("{what} on {ip} failed: {error}").format(what=what, ip=ip, error=last))
     return done.stdout
 
 
@@ -54,6 +55,8 @@ def put(loaded, ip: str, source: Path, target: str, *, what: str, timeout: float
         try:
             done = subprocess.run(argv, stdin=data, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise OnehciError(f"{what} on {ip}: no end within {timeout:g} s") from None
+            raise OnehciError(_("{what} on {ip}: no end within {seconds} s").format(what=what, ip=ip,
+                                                                                   seconds=f"{timeout:g}")) from None
     if done.returncode != 0:
-        raise OnehciError(f"{what} on {ip} failed: {(done.stderr.strip().splitlines() or [f'exit {done.returncode}'])[-1]}")
+        raise OnehciError(_("{what} on {ip} failed: {error}").format(
+            what=what, ip=ip, error=(done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]))

@@ -18,6 +18,8 @@ from typing import Annotated, Literal
 import netaddr
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, field_validator
 
+from installer.i18n import _
+
 ROLES = ("frontend", "kvm", "mfs_master", "mfs_metalogger", "mfs_chunkserver")
 Role = Literal["frontend", "kvm", "mfs_master", "mfs_metalogger", "mfs_chunkserver"]
 
@@ -41,8 +43,9 @@ _SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-n
 
 
 def _type_name(value: object) -> str:
-    return {bool: "true/false", int: "a number", float: "a number", dict: "a mapping",
-            list: "a list", type(None): "nothing"}.get(type(value), type(value).__name__)
+    names = {bool: "true/false", int: _("a number"), float: _("a number"), dict: _("a mapping"),
+             list: _("a list"), type(None): _("nothing")}
+    return names.get(type(value), type(value).__name__)
 
 
 def _shown(text: str, limit: int = 60) -> str:
@@ -52,8 +55,9 @@ def _shown(text: str, limit: int = 60) -> str:
 
 
 def _need_str(value: object, what: str) -> str:
+    """VALUE as text; WHAT (translated) says what was expected."""
     if not isinstance(value, str):
-        raise ValueError(f"expected {what}, got {_type_name(value)}")
+        raise ValueError(_("expected {expected}, got {found}").format(expected=what, found=_type_name(value)))
     return value.strip()
 
 
@@ -62,65 +66,74 @@ def _need_str(value: object, what: str) -> str:
 def _parse_ip(value: object) -> netaddr.IPAddress:
     if isinstance(value, netaddr.IPAddress):  # already parsed (models built in code)
         return value
-    text = _need_str(value, "an IPv4 address")
+    text = _need_str(value, _("an IPv4 address"))
     try:
         return netaddr.IPAddress(text, version=4, flags=netaddr.INET_PTON)
     except (netaddr.AddrFormatError, ValueError):
-        raise ValueError(f"'{text}' is not an IPv4 address") from None
+        raise ValueError(_("'{value}' is not an IPv4 address").format(value=text)) from None
 
 
 def _parse_network(value: object) -> netaddr.IPNetwork:
     if isinstance(value, netaddr.IPNetwork):
         return value
-    text = _need_str(value, "a network in CIDR form like 192.168.10.0/24")
+    text = _need_str(value, _("a network in CIDR form like 192.168.10.0/24"))
     if "/" not in text:
-        raise ValueError(f"'{text}' needs a prefix length, like {text}/24")
+        raise ValueError(_("'{value}' needs a prefix length, like {value}/24").format(value=text))
     try:
         net = netaddr.IPNetwork(text, version=4)
         netaddr.IPAddress(text.split("/")[0], version=4, flags=netaddr.INET_PTON)
     except (netaddr.AddrFormatError, ValueError):
-        raise ValueError(f"'{text}' is not an IPv4 network in CIDR form") from None
+        raise ValueError(_("'{value}' is not an IPv4 network in CIDR form").format(value=text)) from None
     if net.ip != net.network:
-        raise ValueError(f"'{text}' has host bits set; the network is {net.cidr}")
+        raise ValueError(_("'{value}' has host bits set; the network is {network}").format(
+            value=text, network=net.cidr))
     if net.prefixlen > 30:
-        raise ValueError(f"'{text}' is too small: a /{net.prefixlen} has no room for hosts")
-    for special, what in _SPECIAL_NETWORKS:
+        raise ValueError(_("'{value}' is too small: a /{prefix} has no room for hosts").format(
+            value=text, prefix=net.prefixlen))
+    for special, kind in _SPECIAL_NETWORKS:
         if net in special or special in net:
-            raise ValueError(f"'{text}' is {what}, not a network of servers")
+            raise ValueError(_special_network(kind).format(value=text))
     return net
 
 
-_SPECIAL_NETWORKS = [(netaddr.IPNetwork("0.0.0.0/8"), "'this network' (0.0.0.0/8)"),
-                     (netaddr.IPNetwork("127.0.0.0/8"), "loopback (127.0.0.0/8)"),
-                     (netaddr.IPNetwork("224.0.0.0/4"), "multicast (224.0.0.0/4)"),
-                     (netaddr.IPNetwork("240.0.0.0/4"), "reserved (240.0.0.0/4)")]
+_SPECIAL_NETWORKS = [(netaddr.IPNetwork("0.0.0.0/8"), "this"), (netaddr.IPNetwork("127.0.0.0/8"), "loopback"),
+                     (netaddr.IPNetwork("224.0.0.0/4"), "multicast"), (netaddr.IPNetwork("240.0.0.0/4"), "reserved")]
+
+
+def _special_network(kind: str) -> str:
+    """The whole sentence refusing a special network (translated when it is said)."""
+    return {"this": _("'{value}' is 'this network' (0.0.0.0/8), not a network of servers"),
+            "loopback": _("'{value}' is loopback (127.0.0.0/8), not a network of servers"),
+            "multicast": _("'{value}' is multicast (224.0.0.0/4), not a network of servers"),
+            "reserved": _("'{value}' is reserved (240.0.0.0/4), not a network of servers")}[kind]
 
 
 def _parse_mac(value: object) -> str:
-    text = _need_str(value, "a MAC address like 52:54:00:12:34:56").lower()
+    text = _need_str(value, _("a MAC address like 52:54:00:12:34:56")).lower()
     if not _MAC.fullmatch(text):
-        raise ValueError(f"'{_shown(text)}' is not a MAC address (six pairs of hex digits separated by ':' or '-')")
+        raise ValueError(_("'{value}' is not a MAC address (six pairs of hex digits separated by ':' or '-')")
+                         .format(value=_shown(text)))
     mac = text.replace("-", ":")
     if int(mac[:2], 16) & 1:
-        raise ValueError(f"'{mac}' is a multicast address, not a network card's")
+        raise ValueError(_("'{value}' is a multicast address, not a network card's").format(value=mac))
     if mac == "00:00:00:00:00:00":
-        raise ValueError("00:00:00:00:00:00 is no network card's address (a placeholder? run `onehci discover`)")
+        raise ValueError(_("00:00:00:00:00:00 is no network card's address (a placeholder? run `onehci discover`)"))
     return mac
 
 
 def _parse_hostname(value: object) -> str:
-    text = _need_str(value, "a host name")
+    text = _need_str(value, _("a host name"))
     if not _LABEL.fullmatch(text) or text.isdigit():
-        raise ValueError(f"'{_shown(text)}' is not a valid host name: use 1-63 lowercase letters, digits "
-                         "and '-', not starting or ending with '-'")
+        raise ValueError(_("'{value}' is not a valid host name: use 1-63 lowercase letters, digits and '-', not "
+                           "starting or ending with '-'").format(value=_shown(text)))
     return text
 
 
 def _parse_domain(value: object) -> str:
-    text = _need_str(value, "a DNS domain").rstrip(".")
+    text = _need_str(value, _("a DNS domain")).rstrip(".")
     labels = text.split(".")
     if len(text) > 253 or not all(_LABEL.fullmatch(lbl) for lbl in labels):
-        raise ValueError(f"'{_shown(text)}' is not a valid DNS domain")
+        raise ValueError(_("'{value}' is not a valid DNS domain").format(value=_shown(text)))
     return text
 
 
@@ -154,22 +167,27 @@ def _parse_disk(value: object) -> DiskRef:
         return value
     if isinstance(value, dict):
         if set(value) != {"serial"}:
-            extra = ", ".join(sorted(str(k) for k in value if k != "serial")) or "nothing"
-            raise ValueError(f"a disk given as a mapping takes exactly one key, 'serial' (found: {extra})")
-        serial = _need_str(value["serial"], "a disk serial number")
+            extra = ", ".join(sorted(str(k) for k in value if k != "serial")) or _("nothing")
+            raise ValueError(_("a disk given as a mapping takes exactly one key, 'serial' (found: {keys})")
+                             .format(keys=extra))
+        serial = _need_str(value["serial"], _("a disk serial number"))
         if not _SERIAL.fullmatch(serial):
-            raise ValueError(f"'{_shown(serial)}' does not look like a disk serial number")
+            raise ValueError(_("'{value}' does not look like a disk serial number").format(value=_shown(serial)))
         return DiskRef(serial=serial)
-    text = _need_str(value, "a /dev/disk/by-id/ path or {serial: ...}")
+    text = _need_str(value, _("a /dev/disk/by-id/ path or {serial: ...}"))
     if text.startswith(_BY_ID) and len(text) > len(_BY_ID) and "/" not in text[len(_BY_ID):]:
         if not _BY_ID_NAME.fullmatch(text[len(_BY_ID):]):
-            raise ValueError(f"'{_shown(text)}' is not a name udev makes under {_BY_ID}: those hold only letters, "
-                             "digits and # + - . : = @ _ (copy it from `ls /dev/disk/by-id` or `onehci discover`)")
+            raise ValueError(_("'{value}' is not a name udev makes under {by_id}: those hold only letters, digits "
+                               "and # + - . : = @ _ (copy it from `ls /dev/disk/by-id` or `onehci discover`)")
+                             .format(value=_shown(text), by_id=_BY_ID))
         return DiskRef(by_id=text)
+    # below, {{serial: ...}} is YAML shown as is: its braces are doubled for format()
     if text.startswith("/dev/"):
-        raise ValueError(f"'{_shown(text)}' can name another disk after a reboot; name it by "
-                         "/dev/disk/by-id/... or {serial: ...} (run `onehci discover` on the server to see them)")
-    raise ValueError(f"'{_shown(text)}' is not a disk: use a /dev/disk/by-id/... path or {{serial: ...}}")
+        raise ValueError(_("'{value}' can name another disk after a reboot; name it by /dev/disk/by-id/... or "
+                           "{{serial: ...}} (run `onehci discover` on the server to see them)")
+                         .format(value=_shown(text)))
+    raise ValueError(_("'{value}' is not a disk: use a /dev/disk/by-id/... path or {{serial: ...}}")
+                     .format(value=_shown(text)))
 
 
 Disk = Annotated[DiskRef, PlainValidator(_parse_disk), PlainSerializer(lambda d: d.to_data())]
@@ -178,13 +196,15 @@ Disk = Annotated[DiskRef, PlainValidator(_parse_disk), PlainSerializer(lambda d:
 def _parse_mirror(value: str) -> str:
     """An http(s) URL whose every part is what a Debian mirror's URL holds: it goes into apt
     sources, the preseed, apt-cacher-ng's backends and the inventory."""
-    wrong = f"'{_shown(value)}' is not an http:// or https:// mirror URL"
+    shown = _shown(value)
     if any(ord(c) < 0x21 or 0x7F <= ord(c) <= 0x9F for c in value):
-        raise ValueError(f"{wrong}: it holds a space or a control character")
+        raise ValueError(_("'{value}' is not an http:// or https:// mirror URL: it holds a space or a control "
+                           "character").format(value=shown))
     parts = urllib.parse.urlsplit(value)
     if "@" in parts.netloc:  # never shown: it may be a password
-        raise ValueError("a mirror URL with a user name or password is not accepted: every node would get it in "
-                         "its apt sources and the preseed is served on the LAN; use a mirror (or proxy) that needs none")
+        raise ValueError(_("a mirror URL with a user name or password is not accepted: every node would get it in "
+                           "its apt sources and the preseed is served on the LAN; use a mirror (or proxy) that "
+                           "needs none"))
     host = (parts.hostname or "").lower()
     try:
         port = parts.port
@@ -193,24 +213,24 @@ def _parse_mirror(value: str) -> str:
     host_ok = bool(host) and all(_LABEL.fullmatch(label) for label in host.split("."))
     if parts.scheme not in ("http", "https") or not host_ok or port == 0 or parts.query or parts.fragment \
             or value.endswith(("?", "#")) or not _URL_PATH.fullmatch(parts.path):
-        raise ValueError(f"{wrong} (scheme, host name, port 1-65535, and a path of letters, digits and "
-                         "- . _ ~ % + , = @ : /)")
+        raise ValueError(_("'{value}' is not an http:// or https:// mirror URL (scheme, host name, port 1-65535, "
+                           "and a path of letters, digits and - . _ ~ % + , = @ : /)").format(value=shown))
     return value.rstrip("/")
 
 
 def _interface_name(value: str) -> str:
     if not _IFNAME.fullmatch(value) or value in (".", ".."):
-        raise ValueError(f"'{_shown(value)}' is not a Linux interface name (1-15 letters, digits, '_', '.', '-'; "
-                         "not . or ..)")
+        raise ValueError(_("'{value}' is not a Linux interface name (1-15 letters, digits, '_', '.', '-'; "
+                           "not . or ..)").format(value=_shown(value)))
     return value
 
 
 def _parse_password_hash(value: object) -> str:
-    text = _need_str(value, "a password hash")
+    text = _need_str(value, _("a password hash"))
     if _SHA512_CRYPT.fullmatch(text) or _YESCRYPT.fullmatch(text):
         return text
-    raise ValueError("is not a SHA-512 ($6$) or yescrypt ($y$) crypt hash; "
-                     "run `onehci hash-password` and paste its output")
+    raise ValueError(_("is not a SHA-512 ($6$) or yescrypt ($y$) crypt hash; run `onehci hash-password` and paste "
+                       "its output"))
 
 
 def _ssh_fields(blob: bytes) -> list[bytes]:
@@ -230,15 +250,16 @@ def _ssh_fields(blob: bytes) -> list[bytes]:
 def _parse_ssh_key(value: object) -> str:
     # A structural check of the public key blob (no crypto library at start-up: it costs
     # 0.15 s on every command): base64, fields that fit exactly, the declared type inside.
-    text = " ".join(_need_str(value, "an SSH public key line").split())
+    text = " ".join(_need_str(value, _("an SSH public key line")).split())
     if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text):
-        raise ValueError("this SSH key line holds a control character (in its comment?): copy the .pub file's "
-                         "line again")
+        raise ValueError(_("this SSH key line holds a control character (in its comment?): copy the .pub file's "
+                           "line again"))
     if "PRIVATE KEY" in text:
-        raise ValueError("this is a private key; give the public key (the .pub file)")
+        raise ValueError(_("this is a private key; give the public key (the .pub file)"))
     parts = text.split(" ")
     if len(parts) < 2 or parts[0] not in _SSH_KEY_TYPES:
-        raise ValueError(f"'{_shown(text, 40)}' is not an SSH public key line (type, base64 key, comment)")
+        raise ValueError(_("'{value}' is not an SSH public key line (type, base64 key, comment)")
+                         .format(value=_shown(text, 40)))
     try:
         fields = _ssh_fields(base64.b64decode(parts[1], validate=True))
         if not fields or fields[0].decode("ascii") != parts[0]:
@@ -246,8 +267,8 @@ def _parse_ssh_key(value: object) -> str:
         if parts[0] == "ssh-ed25519" and (len(fields) != 2 or len(fields[1]) != 32):
             raise ValueError("bad ed25519 key")
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ValueError(f"the {parts[0]} key starting '{parts[1][:16]}' does not parse; "
-                         "copy the whole line of the .pub file") from None
+        raise ValueError(_("the {kind} key starting '{start}' does not parse; copy the whole line of the .pub file")
+                         .format(kind=parts[0], start=parts[1][:16])) from None
     return text
 
 
@@ -277,21 +298,21 @@ class Cluster(Strict):
         try:
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"'{value}' is not a time zone name like Europe/Paris") from None
+            raise ValueError(_("'{value}' is not a time zone name like Europe/Paris").format(value=value)) from None
         return value
 
     @field_validator("locale")
     @classmethod
     def _locale_form(cls, value: str) -> str:
         if not _LOCALE.fullmatch(value):
-            raise ValueError(f"'{_shown(value)}' is not a locale like fr_FR.UTF-8")
+            raise ValueError(_("'{value}' is not a locale like fr_FR.UTF-8").format(value=_shown(value)))
         return value if value.endswith(".UTF-8") else value + ".UTF-8"
 
     @field_validator("keyboard")
     @classmethod
     def _keymap_form(cls, value: str) -> str:
         if not _KEYMAP.fullmatch(value):
-            raise ValueError(f"'{_shown(value)}' is not a keyboard layout like fr or us")
+            raise ValueError(_("'{value}' is not a keyboard layout like fr or us").format(value=_shown(value)))
         return value
 
 
@@ -351,7 +372,7 @@ class Bootstrap(Strict):
     @classmethod
     def _console(cls, value: str | None) -> str | None:
         if value is not None and not _CONSOLE.fullmatch(value):
-            raise ValueError(f"'{_shown(value)}' is not a kernel console like ttyS0,115200n8")
+            raise ValueError(_("'{value}' is not a kernel console like ttyS0,115200n8").format(value=_shown(value)))
         return value
 
 
@@ -386,7 +407,8 @@ class Alternative(Strict):
     @classmethod
     def _printable(cls, value: str) -> str:
         if not value.isprintable():
-            raise ValueError(f"'{_shown(value)}' holds control characters; a name is one line of text")
+            raise ValueError(_("'{value}' holds control characters; a name is one line of text")
+                             .format(value=_shown(value)))
         return value
 
 
@@ -405,7 +427,7 @@ class Economics(Strict):
     @classmethod
     def _currency_code(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Z]{3}", value):
-            raise ValueError(f"'{_shown(value)}' is not a currency code like EUR")
+            raise ValueError(_("'{value}' is not a currency code like EUR").format(value=_shown(value)))
         return value
 
 
@@ -423,7 +445,7 @@ class Node(Strict):
     def _roles_once(cls, value: list[str]) -> list[str]:
         repeated = sorted({r for r in value if value.count(r) > 1})
         if repeated:
-            raise ValueError(f"role {', '.join(repeated)} is listed more than once")
+            raise ValueError(_("role {roles} is listed more than once").format(roles=", ".join(repeated)))
         return value
 
     def has(self, role: str) -> bool:

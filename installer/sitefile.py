@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from installer import yamlpos
 from installer.errors import OnehciError, Problem, SiteInvalid, printable
+from installer.i18n import _, ngettext
 
 Loc = tuple[Any, ...]
 
@@ -49,32 +51,35 @@ MAX_SIZE = 4 * 1024 * 1024  # bytes: a 1,000-node site is about 300 KB
 def read_text(path: Path) -> str:
     """A site file's text: a regular file (a link to one is followed), of a sane size, UTF-8;
     anything else is one clear line (a FIFO would hang, /dev/zero would fill the memory)."""
-    name = printable(str(path))
+    name = printable(str(path))  # every message starts with "NAME: " (validate --json takes it off)
     try:
         # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise OnehciError(f"{name}: no such file (create one with `onehci init --profile NAME DIR`)") from None
+        raise OnehciError(_("{file}: no such file (create one with `onehci init --profile NAME DIR`)")
+                          .format(file=name)) from None
     except IsADirectoryError:
-        raise OnehciError(f"{name}: is a directory, not a site file") from None
+        raise OnehciError(_("{file}: is a directory, not a site file").format(file=name)) from None
     except PermissionError:
-        raise OnehciError(f"{name}: permission denied") from None
+        raise OnehciError(_("{file}: permission denied").format(file=name)) from None
     except OSError as exc:  # a loop of symbolic links, a name too long...
-        raise OnehciError(f"{name}: cannot be opened: {exc.strerror}") from None
+        raise OnehciError(_("{file}: cannot be opened: {reason}").format(file=name, reason=exc.strerror)) from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         if stat.S_ISDIR(info.st_mode):
-            raise OnehciError(f"{name}: is a directory, not a site file")
-        raise OnehciError(f"{name}: is not a regular file (a device, a FIFO or a socket), not a site file")
+            raise OnehciError(_("{file}: is a directory, not a site file").format(file=name))
+        raise OnehciError(_("{file}: is not a regular file (a device, a FIFO or a socket), not a site file")
+                          .format(file=name))
     with os.fdopen(fd, "rb") as fh:
         data = fh.read(MAX_SIZE + 1)
     if len(data) > MAX_SIZE:
-        raise OnehciError(f"{name}: larger than {MAX_SIZE // (1024 * 1024)} MiB: not a site file")
+        raise OnehciError(_("{file}: larger than {size} MiB: not a site file").format(
+            file=name, size=MAX_SIZE // (1024 * 1024)))
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise OnehciError(f"{name}: not UTF-8 text (byte {exc.start})") from None
+        raise OnehciError(_("{file}: not UTF-8 text (byte {offset})").format(file=name, offset=exc.start)) from None
 
 
 def read_yaml(path: Path) -> yamlpos.Parsed:
@@ -84,11 +89,13 @@ def read_yaml(path: Path) -> yamlpos.Parsed:
     try:
         parsed = yamlpos.parse(text)
     except yamlpos.YamlError as exc:
-        col = f" column {exc.column}" if exc.column else ""
-        raise SiteInvalid([Problem(name, exc.line, "", f"YAML syntax error{col}: {exc.message}")]) from None
+        # the parser's own words (exc.message) stay in English
+        msg = (_("YAML syntax error column {column}: {message}") if exc.column else
+               _("YAML syntax error: {message}")).format(column=exc.column, message=exc.message)
+        raise SiteInvalid([Problem(name, exc.line, "", msg)]) from None
     if not isinstance(parsed.data, dict):
         raise SiteInvalid([Problem(name, parsed.line(()) or 1, "",
-                                   "a site file is a YAML mapping starting with 'format: 1'")])
+                                   _("a site file is a YAML mapping starting with 'format: 1'"))])
     return parsed
 
 
@@ -104,16 +111,18 @@ def load(path: str | Path) -> LoadedSite:
     data = locator.data
     if "format" not in data and not set(map(str, data)) & set(Site.model_fields):
         # another kind of file (a mistyped path, a link to /etc/passwd): one line, none of its content
-        raise SiteInvalid([Problem(str(path), 1, "", "not a site file: it has no 'format: 1' and none of a "
-                                   "site's sections (cluster, networks, bootstrap, access, nodes...)")])
+        raise SiteInvalid([Problem(str(path), 1, "", _("not a site file: it has no 'format: 1' and none of a "
+                                                       "site's sections (cluster, networks, bootstrap, access, "
+                                                       "nodes...)"))])
     if data.get("format") not in (None, 1) and isinstance(data.get("format"), int):
         raise SiteInvalid([Problem(str(path), locator.line(("format",)), "format",
-                                   f"unknown format {data['format']}; this onehci reads format 1")])
+                                   _("unknown format {value}; this onehci reads format 1").format(
+                                       value=data["format"]))])
     try:
         site = Site.model_validate(data)
     except ValidationError as exc:
-        problems = [_from_pydantic(err, str(path), locator, data) for err in exc.errors()]
-        raise SiteInvalid(_dedupe(problems)) from None
+        found = [(err, _from_pydantic(err, str(path), locator, data)) for err in exc.errors()]
+        raise SiteInvalid(_dedupe(found, data)) from None
     problems = [Problem(str(path), locator.line(loc), dotted(loc), message, severity)
                 for loc, message, severity in checks.check(site, locator.line)]
     if any(p.severity == "error" for p in problems):
@@ -121,15 +130,20 @@ def load(path: str | Path) -> LoadedSite:
     return LoadedSite(path, site, locator, problems)
 
 
-def _dedupe(problems: list[Problem]) -> list[Problem]:
+def _dedupe(found: list[tuple[dict, Problem]], data: Any) -> list[Problem]:
     """Drop repeats, and the "missing" error of a field whose misspelling was already
-    reported with a suggestion (one typo, one message)."""
-    suggested = {(p.field.rsplit(".", 1)[0] + "." if "." in p.field else "")
-                 + p.message.split("did you mean '")[1].rstrip("'?")
-                 for p in problems if "did you mean '" in p.message}
+    reported with a suggestion (one typo, one message). FOUND: pydantic's errors with their
+    problems (read from the errors, not the messages: those are translated)."""
+    suggested = set()
+    for err, _problem in found:
+        if err["type"] == "extra_forbidden":
+            loc = _user_loc(err["loc"], data)
+            close = _misspelled(loc)
+            if close:
+                suggested.add(dotted(loc[:-1] + (close,)))
     seen, out = set(), []
-    for p in problems:
-        if p.message == "required field is missing" and p.field in suggested:
+    for err, p in found:
+        if err["type"] == "missing" and p.field in suggested:
             continue
         if (p.line, p.field, p.message) not in seen:
             seen.add((p.line, p.field, p.message))
@@ -168,41 +182,101 @@ def _model_in(annotation: Any) -> Any:
     return None
 
 
+def _is_plaintext_password(key: str) -> bool:
+    return key.lower() in _PLAINTEXT_KEYS or ("password" in key.lower() and "hash" not in key.lower())
+
+
+def _misspelled(loc: Loc) -> str | None:
+    """The known field an unknown key at LOC is a misspelling of, if one is close."""
+    key = str(loc[-1])
+    if _is_plaintext_password(key):
+        return None
+    close = difflib.get_close_matches(key, _known_fields(loc), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def _from_pydantic(err: dict, file: str, locator: yamlpos.Parsed, data: Any) -> Problem:
     loc = _user_loc(err["loc"], data)
     kind, value = err["type"], err.get("input")
     field_name = dotted(loc)
     if kind == "extra_forbidden":
         key = str(loc[-1])
-        if key.lower() in _PLAINTEXT_KEYS or ("password" in key.lower() and "hash" not in key.lower()):
-            msg = ("plaintext passwords are not accepted; run `onehci hash-password` and put its "
-                   "output in access.root_password_hash")
+        if _is_plaintext_password(key):
+            msg = _("plaintext passwords are not accepted; run `onehci hash-password` and put its output in "
+                    "access.root_password_hash")
         else:
-            close = difflib.get_close_matches(key, _known_fields(loc), n=1, cutoff=0.6)
+            close = _misspelled(loc)
             shown = key if len(key) <= 40 else key[:40] + "..."
-            msg = f"unknown field '{shown}'" + (f"; did you mean '{close[0]}'?" if close else "")
+            msg = (_("unknown field '{key}'; did you mean '{close}'?") if close else
+                   _("unknown field '{key}'")).format(key=shown, close=close)
             field_name = dotted(loc[:-1] + (shown,))
         return Problem(file, locator.line(loc), field_name, msg)
     if kind == "missing":
-        return Problem(file, locator.line(loc), field_name, "required field is missing")
+        return Problem(file, locator.line(loc), field_name, _("required field is missing"))
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         if loc == ("format",):
-            msg = f"unknown format {value!r}; this onehci reads format 1"
+            msg = _("unknown format {value}; this onehci reads format 1").format(value=repr(value))
         else:
-            msg = f"{value!r} is not one of {expected}"
+            msg = _("{value} is not one of {choices}").format(value=repr(value), choices=_choices(expected))
         return Problem(file, locator.line(loc), field_name, msg)
     if kind == "value_error":
-        msg = str(err.get("ctx", {}).get("error", err["msg"]))
+        msg = str(err.get("ctx", {}).get("error", err["msg"]))  # onehci's own validators: already translated
         return Problem(file, locator.line(loc), field_name, msg)
     if kind in ("too_short", "list_type") and isinstance(value, list) and not value:
-        return Problem(file, locator.line(loc), field_name, "must not be empty")
+        return Problem(file, locator.line(loc), field_name, _("must not be empty"))
     if kind.endswith("_type") or kind in ("model_type", "model_attributes_type"):
-        expected = {"int_type": "a whole number", "string_type": "text", "bool_type": "true or false",
-                    "list_type": "a list", "model_type": "a mapping", "dict_type": "a mapping",
-                    "float_type": "a number"}.get(kind, kind.replace("_type", ""))
-        return Problem(file, locator.line(loc), field_name, f"expected {expected}, got {_shown(value)}")
-    return Problem(file, locator.line(loc), field_name, err["msg"][0].lower() + err["msg"][1:])
+        expected = {"int_type": _("a whole number"), "string_type": _("text"), "bool_type": _("true or false"),
+                    "list_type": _("a list"), "model_type": _("a mapping"), "dict_type": _("a mapping"),
+                    "float_type": _("a number")}.get(kind, kind.replace("_type", ""))
+        return Problem(file, locator.line(loc), field_name,
+                       _("expected {expected}, got {found}").format(expected=expected, found=_shown(value)))
+    return Problem(file, locator.line(loc), field_name, _pydantic_message(err))
+
+
+def _choices(expected: str) -> str:
+    """Pydantic's list of allowed values ("'a', 'b' or 'c'") with its "or" translated."""
+    items = re.findall(r"'[^']*'|-?\d+", expected)
+    if len(items) < 2 or f"{', '.join(items[:-1])} or {items[-1]}" != expected:
+        return expected  # not the form expected: shown as pydantic wrote it
+    return _("{choices} or {last}").format(choices=", ".join(items[:-1]), last=items[-1])
+
+
+def _pydantic_message(err: dict) -> str:
+    """Pydantic's message for a constraint of the model, as onehci shows it (lower case first):
+    the English is pydantic's own, word for word; the kinds not listed here are shown as pydantic
+    wrote them."""
+    kind, ctx = err["type"], {k: _number(v) for k, v in (err.get("ctx") or {}).items()}
+    if kind == "string_too_short":
+        text = ngettext("string should have at least {min_length} character",
+                        "string should have at least {min_length} characters", ctx["min_length"])
+    elif kind == "string_too_long":
+        text = ngettext("string should have at most {max_length} character",
+                        "string should have at most {max_length} characters", ctx["max_length"])
+    elif kind == "too_short" and ctx.get("field_type") == "List":
+        text = ngettext("list should have at least {min_length} item after validation, not {actual_length}",
+                        "list should have at least {min_length} items after validation, not {actual_length}",
+                        ctx["min_length"])
+    elif kind == "too_long" and ctx.get("field_type") == "List":
+        text = ngettext("list should have at most {max_length} item after validation, not {actual_length}",
+                        "list should have at most {max_length} items after validation, not {actual_length}",
+                        ctx["max_length"])
+    else:
+        text = {"greater_than": _("input should be greater than {gt}"),
+                "greater_than_equal": _("input should be greater than or equal to {ge}"),
+                "less_than": _("input should be less than {lt}"),
+                "less_than_equal": _("input should be less than or equal to {le}"),
+                "multiple_of": _("input should be a multiple of {multiple_of}"),
+                "finite_number": _("input should be a finite number"),
+                "string_pattern_mismatch": _("string should match pattern '{pattern}'")}.get(kind)
+    if text is None:
+        return err["msg"][0].lower() + err["msg"][1:]
+    return text.format(**ctx)
+
+
+def _number(value: Any) -> Any:
+    """A bound as pydantic writes it in its messages: 30.0 as 30."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _user_loc(raw: Loc, data: Any) -> Loc:
@@ -225,14 +299,14 @@ def _user_loc(raw: Loc, data: Any) -> Loc:
 
 def _shown(value: Any) -> str:
     if isinstance(value, bool):
-        return f"{str(value).lower()} (true/false)"
+        return f"{str(value).lower()} (true/false)"  # YAML's words: not translated
     if isinstance(value, (int, float)):
-        return f"{value} (a number)"
+        return _("{value} (a number)").format(value=value)
     if isinstance(value, str):
-        return f"'{value[:40]}' (text)"
+        return _("'{value}' (text)").format(value=value[:40])
     if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list"}.get(type(value), type(value).__name__)
+        return _("nothing")
+    return {dict: _("a mapping"), list: _("a list")}.get(type(value), type(value).__name__)
 
 
 def write_addresses(path: Path, addresses: dict[str, str]) -> list[str]:
@@ -257,8 +331,8 @@ def write_addresses(path: Path, addresses: dict[str, str]) -> list[str]:
             continue
         mapping = parsed.nodes[("nodes", i)]
         if mapping.flow_style:
-            raise OnehciError(f"{path}: node {name} is written on one line ({{...}}); add "
-                              f"'ip: {addresses[name]}' to it by hand")
+            raise OnehciError(_("{file}: node {node} is written on one line ({{...}}); add 'ip: {address}' to it by "
+                                "hand").format(file=path, node=name, address=addresses[name]))
         keys = {k.value: (k, v) for k, v in mapping.value if hasattr(k, "value")}
         if "ip" in keys:  # `ip:` present but empty: fill it in, keeping any comment
             row, col = keys["ip"][0].start_mark.line, keys["ip"][0].start_mark.column
@@ -293,9 +367,9 @@ def _check_pinned(candidate: Path, path: Path, pinned: dict[str, str]) -> None:
     try:
         site = load(candidate).site
     except OnehciError as exc:
-        raise OnehciError(f"{path}: adding the addresses would not give a valid site file ({exc}); the file was "
-                          "not changed: add the ip: lines by hand") from None
+        raise OnehciError(_("{file}: adding the addresses would not give a valid site file ({reason}); the file was "
+                            "not changed: add the ip: lines by hand").format(file=path, reason=exc)) from None
     found = {n.hostname: str(n.ip) for n in site.nodes if n.hostname in pinned}
     if found != pinned:
-        raise OnehciError(f"{path}: adding the addresses did not pin them as planned; the file was not changed: "
-                          "add the ip: lines by hand")
+        raise OnehciError(_("{file}: adding the addresses did not pin them as planned; the file was not changed: "
+                            "add the ip: lines by hand").format(file=path))

@@ -23,10 +23,11 @@ import pyone
 
 from installer import environment, mfs, one, remote
 from installer.errors import OnehciError
+from installer.i18n import _, ngettext
 
 GREEN, AMBER, RED = "green", "amber", "red"
 HEALTHY, DEGRADED, DOWN = 0, 1, 2
-VERDICTS = {HEALTHY: "healthy", DEGRADED: "degraded", DOWN: "down"}
+VERDICTS = {HEALTHY: "healthy", DEGRADED: "degraded", DOWN: "down"}  # --json and the day-2 records: never translated
 AMBER_FREE, RED_FREE = 15.0, 5.0  # percent of free space under which a line turns amber, red
 TIMEOUT = 4.0  # seconds for each check: status must answer within a few seconds
 
@@ -58,6 +59,19 @@ class Status:
         return {"verdict": self.verdict, "exit_code": self.exit_code, "seconds": round(self.seconds, 2),
                 "checks": [{k: v for k, v in asdict(c).items() if k != "fatal"} for c in self.checks]}
 
+
+def verdict_text(exit_code: int) -> str:
+    """The verdict as the technician reads it (VERDICTS, translated)."""
+    return {HEALTHY: _("healthy"), DEGRADED: _("degraded"), DOWN: _("down")}[exit_code]
+
+
+def colour_text(colour: str) -> str:
+    """A line's colour as the technician reads it (--json keeps green, amber, red)."""
+    return {GREEN: _("green"), AMBER: _("amber"), RED: _("red")}[colour]
+
+
+# Component names (moosefs master, host NAME...) are identifiers: the day-2 operations and
+# --json read them, so they are never translated; the reasons are.
 
 # free space: amber or red there is nothing a day-2 operation changes, so none waits on it
 SPACE_LINES = ("moosefs space", "datastore ")
@@ -94,59 +108,89 @@ def _named(names: list[str], ips: dict[str, str]) -> str:
     return ", ".join(f"{n} ({ips[n]})" for n in names)
 
 
+def _clauses(*parts: str) -> str:
+    """Clauses of one reason, one after the other ("a; b")."""
+    text = parts[0]
+    for part in parts[1:]:
+        text = _("{first}; {then}").format(first=text, then=part)
+    return text
+
+
+def _connected(here: int, wanted: int) -> str:
+    # English reads the same for one and several; French agrees with the number connected
+    return ngettext("{count} of {total} connected", "{count} of {total} connected", here).format(
+        count=here, total=wanted)
+
+
 def _space(component: str, total_mb: float, free_mb: float) -> Check:
     if total_mb <= 0:
-        return Check(component, AMBER, "no size reported yet")
+        return Check(component, AMBER, _("no size reported yet"))
     percent = 100.0 * free_mb / total_mb
-    text = f"{free_mb / 1024:.1f} GiB free of {total_mb / 1024:.1f} GiB ({percent:.0f}%)"
+    text = _("{free} GiB free of {total} GiB ({percent}%)").format(
+        free=f"{free_mb / 1024:.1f}", total=f"{total_mb / 1024:.1f}", percent=f"{percent:.0f}")
     colour = RED if percent < RED_FREE else AMBER if percent < AMBER_FREE else GREEN
-    return Check(component, colour, text if colour == GREEN else f"{text}: add chunk disks or free space")
+    return Check(component, colour, text if colour == GREEN else
+                 _("{space}: add chunk disks or free space").format(space=text))
 
 
 def moosefs_checks(health: mfs.Health, plan) -> list[Check]:
     if not health.reachable:
-        return [Check("moosefs master", RED, health.error or f"{health.master} does not answer", fatal=True)]
+        return [Check("moosefs master", RED, health.error or _("{master} does not answer").format(master=health.master),
+                      fatal=True)]
     ips = {n.hostname: n.ip for n in plan.nodes}
-    checks = [Check("moosefs master", GREEN, f"MooseFS {health.version} at {health.master}")]
+    checks = [Check("moosefs master", GREEN, _("MooseFS {version} at {master}").format(
+        version=health.version, master=health.master))]
 
     wanted = plan.moosefs.metaloggers
     missing = [n for n in wanted if ips[n] not in health.metaloggers]
     here = len(wanted) - len(missing)
     if not wanted:
-        checks.append(Check("moosefs metaloggers", GREEN, f"none in the site ({len(health.metaloggers)} connected)"))
+        checks.append(Check("moosefs metaloggers", GREEN, _("none in the site ({count} connected)").format(
+            count=len(health.metaloggers))))
     elif not missing:
-        checks.append(Check("moosefs metaloggers", GREEN, f"{here} of {len(wanted)} connected"))
+        checks.append(Check("moosefs metaloggers", GREEN, _connected(here, len(wanted))))
+    elif here:
+        checks.append(Check("moosefs metaloggers", AMBER, _("{connected}; missing {nodes}").format(
+            connected=_connected(here, len(wanted)), nodes=_named(missing, ips))))
     else:
-        colour, risk = (AMBER, "") if here else (RED, ": no copy of the metadata outside the master")
-        checks.append(Check("moosefs metaloggers", colour,
-                            f"{here} of {len(wanted)} connected; missing {_named(missing, ips)}{risk}"))
+        checks.append(Check("moosefs metaloggers", RED, _(
+            "{connected}; missing {nodes}: no copy of the metadata outside the master").format(
+                connected=_connected(here, len(wanted)), nodes=_named(missing, ips))))
 
     wanted = plan.moosefs.chunkservers
     connected = {c.ip: c for c in health.chunkservers}
     missing = [n for n in wanted if ips[n] not in connected]
     maintenance = [n for n in wanted if ips[n] in connected and connected[ips[n]].maintenance]
     here = len(wanted) - len(missing)
-    text = f"{here} of {len(wanted)} connected"
+    text = _connected(here, len(wanted))
     if not connected:
-        checks.append(Check("moosefs chunkservers", RED, f"{text}: no data can be read or written", fatal=True))
+        checks.append(Check("moosefs chunkservers", RED, _("{connected}: no data can be read or written").format(
+            connected=text), fatal=True))
     else:
-        notes = ([f"missing {_named(missing, ips)}"] if missing else []) + \
-            ([f"in maintenance {', '.join(maintenance)}"] if maintenance else [])
-        checks.append(Check("moosefs chunkservers", AMBER if notes else GREEN, "; ".join([text, *notes])))
+        notes = ([_("missing {nodes}").format(nodes=_named(missing, ips))] if missing else []) + \
+            ([_("in maintenance {nodes}").format(nodes=", ".join(maintenance))] if maintenance else [])
+        checks.append(Check("moosefs chunkservers", AMBER if notes else GREEN, _clauses(text, *notes)))
 
     counts = health.chunks
     lost, endangered, undergoal = (counts.get(k, 0) for k in ("missing", "endangered", "undergoal"))
     low = endangered + undergoal  # both have fewer copies than their goal
     if lost:
-        checks.append(Check("moosefs chunks", RED, f"{lost} missing: no copy left, their files cannot be read "
-                                                  "until a chunkserver holding them comes back"
-                            + (f"; {low} undergoal" if low else "")))
+        # English reads the same for one and several; French agrees with the number
+        text = ngettext("{lost} missing: no copy left, their files cannot be read until a chunkserver holding them "
+                        "comes back",
+                        "{lost} missing: no copy left, their files cannot be read until a chunkserver holding them "
+                        "comes back", lost).format(lost=lost)
+        checks.append(Check("moosefs chunks", RED, _clauses(text, _("{low} undergoal").format(low=low)) if low
+                            else text))
     elif low:
-        checks.append(Check("moosefs chunks", AMBER,
-                            f"{low} undergoal ({endangered} endangered: one copy left); MooseFS is replicating"))
+        checks.append(Check("moosefs chunks", AMBER, _(
+            "{low} undergoal ({endangered} endangered: one copy left); MooseFS is replicating").format(
+                low=low, endangered=endangered)))
     else:
         total = sum(counts.values())
-        checks.append(Check("moosefs chunks", GREEN, f"all {total} at their goal" if total else "no chunks yet"))
+        checks.append(Check("moosefs chunks", GREEN,
+                            ngettext("all {total} at their goal", "all {total} at their goal", total).format(
+                                total=total) if total else _("no chunks yet")))
     mb = 1024 * 1024
     checks.append(_space("moosefs space", health.total_space / mb, health.avail_space / mb))
     return checks
@@ -155,25 +199,30 @@ def moosefs_checks(health: mfs.Health, plan) -> list[Check]:
 def opennebula_checks(view: OneView, plan) -> list[Check]:
     if view.error:
         return [Check("opennebula api", RED, view.error, fatal=True)]
-    checks = [Check("opennebula api", GREEN, f"OpenNebula {view.version} at {view.url}")]
+    checks = [Check("opennebula api", GREEN, _("OpenNebula {version} at {url}").format(version=view.version,
+                                                                                      url=view.url))]
     wanted = plan.opennebula.hosts
     monitored = [h for h in wanted if view.hosts.get(h, (None,))[0] == one.MONITORED]
+    # English reads the same for one and several; French agrees with the number monitored
+    count = ngettext("{count} of {total} monitored", "{count} of {total} monitored", len(monitored)).format(
+        count=len(monitored), total=len(wanted))
     if len(monitored) == len(wanted):
-        checks.append(Check("opennebula hosts", GREEN, f"{len(monitored)} of {len(wanted)} monitored"))
+        checks.append(Check("opennebula hosts", GREEN, count))
     elif monitored:
-        checks.append(Check("opennebula hosts", AMBER, f"{len(monitored)} of {len(wanted)} monitored"))
+        checks.append(Check("opennebula hosts", AMBER, count))
     else:
-        checks.append(Check("opennebula hosts", RED, f"0 of {len(wanted)} monitored: no VM can run", fatal=True))
+        checks.append(Check("opennebula hosts", RED, _("0 of {total} monitored: no VM can run").format(
+            total=len(wanted)), fatal=True))
     for name in wanted:
         check = host_check(name, view.hosts.get(name))
-        running = sum(1 for _, host, state, _ in view.vms if host == name and state == "running")
-        checks.append(dataclasses.replace(check, reason=f"{check.reason}, {running} VM(s) running")
-                      if check.colour == GREEN else check)
+        running = sum(1 for vm in view.vms if vm[1] == name and vm[2] == "running")
+        checks.append(dataclasses.replace(check, reason=_("{reason}, {running} VM(s) running").format(
+            reason=check.reason, running=running)) if check.colour == GREEN else check)
     checks.append(vm_check(view.vms))
     for name in (one.object_names(plan.opennebula.cluster)[k] for k in ("system", "images")):
         component = f"datastore {name}"
         if name not in view.datastores:
-            checks.append(Check(component, RED, "not registered in OpenNebula: run onehci deploy"))
+            checks.append(Check(component, RED, _("not registered in OpenNebula: run onehci deploy")))
         else:
             checks.append(_space(component, *view.datastores[name]))
     return checks
@@ -181,13 +230,15 @@ def opennebula_checks(view: OneView, plan) -> list[Check]:
 
 def vm_check(vms: list[tuple[int, str, str, str]]) -> Check:
     """Amber when a VM has failed (the cloud still runs the others), naming it, its host and why."""
-    failed = [f"VM {vm} on {host or 'no host'}: {error or 'no reason given'}" for vm, host, state, error in vms
-              if state == "failed"]
+    failed = [_("VM {vm} on {host}: {reason}").format(vm=vm, host=host or _("no host"),
+                                                      reason=error or _("no reason given"))
+              for vm, host, state, error in vms if state == "failed"]
     running = sum(1 for vm in vms if vm[2] == "running")
     if failed:
-        return Check("opennebula vms", AMBER, f"{len(failed)} failed ({'; '.join(failed[:3])}"
-                     f"{'; ...' if len(failed) > 3 else ''}), {running} running")
-    return Check("opennebula vms", GREEN, f"{running} running, none failed")
+        shown = _clauses(*failed[:3], *(["..."] if len(failed) > 3 else []))
+        return Check("opennebula vms", AMBER, _("{failed} failed ({vms}), {running} running").format(
+            failed=len(failed), vms=shown, running=running))
+    return Check("opennebula vms", GREEN, _("{running} running, none failed").format(running=running))
 
 
 def vm_row(vm) -> tuple[int, str, str, str]:
@@ -207,27 +258,29 @@ def vm_row(vm) -> tuple[int, str, str, str]:
 def host_check(name: str, found: tuple[int, str] | None) -> Check:
     component = f"host {name}"
     if found is None:
-        return Check(component, RED, "not registered in OpenNebula: run onehci deploy")
+        return Check(component, RED, _("not registered in OpenNebula: run onehci deploy"))
     state, error = found
     if state == one.MONITORED:
-        return Check(component, GREEN, "monitored")
-    if state == one.ERROR:
-        return Check(component, RED, f"ERROR: {error or 'OpenNebula gave no reason'}")
+        return Check(component, GREEN, _("monitored"))
+    if state == one.ERROR:  # ERROR: OpenNebula's name of the state, as its tools show it
+        return Check(component, RED, _("ERROR: {reason}").format(reason=error or _("OpenNebula gave no reason")))
     if state == one.DISABLED:
-        return Check(component, AMBER, "disabled (by hand): monitored, but gets no new VM")
+        return Check(component, AMBER, _("disabled (by hand): monitored, but gets no new VM"))
     if state == one.OFFLINE:
-        return Check(component, AMBER, "offline (by hand): not monitored, gets no VM")
-    return Check(component, AMBER, f"not monitored yet ({one.STATE_NAMES.get(state, state)})")
+        return Check(component, AMBER, _("offline (by hand): not monitored, gets no VM"))
+    return Check(component, AMBER, _("not monitored yet ({state})").format(state=one.STATE_NAMES.get(state, state)))
 
 
 def mount_checks(mounts: dict[str, Mount], mount: str) -> list[Check]:
     checks = [Check(f"mount {name}", GREEN if m.ok else RED,
-                    f"{mount} mounted from {m.detail}" if m.ok else m.detail) for name, m in mounts.items()]
+                    _("{mount} mounted from {source}").format(mount=mount, source=m.detail) if m.ok else m.detail)
+              for name, m in mounts.items()]
     # OpenNebula notices a stopped libvirtd only when a VM is started there or at its next system
     # probe, minutes later: status asks systemd on every KVM host itself
     checks += [Check(f"libvirt {name}", GREEN if m.libvirt == "active" else RED,
-                     "libvirtd running" if m.libvirt == "active" else
-                     f"libvirtd is not running ({m.libvirt}): no VM can start or be monitored there")
+                     _("libvirtd running") if m.libvirt == "active" else
+                     _("libvirtd is not running ({state}): no VM can start or be monitored there").format(
+                         state=m.libvirt))
                for name, m in mounts.items() if m.libvirt]
     return checks
 
@@ -278,7 +331,7 @@ def check_mount(argv: list[str], mount: str, timeout: float = TIMEOUT, *, libvir
     try:
         done = subprocess.run([*argv, f"{script}; exit $found"], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return Mount(False, f"cannot check: no answer over SSH within {timeout:g} s")
+        return Mount(False, _("cannot check: no answer over SSH within {seconds} s").format(seconds=f"{timeout:g}"))
     if done.returncode in (0, 1):  # 1: findmnt found nothing
         lines = done.stdout.splitlines()
         state = next((ln.removeprefix(LIBVIRT_MARK) for ln in lines if ln.startswith(LIBVIRT_MARK)), "")
@@ -286,10 +339,11 @@ def check_mount(argv: list[str], mount: str, timeout: float = TIMEOUT, *, libvir
         if len(fields) >= 2 and fields[0] in ("fuse", "fuse.mfs") and fields[1].startswith("mfs"):
             return Mount(True, fields[1], state)
         if fields:
-            return Mount(False, f"{mount} holds a {fields[0]} filesystem, not MooseFS", state)
-        return Mount(False, f"MooseFS is not mounted at {mount}", state)
-    last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-    return Mount(False, f"cannot check over SSH: {last}")
+            return Mount(False, _("{mount} holds a {type} filesystem, not MooseFS").format(mount=mount, type=fields[0]),
+                         state)
+        return Mount(False, _("MooseFS is not mounted at {mount}").format(mount=mount), state)
+    last = (done.stderr.strip().splitlines() or [_("exit {code}").format(code=done.returncode)])[-1]
+    return Mount(False, _("cannot check over SSH: {reason}").format(reason=last))
 
 
 def gather(loaded, plan, *, timeout: float = TIMEOUT) -> Status:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from installer.errors import OnehciError
+from installer.i18n import _
 from installer.resources import data_dir
 
 CACHE = Path(os.environ.get("ONEHCI_SMOKE_IMAGE_CACHE", "/var/cache/onehci/smoke-image"))
@@ -42,22 +43,25 @@ def _run(argv: list[str], what: str, **kwargs) -> str:
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, **kwargs)
     except FileNotFoundError:
-        raise OnehciError(f"{what}: {argv[0]} is missing (scripts/setup.sh installs it)") from None
+        raise OnehciError(_("{what}: {command} is missing (scripts/setup.sh installs it)").format(
+            what=what, command=argv[0])) from None
     if proc.returncode != 0:
-        raise OnehciError(f"{what} failed: {(proc.stderr.strip() or proc.stdout.strip())[-500:]}")
+        raise OnehciError(_("{what} failed: {error}").format(what=what,
+                                                             error=(proc.stderr.strip() or proc.stdout.strip())[-500:]))
     return proc.stdout
 
 
 def _candidate(package: str) -> tuple[str, str]:
     """(package, version) apt would download; for the kernel metapackage, the kernel it names."""
-    shown = _run(["apt-cache", "show", "--no-all-versions", package], f"reading {package} from apt")
+    shown = _run(["apt-cache", "show", "--no-all-versions", package],
+                 _("reading {package} from apt").format(package=package))
     version = re.search(r"^Version: (\S+)$", shown, re.M)
     if not version:
-        raise OnehciError(f"apt knows no {package}: run `apt-get update`")
+        raise OnehciError(_("apt knows no {package}: run `apt-get update`").format(package=package))
     if package == KERNEL_PACKAGE:
         kernel = re.search(r"^Depends: (linux-image-[^\s,]+)", shown, re.M)
         if not kernel:
-            raise OnehciError(f"{package} names no kernel package")
+            raise OnehciError(_("{package} names no kernel package").format(package=package))
         return _candidate(kernel.group(1))
     return package, version.group(1)
 
@@ -74,7 +78,8 @@ def ensure(cache: Path = CACHE, say: Callable[[str], None] = print) -> Path:
     image = cache / key(packages) / NAME
     if image.is_file():
         return image
-    say(f"building the smoke test's guest image ({', '.join(f'{p} {v}' for p, v in packages)})")
+    say(_("building the smoke test's guest image ({packages})").format(
+        packages=", ".join(f"{p} {v}" for p, v in packages)))
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="onehci-smoke-", dir=cache) as work:
         built = _build(Path(work), packages)
@@ -88,12 +93,13 @@ def _build(work: Path, packages: list[tuple[str, str]]) -> Path:
     for folder in (debs, tree, iso / "isolinux"):
         folder.mkdir(parents=True)
     os.chmod(debs, 0o755)  # apt's download user must write there
-    _run(["apt-get", "download", *(f"{p}={v}" for p, v in packages)], "downloading the guest's packages", cwd=debs)
+    _run(["apt-get", "download", *(f"{p}={v}" for p, v in packages)], _("downloading the guest's packages"), cwd=debs)
     for deb in sorted(debs.glob("*.deb")):
-        _run(["dpkg-deb", "-x", str(deb), str(tree)], f"unpacking {deb.name}")
+        _run(["dpkg-deb", "-x", str(deb), str(tree)], _("unpacking {package}").format(package=deb.name))
     kernels = sorted((tree / "boot").glob("vmlinuz-*"))
     if len(kernels) != 1:
-        raise OnehciError(f"expected one kernel in {packages[0][0]}, found {len(kernels)}")
+        raise OnehciError(_("expected one kernel in {package}, found {count}").format(package=packages[0][0],
+                                                                                      count=len(kernels)))
     release = kernels[0].name.removeprefix("vmlinuz-")
     _initramfs(tree, release, root)
     archive = work / "initrd.gz"
@@ -111,7 +117,7 @@ def _build(work: Path, packages: list[tuple[str, str]]) -> Path:
     _run(["xorriso", "-as", "mkisofs", "-quiet", "-o", str(image), "-isohybrid-mbr",
           str(tree / "usr/lib/ISOLINUX/isohdpfx.bin"), "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat",
           "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table", "-V", "ONEHCI_SMOKE", str(iso)],
-         "making the guest image (xorriso)")
+         _("making the guest image (xorriso)"))
     return image
 
 
@@ -130,7 +136,7 @@ def _initramfs(tree: Path, release: str, root: Path) -> None:
         if name in order:
             return
         if name not in found:
-            raise OnehciError(f"kernel {release} has no module {name}")
+            raise OnehciError(_("kernel {release} has no module {name}").format(release=release, name=name))
         info = re.search(rb"\0depends=([^\0]*)\0", b"\0" + found[name].read_bytes())
         for dependency in (info.group(1).decode().split(",") if info else []):
             if dependency:

@@ -7,6 +7,7 @@ import json
 import click
 
 from installer.cli.main_helpers import load_site_or_profile, site_or_profile_options
+from installer.i18n import _
 
 
 @click.command()
@@ -31,7 +32,8 @@ def deploy(site_path: str | None, profile: str | None, limit: tuple[str, ...], c
                                "registration": result.registration}, indent=2))
     else:
         click.echo("\n".join(ansible.recap_lines(result)))
-        click.echo(f"{result.status} in {result.seconds:.0f} s; artifacts in {result.run_dir}", err=True)
+        click.echo(_("{status} in {seconds} s; artifacts in {run_dir}").format(
+            status=result.status, seconds=f"{result.seconds:.0f}", run_dir=result.run_dir), err=True)
     ansible.raise_for_failure(result)
 
 

@@ -9,6 +9,7 @@ import click
 
 from installer import __version__
 from installer.errors import OnehciError, Reported, SiteInvalid, printable
+from installer.i18n import _, ngettext
 
 
 def debug_enabled() -> bool:
@@ -19,7 +20,8 @@ def report_site_invalid(exc: SiteInvalid) -> None:
     for problem in exc.problems:
         click.echo(problem.render(), err=True)
     n = len(exc.errors)
-    click.echo(f"{n} error{'s' if n != 1 else ''}; nothing was written.", err=True)
+    click.echo(ngettext("{count} error; nothing was written.", "{count} errors; nothing was written.", n)
+               .format(count=n), err=True)
 
 
 class OnehciGroup(click.Group):
@@ -38,15 +40,15 @@ class OnehciGroup(click.Group):
         except OnehciError as exc:
             if debug_enabled():
                 raise
-            click.echo(f"error: {printable(str(exc))}", err=True)
+            click.echo(_("error: {message}").format(message=printable(str(exc))), err=True)
             sys.exit(1)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit, KeyboardInterrupt):
             raise
         except Exception as exc:  # a bug: say so in one line unless --debug
             if debug_enabled():
                 raise
-            click.echo(f"internal error: {type(exc).__name__}: {printable(str(exc))} (this is a bug in onehci; "
-                       "run again with --debug for the traceback)", err=True)
+            click.echo(_("internal error: {kind}: {message} (this is a bug in onehci; run again with --debug for "
+                         "the traceback)").format(kind=type(exc).__name__, message=printable(str(exc))), err=True)
             sys.exit(1)
 
 

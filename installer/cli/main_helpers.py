@@ -13,9 +13,10 @@ def site_path_of(site_path: str | None, profile: str | None) -> str:
     """SITE, or the site file of a shipped profile (default: lab; its state under
     /var/lib/onehci/profiles)."""
     from installer.errors import OnehciError
+    from installer.i18n import _
 
     if site_path and profile:
-        raise OnehciError("give a SITE file or --profile, not both")
+        raise OnehciError(_("give a SITE file or --profile, not both"))
     if site_path:
         return site_path
     from installer.siteinit import profile_site
@@ -70,7 +71,7 @@ def load_site_or_report(site_path: str, *, as_json: bool = False, strict: bool =
 
 def load_site_or_profile(site_path: str | None, profile: str | None):
     """SITE, or a shipped profile used as a site (its state under /var/lib/onehci/profiles)."""
-    loaded, _ = load_site_or_report(site_path_of(site_path, profile))
+    loaded, _problems = load_site_or_report(site_path_of(site_path, profile))  # already shown
     if loaded is None:
         raise Reported()
     return loaded
@@ -79,9 +80,12 @@ def load_site_or_profile(site_path: str | None, profile: str | None):
 # --- the day-2 verbs: the technician's word about an interrupted destructive step ---
 
 def step_answers(took_effect: tuple[str, ...], did_not: tuple[str, ...]) -> dict[str, bool]:
+    from installer.i18n import _
+
     both = set(took_effect) & set(did_not)
     if both:
-        raise click.UsageError(f"--took-effect and --did-not-take-effect both name {', '.join(sorted(both))}")
+        raise click.UsageError(_("--took-effect and --did-not-take-effect both name {steps}").format(
+            steps=", ".join(sorted(both))))
     return {**{s: True for s in took_effect}, **{s: False for s in did_not}}
 
 

@@ -8,13 +8,17 @@ import json
 import click
 
 from installer.cli.main_helpers import load_site_or_profile, site_or_profile_options
+from installer.i18n import _
 
 
 def describe(found: dict) -> list[str]:
-    lines = [f"{found['kind']} {found['target']}: {found['state']}, at {found['where']}",
-             f"  started {found['created']} by `{found['command']}`"]
+    state = {"running": _("running"), "interrupted": _("interrupted"), "stopped": _("stopped")}.get(found["state"],
+                                                                                                  found["state"])
+    lines = [_("{kind} {target}: {state}, at {where}").format(kind=found["kind"], target=found["target"], state=state,
+                                                             where=found["where"]),
+             _("  started {created} by `{command}`").format(created=found["created"], command=found["command"])]
     for number, step in enumerate(found["steps"], 1):
-        mark = {"done": "done", "started": "INTERRUPTED", "failed": "FAILED"}.get(step["status"], "-")
+        mark = {"done": _("done"), "started": _("INTERRUPTED"), "failed": _("FAILED")}.get(step["status"], "-")
         extra = f"  ({step['message']})" if step["message"] else ""
         lines.append(f"  {number:>2}. {step['name']:<12} {mark}{extra}")
     return lines
@@ -37,7 +41,7 @@ def show(site_path: str | None, profile: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(found, indent=2))
     elif found is None:
-        click.echo("no operation is unfinished on this site")
+        click.echo(_("no operation is unfinished on this site"))
     else:
         click.echo("\n".join(describe(found)))
 
@@ -54,13 +58,13 @@ def abandon(site_path: str | None, profile: str | None, reason: str, yes: bool) 
     loaded = load_site_or_profile(site_path, profile)
     found = journal.current(loaded.path)
     if found is None:
-        raise OnehciError("no operation is unfinished on this site: there is nothing to abandon")
+        raise OnehciError(_("no operation is unfinished on this site: there is nothing to abandon"))
     if not yes:
         click.echo("\n".join(describe(found)), err=True)
-        click.confirm("Abandon it? Nothing it changed is undone", abort=True, err=True)
+        click.confirm(_("Abandon it? Nothing it changed is undone"), abort=True, err=True)
     done = journal.abandon(loaded.path, reason)
-    click.echo(f"{done['kind']} {done['target']} abandoned; its journal stays in the state directory's "
-               "operations/history", err=True)
+    click.echo(_("{kind} {target} abandoned; its journal stays in the state directory's operations/history").format(
+        kind=done["kind"], target=done["target"]), err=True)
 
 
 COMMANDS = [operation]

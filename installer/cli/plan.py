@@ -8,6 +8,7 @@ import click
 
 from installer.cli.main_helpers import load_site_or_report, site_argument
 from installer.errors import Reported
+from installer.i18n import _, ngettext
 
 
 @click.command()
@@ -38,8 +39,9 @@ def plan(site_path: str, as_json: bool, write: bool) -> None:
         return
     _print_plan(the_plan)
     if write:
-        click.echo(f"wrote addresses of {', '.join(written)} into {site_path}" if written
-                   else f"{site_path} already pins every address; nothing written", err=True)
+        click.echo(_("wrote addresses of {nodes} into {site}").format(nodes=", ".join(written), site=site_path)
+                   if written else _("{site} already pins every address; nothing written").format(site=site_path),
+                   err=True)
 
 
 def _disk(d) -> str:
@@ -50,8 +52,9 @@ def _print_plan(p) -> None:
     from rich.console import Console
 
     console = Console(highlight=False, soft_wrap=True)
-    console.print(f"[bold]Cluster {p.cluster}[/] ({p.domain})\n")
-    rows = [("node", "MAC", "IP", "boot", "roles", "OS disk", "chunk disks")]
+    heading = _("Cluster {cluster}").format(cluster=p.cluster)
+    console.print(f"[bold]{heading}[/] ({p.domain})\n")
+    rows = [(_("node"), "MAC", "IP", _("boot"), _("roles"), _("OS disk"), _("chunk disks"))]
     for n in p.nodes:
         rows.append((n.hostname, n.mac, f"{n.ip}{' *' if n.ip_allocated else ''}", n.boot, ",".join(n.roles),
                      _disk(n.os_disk), ", ".join(_disk(d) for d in n.chunk_disks) or "-"))
@@ -60,22 +63,36 @@ def _print_plan(p) -> None:
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     if any(n.ip_allocated for n in p.nodes):
-        console.print("* allocated by the plan; run `onehci plan --write SITE` to pin it in the site file")
+        console.print(_("* allocated by the plan; run `onehci plan --write SITE` to pin it in the site file"))
     m, v, b = p.networks.management, p.networks.vms, p.networks.bootstrap
-    console.print(f"\n[bold]Networks[/]\n  management {m.cidr} gateway {m.gateway} dns {', '.join(m.dns)} "
-                  f"dhcp {m.dhcp} (node pool {m.pool})\n"
-                  f"  vms        {v.cidr} on bridge {v.bridge}, VM addresses {v.range}\n"
-                  f"  bootstrap  {b.address} on {b.interface}, mirror {b.mirror}"
-                  f"{', apt-cacher-ng on the bootstrap address' if b.apt_proxy else ''}")
+    # the networks keep the site file's names (management, vms, bootstrap): only the words after them change
+    mirror = (_("{address} on {interface}, mirror {mirror}, apt-cacher-ng on the bootstrap address") if b.apt_proxy
+              else _("{address} on {interface}, mirror {mirror}"))
+    networks = [("management", _("{cidr} gateway {gateway} dns {dns} dhcp {dhcp} (node pool {pool})").format(
+                     cidr=m.cidr, gateway=m.gateway, dns=", ".join(m.dns), dhcp=m.dhcp, pool=m.pool)),
+                ("vms", _("{cidr} on bridge {bridge}, VM addresses {range}").format(
+                    cidr=v.cidr, bridge=v.bridge, range=v.range)),
+                ("bootstrap", mirror.format(address=b.address, interface=b.interface, mirror=b.mirror))]
+    heading = _("Networks")
+    console.print(f"\n[bold]{heading}[/]\n" + "\n".join(f"  {name:<10} {text}" for name, text in networks))
     mfs, one = p.moosefs, p.opennebula
-    console.print(f"\n[bold]MooseFS[/]\n  master       {mfs.master} ({mfs.master_ip})\n"
-                  f"  metaloggers  {', '.join(mfs.metaloggers) or '-'}\n"
-                  f"  chunkservers {', '.join(mfs.chunkservers)}\n"
-                  f"  goal         {mfs.goal} copies\n  mounted on   {', '.join(mfs.clients)} at {mfs.mount}")
-    console.print(f"\n[bold]OpenNebula[/]\n  frontend     {one.frontend} ({one.frontend_ip})\n"
-                  f"  KVM hosts    {', '.join(one.hosts) or '-'} in cluster {one.cluster}\n"
-                  f"  datastores   system + image, TM_MAD={one.datastores['tm_mad']} on {one.datastores['path']}\n"
-                  f"  network      bridged on {one.network['bridge']}, {one.network['range']}")
+    moosefs = [(_("master"), f"{mfs.master} ({mfs.master_ip})"),
+               (_("metaloggers"), ", ".join(mfs.metaloggers) or "-"),
+               (_("chunkservers"), ", ".join(mfs.chunkservers)),
+               # English says "copies" even for goal 1 (its output is kept as it was); French agrees
+               (_("goal"), ngettext("{goal} copies", "{goal} copies", mfs.goal).format(goal=mfs.goal)),
+               (_("mounted on"), _("{nodes} at {mount}").format(nodes=", ".join(mfs.clients), mount=mfs.mount))]
+    opennebula = [(_("frontend"), f"{one.frontend} ({one.frontend_ip})"),
+                  (_("KVM hosts"), _("{hosts} in cluster {cluster}").format(hosts=", ".join(one.hosts) or "-",
+                                                                           cluster=one.cluster)),
+                  (_("datastores"), _("system + image, TM_MAD={tm_mad} on {path}").format(
+                      tm_mad=one.datastores["tm_mad"], path=one.datastores["path"])),
+                  (_("network"), _("bridged on {bridge}, {range}").format(
+                      bridge=one.network["bridge"], range=one.network["range"]))]
+    # labels in one column, as wide as the longest label of either section (12 in English)
+    width = max(12, *(len(label) for label, _text in moosefs + opennebula))
+    for title, rows in (("MooseFS", moosefs), ("OpenNebula", opennebula)):
+        console.print(f"\n[bold]{title}[/]\n" + "\n".join(f"  {label:<{width}} {text}" for label, text in rows))
 
 
 COMMANDS = [plan]

@@ -9,6 +9,7 @@ import click
 
 from installer.cli.main_helpers import load_site_or_report, site_argument
 from installer.errors import Reported
+from installer.i18n import _, ngettext
 
 
 def _load(site_path: str):
@@ -41,12 +42,14 @@ def build(site_path: str, out: str | None, netboot: str | None, diff: bool, as_j
                                "removed": result.removed, "diff": result.diff}, indent=2))
     elif diff:
         click.echo("".join(line if line.endswith("\n") else line + "\n" for line in result.diff), nl=False)
-        click.echo(f"{len([d for d in result.diff if d.startswith(('+++', 'new:', 'changed:', 'removed:'))])} "
-                   f"file(s) would change in {result.out}" if result.diff else f"{result.out} is up to date", err=True)
+        changing = len([d for d in result.diff if d.startswith(("+++", "new:", "changed:", "removed:"))])
+        click.echo(ngettext("{count} file(s) would change in {out}", "{count} file(s) would change in {out}",
+                            changing).format(count=changing, out=result.out) if result.diff
+                   else _("{out} is up to date").format(out=result.out), err=True)
     else:
-        click.echo(f"{result.out}: {result.files} files, {len(result.written)} written, "
-                   f"{len(result.removed)} removed; checks passed")
-        click.echo(f"next: onehci pxe serve {site_path}", err=True)
+        click.echo(_("{out}: {files} files, {written} written, {removed} removed; checks passed").format(
+            out=result.out, files=result.files, written=len(result.written), removed=len(result.removed)))
+        click.echo(_("next: onehci pxe serve {site}").format(site=site_path), err=True)
 
 
 @pxe.command("state")
@@ -66,8 +69,11 @@ def state_cmd(site_path: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    for row in rows:
-        click.echo(f"{row['hostname']:16} {row['mac']}  {row['state']:10} {row['changed'] or ''}")
+    # install, installed: the states' own names; "not built" in words
+    shown = [_("not built") if row["state"] == "not built" else row["state"] for row in rows]
+    width = max([10, *map(len, shown)])
+    for row, label in zip(rows, shown):
+        click.echo(f"{row['hostname']:16} {row['mac']}  {label:{width}} {row['changed'] or ''}")
 
 
 @pxe.command()
@@ -81,9 +87,11 @@ def arm(node: str, site_path: str) -> None:
     loaded = _load(site_path)
     if loaded.site.node(node) is None:
         names = ", ".join(n.hostname for n in loaded.site.nodes)
-        raise OnehciError(f"no node named {node} in {site_path} (nodes: {names})")
+        raise OnehciError(_("no node named {node} in {site} (nodes: {nodes})").format(node=node, site=site_path,
+                                                                                      nodes=names))
     where = pxe_mod.arm(loaded, node)
-    click.echo(f"{node} armed: its next network boot installs Debian on its os_disk; {where}")
+    click.echo(_("{node} armed: its next network boot installs Debian on its os_disk; {done}").format(node=node,
+                                                                                                     done=where))
 
 
 @pxe.command()
@@ -114,7 +122,7 @@ def serve(site_path: str, force: bool, as_json: bool) -> None:
     server = BootServer(loaded, result.out, show)
     reasons = server.preflight(force=force)
     if reasons:
-        raise OnehciError("not serving:\n  " + "\n  ".join(reasons))
+        raise OnehciError(_("not serving:") + "\n  " + "\n  ".join(reasons))
     code = 0
     try:  # Ctrl-C at any moment once children may run (even before wait()) stops them all
         server.start()

@@ -9,21 +9,22 @@ import click
 
 from installer.cli.main_helpers import (load_site_or_profile, reinstaller, site_or_profile_options, step_answers,
                                         with_answer_options)
+from installer.i18n import _
 
 
 def ask_name(node: str, yes: bool, resuming: bool):
     """The confirmation: the node's name typed back (kubespray's way), or --yes; none is asked
     when an unfinished rebuild of NODE continues."""
     if not yes and not resuming and not sys.stdin.isatty():  # said before anything is looked at
-        raise click.UsageError(f"rebuilding {node} needs a confirmation: run it in a terminal to type the "
-                               "node's name, or give --yes")
+        raise click.UsageError(_("rebuilding {node} needs a confirmation: run it in a terminal to type the "
+                                 "node's name, or give --yes").format(node=node))
 
     def confirm(facts: dict) -> bool:
         if yes:
             return True
-        typed = click.prompt(f"This takes {node} out of the cloud and reinstalls its OS disk (its chunk disks are "
-                             f"kept).\nType the node's name ({node}) to go on", default="", show_default=False,
-                             err=True)
+        typed = click.prompt(_("This takes {node} out of the cloud and reinstalls its OS disk (its chunk disks are "
+                               "kept).\nType the node's name ({node}) to go on").format(node=node), default="",
+                             show_default=False, err=True)
         return typed.strip() == node
     return confirm
 

@@ -8,22 +8,24 @@ import sys
 import click
 
 from installer.cli.main_helpers import load_site_or_profile, site_or_profile_options, step_answers, with_answer_options
+from installer.i18n import _
 
 
 def ask_name(node: str | None, yes: bool):
     """The confirmation of a promotion: the new master's name typed back, or --yes. An in-place
     recovery changes no layout and asks nothing."""
     if node and not yes and not sys.stdin.isatty():  # said before anything is looked at or changed
-        raise click.UsageError(f"promoting {node} needs a confirmation: run it in a terminal to type the node's "
-                               "name, or give --yes")
+        raise click.UsageError(_("promoting {node} needs a confirmation: run it in a terminal to type the node's "
+                                 "name, or give --yes").format(node=node))
 
     def confirm(facts: dict) -> bool:
         if yes or not node:
             return True
-        typed = click.prompt(f"This makes {node} the MooseFS master from its metalogger's copy (metadata version "
-                             f"{facts.get('before')}) and moves mfs_master from {facts.get('old')} to it in the site "
-                             f"file; {facts.get('old')} must never run its master again.\nType the node's name ({node}) "
-                             "to go on", default="", show_default=False, err=True)
+        typed = click.prompt(_("This makes {node} the MooseFS master from its metalogger's copy (metadata version "
+                               "{version}) and moves mfs_master from {old} to it in the site file; {old} must never "
+                               "run its master again.\nType the node's name ({node}) to go on").format(
+                                 node=node, version=facts.get("before"), old=facts.get("old")),
+                             default="", show_default=False, err=True)
         return typed.strip() == node
     return confirm
 
@@ -55,8 +57,9 @@ def recover_master(site_path: str | None, profile: str | None, source: str | Non
         click.echo(json.dumps(result, indent=2))
     else:
         s = result["summary"]
-        click.echo(f"MooseFS master on {s['master']}: metadata version {s['metadata_version_after']} "
-                   f"(on disk before: {s['metadata_version_before']}); status {s['status']}")
+        click.echo(_("MooseFS master on {master}: metadata version {after} (on disk before: {before}); status {status}")
+                   .format(master=s["master"], after=s["metadata_version_after"],
+                           before=s["metadata_version_before"], status=s["status"]))
 
 
 COMMANDS = [recover_master]

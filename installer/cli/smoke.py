@@ -8,6 +8,7 @@ import click
 
 from installer.cli.main_helpers import load_site_or_profile, site_or_profile_options
 from installer.errors import Reported
+from installer.i18n import _
 
 
 @click.command()
@@ -30,7 +31,7 @@ def smoke(site_path: str | None, profile: str | None, count: int | None, keep: b
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
-        click.echo("smoke: passed" if result["ok"] else f"smoke: FAILED: {result['error']}")
+        click.echo(_("smoke: passed") if result["ok"] else _("smoke: FAILED: {error}").format(error=result["error"]))
     if not result["ok"]:
         raise Reported()
 

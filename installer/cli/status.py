@@ -18,11 +18,19 @@ def render(result):
     from rich.console import Group
     from rich.text import Text
 
+    from installer.i18n import _
+    from installer.status import colour_text, verdict_text
+
+    colours = {colour: colour_text(colour) for colour in STYLES}
+    shade = max(len(text) for text in colours.values())  # 5 in English: green, amber, red
     width = max((len(c.component) for c in result.checks), default=0)
-    lines = [Text.assemble((f"{c.colour:<5}", STYLES[c.colour]), f"  {c.component:<{width}}  {c.reason}")
-             for c in result.checks]
-    lines.append(Text.assemble((result.verdict, STYLES[("green", "amber", "red")[result.exit_code]]),
-                               f" (exit {result.exit_code}) in {result.seconds:.1f} s"))
+    lines = [Text.assemble((f"{colours[c.colour]:<{shade}}", STYLES[c.colour]),
+                           f"  {c.component:<{width}}  {c.reason}") for c in result.checks]
+    # the verdict keeps its colour wherever the translation puts it
+    before, after = (part.format(code=result.exit_code, seconds=f"{result.seconds:.1f}")
+                     for part in _("{verdict} (exit {code}) in {seconds} s").split("{verdict}", 1))
+    verdict = (verdict_text(result.exit_code), STYLES[("green", "amber", "red")[result.exit_code]])
+    lines.append(Text.assemble(before, verdict, after))
     return Group(*lines)
 
 

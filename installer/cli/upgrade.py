@@ -8,6 +8,7 @@ import click
 
 from installer.cli.main_helpers import site_argument
 from installer.errors import OnehciError, Reported
+from installer.i18n import _, ngettext
 
 
 def _say(message: str) -> None:
@@ -17,21 +18,28 @@ def _say(message: str) -> None:
 def _show_check(nodes: list[dict]) -> None:
     for entry in nodes:
         packages, kept = entry["packages"], entry["kept_back"]
-        note = f" ({len(kept)} kept back: {', '.join(kept)})" if kept else ""
         if not packages:
-            click.echo(f"{entry['node']}: up to date{note}")
-            continue
-        click.echo(f"{entry['node']}: {len(packages)} package(s) to upgrade{note}")
+            text = (ngettext("{node}: up to date ({kept} kept back: {kept_back})",
+                             "{node}: up to date ({kept} kept back: {kept_back})", len(kept)) if kept
+                    else _("{node}: up to date"))
+        elif kept:
+            text = ngettext("{node}: {count} package(s) to upgrade ({kept} kept back: {kept_back})",
+                            "{node}: {count} package(s) to upgrade ({kept} kept back: {kept_back})", len(kept))
+        else:
+            text = ngettext("{node}: {count} package(s) to upgrade", "{node}: {count} package(s) to upgrade",
+                            len(packages))
+        click.echo(text.format(node=entry["node"], count=len(packages), kept=len(kept), kept_back=", ".join(kept)))
         for p in packages:
-            click.echo(f"  {p['package']} {p['installed'] or '(new)'} -> {p['candidate']}")
+            installed = p["installed"] or _("(new)")
+            click.echo(f"  {p['package']} {installed} -> {p['candidate']}")
 
 
 def _show_run(report: dict) -> None:
     for entry in report["nodes"]:
         packages = entry.get("packages") or []
-        what = ", ".join(f"{p['package']} {p['candidate']}" for p in packages) or "nothing to upgrade"
-        click.echo(f"{entry['node']}: {what}; status {entry.get('status', '?')} "
-                   f"({entry.get('seconds', 0):.0f} s)")
+        what = ", ".join(f"{p['package']} {p['candidate']}" for p in packages) or _("nothing to upgrade")
+        click.echo(_("{node}: {packages}; status {status} ({seconds} s)").format(
+            node=entry["node"], packages=what, status=entry.get("status", "?"), seconds=f"{entry.get('seconds', 0):.0f}"))
 
 
 @click.command()

@@ -8,6 +8,7 @@ import click
 
 from installer.cli.main_helpers import load_site_or_report, site_argument
 from installer.errors import Reported
+from installer.i18n import _, ngettext
 
 
 @click.command()
@@ -25,9 +26,11 @@ def validate(site_path: str, as_json: bool, strict: bool) -> None:
     if loaded is None:
         raise Reported()
     if not as_json:
-        warnings = len(problems)
-        click.echo(f"{site_path}: valid, {len(loaded.site.nodes)} node{'s' if len(loaded.site.nodes) != 1 else ''}"
-                   f", {warnings} warning{'s' if warnings != 1 else ''}")
+        # two counts, each with its own plural: the sentence takes both as parts
+        nodes, warnings = len(loaded.site.nodes), len(problems)
+        click.echo(_("{site}: valid, {nodes}, {warnings}").format(
+            site=site_path, nodes=ngettext("{count} node", "{count} nodes", nodes).format(count=nodes),
+            warnings=ngettext("{count} warning", "{count} warnings", warnings).format(count=warnings)))
 
 
 COMMANDS = [validate]

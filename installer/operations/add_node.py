@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from installer import journal
 from installer.errors import OnehciError
+from installer.i18n import _
 from installer.journal import Step
 from installer.operations import install
 from installer.plan import make_plan
@@ -24,8 +25,8 @@ Say = Callable[[str], None]
 
 STEPS = [
     Step("check"), Step("arm"),
-    Step("install", destructive=True, verify="whether the new node installed itself (`onehci pxe state` shows it "
-         "`installed` once its installer called back)"),
+    Step("install", destructive=True, verify=lambda: _("whether the new node installed itself (`onehci pxe state` "
+                                                        "shows it `installed` once its installer called back)")),
     Step("reconnect"), Step("deploy"), Step("healthy"),
 ]
 
@@ -36,13 +37,16 @@ def moved(deployed: dict[str, dict], plan) -> list[str]:
     for name, was in sorted(deployed.items()):
         node = plan.node(name)
         if node is None:
-            problems.append(f"{name} (deployed at {was['ip']}) is no longer in the site")
+            problems.append(_("{node} (deployed at {ip}) is no longer in the site").format(node=name, ip=was["ip"]))
             continue
         for key in ("ip", "mac"):
             if getattr(node, key) != was[key]:
-                how = " (the plan allocates it: write `ip: " + was["ip"] + "` for it)" if (
-                    key == "ip" and node.ip_allocated) else ""
-                problems.append(f"{name} would move from {key} {was[key]} to {getattr(node, key)}{how}")
+                if key == "ip" and node.ip_allocated:
+                    text = _("{node} would move from {key} {was} to {now} (the plan allocates it: write `ip: {was}` "
+                             "for it)")
+                else:
+                    text = _("{node} would move from {key} {was} to {now}")
+                problems.append(text.format(node=name, key=key, was=was[key], now=getattr(node, key)))
     return problems
 
 
@@ -51,20 +55,22 @@ def check(loaded, plan, hostname: str) -> dict:
 
     node = plan.node(hostname)
     if node is None:
-        raise OnehciError(f"{hostname} is not in {loaded.path}: write it under `nodes:` first (its nodes: "
-                          f"{', '.join(n.hostname for n in plan.nodes)}). Nothing was changed")
+        raise OnehciError(_("{node} is not in {site}: write it under `nodes:` first (its nodes: {nodes}). Nothing "
+                            "was changed").format(node=hostname, site=loaded.path,
+                                                  nodes=", ".join(n.hostname for n in plan.nodes)))
     done = deployed(loaded.path)
     if not done:
-        raise OnehciError(f"no finished deploy of {loaded.path} is recorded (state/deployed.json, written by "
-                          f"`onehci deploy` since add-node exists): take {hostname} out of site.yml, run `onehci "
-                          f"deploy`, write {hostname} back, then add it. Nothing was changed")
+        raise OnehciError(_("no finished deploy of {site} is recorded (state/deployed.json, written by "
+                            "`onehci deploy` since add-node exists): take {node} out of site.yml, run `onehci "
+                            "deploy`, write {node} back, then add it. Nothing was changed").format(site=loaded.path,
+                                                                                                 node=hostname))
     if hostname in done:
-        raise OnehciError(f"{hostname} was already deployed (at {done[hostname]['ip']}): to reinstall it, "
-                          f"use `onehci rebuild {hostname}`. Nothing was changed")
+        raise OnehciError(_("{node} was already deployed (at {ip}): to reinstall it, use `onehci rebuild {node}`. "
+                            "Nothing was changed").format(node=hostname, ip=done[hostname]["ip"]))
     problems = moved(done, plan)
     if problems:
-        raise OnehciError("adding " + hostname + " would change deployed nodes: " + "; ".join(problems)
-                          + ". Nothing was changed")
+        raise OnehciError(_("adding {node} would change deployed nodes: {problems}. Nothing was changed").format(
+            node=hostname, problems="; ".join(problems)))
     return {"node": hostname, "ip": node.ip, "mac": node.mac, "roles": node.roles,
             "unchanged": sorted(done)}
 
@@ -84,14 +90,14 @@ def add_node(loaded, hostname: str, *, say: Say = print, answers: dict[str, bool
         for name, took_effect in (answers or {}).items():
             j.confirm(name, took_effect)
         if not first:
-            say(f"continuing the addition of {hostname} at {j.status()['where']}")
+            say(_("continuing the addition of {node} at {where}").format(node=hostname, where=j.status()["where"]))
         node = plan.node(hostname)
 
         def deploy() -> dict:
             from installer import ansible
             from installer.deploy import deploy as run_deploy
 
-            say(f"deploying the whole site: every node learns {hostname}")
+            say(_("deploying the whole site: every node learns {node}").format(node=hostname))
             result = run_deploy(loaded, say=say)
             ansible.raise_for_failure(result)
             return {"seconds": round(result.seconds, 1), "run_dir": str(result.run_dir)}
@@ -100,7 +106,7 @@ def add_node(loaded, hostname: str, *, say: Say = print, answers: dict[str, bool
             from installer import pxe
 
             where = pxe.arm(loaded, hostname)
-            say(f"{hostname} armed: its first network boot installs Debian; {where}")
+            say(_("{node} armed: its first network boot installs Debian; {done}").format(node=hostname, done=where))
             return where
 
         steps: list[tuple[str, Callable]] = [
@@ -111,10 +117,10 @@ def add_node(loaded, hostname: str, *, say: Say = print, answers: dict[str, bool
             ("reconnect", lambda: install.reconnect(loaded, node)),
             ("deploy", deploy),
             ("healthy", lambda: install.wait_healthy(loaded, plan, timeout=healthy_timeout, say=say,
-                                                     after=f"adding {hostname}")),
+                                                     after=_("adding {node}").format(node=hostname))),
         ]
         for name, fn in steps:
             j.run(name, fn, check_done=(lambda: install.installed(loaded, hostname)) if name == "install" else None,
                   say=say)
-        say(f"{hostname} added: {', '.join(node.roles)}; status green")
+        say(_("{node} added: {roles}; status green").format(node=hostname, roles=", ".join(node.roles)))
         return j.finish()

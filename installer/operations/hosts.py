@@ -9,6 +9,7 @@ import pyone
 
 from installer import one
 from installer.errors import OnehciError
+from installer.i18n import _, ngettext
 from installer.waiting import Pending, wait_until
 
 # one.host.status values (OpenNebula's XML-RPC API)
@@ -19,7 +20,7 @@ def find_host(client, name: str):
     with one.api_errors():
         found = {h.NAME: h for h in client.hostpool.info().HOST or []}.get(name)
     if found is None:
-        raise OnehciError(f"host {name} is not registered in OpenNebula")
+        raise OnehciError(_("host {name} is not registered in OpenNebula").format(name=name))
     return found
 
 
@@ -59,22 +60,27 @@ def flush(client, name: str, *, timeout: float = 600, say: Callable[[str], None]
     moving = [vm for vm in placed if running(client, vm)]
     resting = [vm for vm in placed if vm not in moving]
     if resting:
-        say(f"OpenNebula: {len(resting)} VM(s) on {name} do not run ({', '.join(map(str, resting))}): they stay "
-            f"assigned to {name} and start there once it is back (`onevm migrate ID HOST` moves one by hand)")
+        say(ngettext("OpenNebula: {count} VM(s) on {name} do not run ({vms}): they stay assigned to {name} and start "
+                     "there once it is back (`onevm migrate ID HOST` moves one by hand)",
+                     "OpenNebula: {count} VM(s) on {name} do not run ({vms}): they stay assigned to {name} and start "
+                     "there once it is back (`onevm migrate ID HOST` moves one by hand)", len(resting))
+            .format(count=len(resting), name=name, vms=", ".join(map(str, resting))))
     if not moving:
-        say(f"OpenNebula: no running VM on {name}: nothing to move")
+        say(_("OpenNebula: no running VM on {name}: nothing to move").format(name=name))
         return []
-    say(f"OpenNebula: moving {len(moving)} VM(s) off {name}: {', '.join(map(str, moving))}")
+    say(ngettext("OpenNebula: moving {count} VM(s) off {name}: {vms}", "OpenNebula: moving {count} VM(s) off {name}: {vms}",
+                 len(moving)).format(count=len(moving), name=name, vms=", ".join(map(str, moving))))
     with one.api_errors():
         for vm in moving:
             client.vm.action("resched", vm)
     def moved():
         left = [vm for vm in vms_on(client, name) if vm in moving]
-        return not left or Pending(f"{len(left)} VM(s) ({', '.join(map(str, left))})")
+        return not left or Pending(ngettext("{count} VM(s) ({vms})", "{count} VM(s) ({vms})", len(left)).format(
+            count=len(left), vms=", ".join(map(str, left))))
 
     wait_until(moved, timeout=timeout, every=interval, timed_out=lambda left: (
-        f"{left} still on {name} after {timeout:.0f} s: see `onevm show` for why they cannot move (no other host with "
-        "room?); run the same command again once they can"))
+        _("{vms} still on {name} after {seconds} s: see `onevm show` for why they cannot move (no other host with "
+          "room?); run the same command again once they can").format(vms=left, name=name, seconds=f"{timeout:.0f}")))
     return moving
 
 
@@ -82,4 +88,4 @@ def wait_monitored(client, name: str, *, timeout: float = 300, say: Callable[[st
     """Until host NAME is MONITORED again (after enable)."""
     state = one.wait_monitored(client, [name], timeout, say)[name]
     if state in (one.STATE_NAMES[one.DISABLED], one.STATE_NAMES[one.OFFLINE]):
-        raise OnehciError(f"host {name} is {state}, not MONITORED: enable it first")
+        raise OnehciError(_("host {name} is {state}, not MONITORED: enable it first").format(name=name, state=state))

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from installer import environment, remote, state, status
 from installer.bootstate import INSTALLED, BootStates
+from installer.i18n import _
 from installer.waiting import Pending, wait_until
 
 Say = Callable[[str], None]
@@ -30,15 +31,20 @@ def network_install(loaded, hostname: str, *, timeout: float, say: Say, new: boo
     """The node installs itself from the network; returns when its install-complete callback
     came. REINSTALL, when given, does the install instead (the rehearsal lab)."""
     if reinstall is not None:
-        say(f"{hostname} is a lab node: `onehci lab reinstall {hostname}` stands for its network install")
+        say(_("{node} is a lab node: `onehci lab reinstall {node}` stands for its network install").format(node=hostname))
         return reinstall(loaded, hostname, say=say, new=new)
-    say(f"now boot {hostname} from the network (power it on, or reboot it into PXE): `onehci pxe serve` must be "
-        f"running{' (restart it: it learns a new MAC at start)' if new else ''}; waiting up to {timeout / 60:.0f} "
-        "min for its install-complete callback")
-    wait_until(lambda: installed(loaded, hostname), timeout=timeout, every=5, timed_out=lambda _: (
-        f"{hostname} did not call back within {timeout / 60:.0f} min: check its console and `onehci pxe serve`'s "
-        "log; run the same command again to keep waiting"))
-    return {"node": hostname, "callback": "install-complete callback received"}
+    if new:
+        text = _("now boot {node} from the network (power it on, or reboot it into PXE): `onehci pxe serve` must be "
+                 "running (restart it: it learns a new MAC at start); waiting up to {minutes} min for its "
+                 "install-complete callback")
+    else:
+        text = _("now boot {node} from the network (power it on, or reboot it into PXE): `onehci pxe serve` must be "
+                 "running; waiting up to {minutes} min for its install-complete callback")
+    say(text.format(node=hostname, minutes=f"{timeout / 60:.0f}"))
+    wait_until(lambda: installed(loaded, hostname), timeout=timeout, every=5, timed_out=lambda _pending: (
+        _("{node} did not call back within {minutes} min: check its console and `onehci pxe serve`'s "
+          "log; run the same command again to keep waiting").format(node=hostname, minutes=f"{timeout / 60:.0f}")))
+    return {"node": hostname, "callback": _("install-complete callback received")}
 
 
 def reconnect(loaded, node, timeout: float = 600) -> str:
@@ -53,21 +59,26 @@ def reconnect(loaded, node, timeout: float = 600) -> str:
         learn_host_keys([node], known_hosts, ssh_key)
         return remote.alive(loaded, node.ip)
 
-    wait_until(answers, timeout=timeout, every=3, timed_out=lambda _: (
-        f"{node.hostname} does not answer over SSH {timeout / 60:.0f} min after its install"))
-    return "SSH answers with the new host key"
+    wait_until(answers, timeout=timeout, every=3, timed_out=lambda _pending: (
+        _("{node} does not answer over SSH {minutes} min after its install").format(node=node.hostname,
+                                                                                   minutes=f"{timeout / 60:.0f}")))
+    return _("SSH answers with the new host key")
 
 
 def wait_healthy(loaded, plan, *, timeout: float, say: Say, after: str) -> dict:
     """Until `onehci status` is green but for free space (amber space is no reason to hold an
     operation back); the lines that are not, once per change."""
+    last = {"checks": ""}  # what was not green at the last look, for the message at the timeout
+
     def green():
         found = status.gather(loaded, plan)
         left = status.not_green(found)
         if not left:
             return {"verdict": found.verdict}
-        return Pending(f"status {found.verdict}: " + "; ".join(f"{c.component}: {c.reason}" for c in left))
+        last["checks"] = "; ".join(f"{c.component}: {c.reason}" for c in left)
+        return Pending(_("status {verdict}: {checks}").format(verdict=found.verdict, checks=last["checks"]))
 
-    return wait_until(green, timeout=timeout, every=3, say=say, timed_out=lambda left: (
-        f"the cloud is not healthy {timeout:.0f} s after {after}: {left.partition(': ')[2]}; `onehci status` shows "
-        "it; run the same command again to keep waiting"))
+    return wait_until(green, timeout=timeout, every=3, say=say, timed_out=lambda _pending: (
+        _("the cloud is not healthy {seconds} s after {after}: {checks}; `onehci status` shows "
+          "it; run the same command again to keep waiting").format(seconds=f"{timeout:.0f}", after=after,
+                                                                   checks=last["checks"])))

@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 from installer import journal, mfs, preflight, remote
 from installer.errors import OnehciError
+from installer.i18n import _, ngettext
 from installer.journal import Step
 from installer.operations import hosts, install, storage
 from installer.plan import make_plan
@@ -36,8 +37,8 @@ Say = Callable[[str], None]
 
 STEPS = [
     Step("preflight"), Step("disable"), Step("flush"), Step("offline"), Step("drain"), Step("arm"),
-    Step("reinstall", destructive=True, verify="whether the node was reinstalled (`onehci pxe state` shows it "
-         "`installed` once its installer called back)"),
+    Step("reinstall", destructive=True, verify=lambda: _("whether the node was reinstalled (`onehci pxe state` shows "
+                                                          "it `installed` once its installer called back)")),
     Step("reconnect"), Step("deploy"), Step("enable"), Step("undrain"), Step("healthy"),
 ]
 
@@ -81,70 +82,80 @@ class Rebuild:
         health = mfs.health(self.plan.moosefs.master_ip)
         verdict = preflight.take_out(self.plan, health, name)
         if not verdict.allowed:
-            raise OnehciError(f"{name} cannot be rebuilt now: " + "; ".join(verdict.refusals) +
-                              ". Nothing was changed")
+            raise OnehciError(_("{node} cannot be rebuilt now: {refusals}. Nothing was changed").format(
+                node=name, refusals="; ".join(verdict.refusals)))
         alive = remote.alive(self.loaded, self.node.ip)
         if not alive and verdict.risk.alive:
-            raise OnehciError(f"{name} does not answer over SSH, but its chunkserver is connected to the MooseFS "
-                              f"master: it runs. Set SSH right (`ssh root@{self.node.ip}`), or power {name} off "
-                              "to rebuild it as a dead node. Nothing was changed")
+            raise OnehciError(_("{node} does not answer over SSH, but its chunkserver is connected to the MooseFS "
+                                "master: it runs. Set SSH right (`ssh root@{ip}`), or power {node} off "
+                                "to rebuild it as a dead node. Nothing was changed").format(node=name, ip=self.node.ip))
         facts = {"alive": alive, "chunkserver_connected": verdict.risk.alive, "notes": verdict.notes,
                  "risk": verdict.risk.summary, "master": master}
-        self.say(f"{name} is {'alive (answers over SSH)' if alive else 'dead (no answer over SSH)'}")
+        self.say((_("{node} is alive (answers over SSH)") if alive else _("{node} is dead (no answer over SSH)"))
+                 .format(node=name))
         for line in verdict.notes + verdict.risk.summary:
             self.say(f"  {line}")
         if not self.confirm(facts):
-            raise Declined(f"rebuild of {name} not confirmed. Nothing was changed")
+            raise Declined(_("rebuild of {node} not confirmed. Nothing was changed").format(node=name))
         return facts
 
     def disable(self) -> str:
         if not self.kvm:
-            return "not a KVM host"
+            return _("not a KVM host")
         return hosts.set_state(self.client, self.node.hostname, hosts.DISABLE)
 
     def flush(self, alive: bool) -> dict:
         if not self.kvm:
-            return {"moved": [], "why": "not a KVM host"}
+            return {"moved": [], "why": _("not a KVM host")}
         name = self.node.hostname
         others = [h for h in self.plan.opennebula.hosts if h != name]
         if alive and others:
             return {"moved": hosts.flush(self.client, name, say=self.say)}
         left = hosts.vms_on(self.client, name)
         if left and not others:
-            self.say(f"OpenNebula: {name} is the only KVM host: its {len(left)} VM(s) cannot move away and stop "
-                     "while it is out")
+            self.say(ngettext("OpenNebula: {node} is the only KVM host: its {count} VM(s) cannot move away and stop "
+                              "while it is out",
+                              "OpenNebula: {node} is the only KVM host: its {count} VM(s) cannot move away and stop "
+                              "while it is out", len(left)).format(node=name, count=len(left)))
         elif left:
-            self.say(f"OpenNebula: {len(left)} VM(s) were on {name}, which is dead: they cannot be live-moved "
-                     f"({', '.join(map(str, left))}). Once {name} is powered off for sure (two copies of a VM "
-                     "writing one disk destroy it), recreate them elsewhere with `onevm recover --recreate ID`: "
-                     "their disks are on MooseFS, reachable from every host")
+            self.say(ngettext("OpenNebula: {count} VM(s) were on {node}, which is dead: they cannot be live-moved "
+                              "({vms}). Once {node} is powered off for sure (two copies of a VM writing one disk "
+                              "destroy it), recreate them elsewhere with `onevm recover --recreate ID`: their disks "
+                              "are on MooseFS, reachable from every host",
+                              "OpenNebula: {count} VM(s) were on {node}, which is dead: they cannot be live-moved "
+                              "({vms}). Once {node} is powered off for sure (two copies of a VM writing one disk "
+                              "destroy it), recreate them elsewhere with `onevm recover --recreate ID`: their disks "
+                              "are on MooseFS, reachable from every host", len(left))
+                     .format(count=len(left), node=name, vms=", ".join(map(str, left))))
         return {"moved": [], "stranded": left}
 
     def offline(self) -> str:
         if not self.kvm:
-            return "not a KVM host"
+            return _("not a KVM host")
         return hosts.set_state(self.client, self.node.hostname, hosts.OFFLINE)
 
     def drain(self, alive: bool) -> dict:
         if not self.chunkserver:
-            return {"drained": False, "why": "not a chunkserver"}
+            return {"drained": False, "why": _("not a chunkserver")}
         master = self.plan.moosefs.master_ip
         if alive and not remote.alive(self.loaded, self.node.ip):
-            self.say(f"{self.node.hostname} answered over SSH at the preflight and no longer does: its disks cannot "
-                     "be marked, what is at risk follows")
+            self.say(_("{node} answered over SSH at the preflight and no longer does: its disks cannot be marked, "
+                       "what is at risk follows").format(node=self.node.hostname))
             alive = False
         if not alive:
             risk = preflight.at_risk(self.plan, mfs.health(master), self.node.hostname)
             for line in risk.summary:
                 self.say(f"MooseFS: {line}")
-            return {"drained": False, "why": "the node is dead: its copies were not drained", "risk": risk.summary}
+            return {"drained": False, "why": _("the node is dead: its copies were not drained"), "risk": risk.summary}
         started = time.monotonic()
         storage.set_marked(self.loaded, self.node, True, say=self.say)
         storage.wait_seen_marked(master, self.node)
         marked_at = mfs.master_time(master)  # from here the master knows: a loop started later proves the copies
-        self.say(f"MooseFS: {self.node.hostname}'s chunk disks marked for removal; their chunks are being copied")
+        self.say(_("MooseFS: {node}'s chunk disks marked for removal; their chunks are being copied")
+                 .format(node=self.node.hostname))
         health = storage.wait_safe(master, timeout=self.drain_timeout, say=self.say, since=marked_at,
-                                   what=f"the chunks of {self.node.hostname} to have their copies elsewhere")
+                                   what=_("the chunks of {node} to have their copies elsewhere")
+                                   .format(node=self.node.hostname))
         loop = mfs.chunk_loop(master)
         return {"drained": True, "seconds": round(time.monotonic() - started, 1), "marked_at": marked_at,
                 "proof": {"chunk_loop": {"start": loop[0], "end": loop[1]}, "chunks": health.chunks}}
@@ -153,7 +164,8 @@ class Rebuild:
         from installer import pxe
 
         where = pxe.arm(self.loaded, self.node.hostname)
-        self.say(f"{self.node.hostname} armed: its next network boot installs Debian; {where}")
+        self.say(_("{node} armed: its next network boot installs Debian; {done}").format(node=self.node.hostname,
+                                                                                         done=where))
         return where
 
     def reinstall(self) -> dict:
@@ -171,7 +183,7 @@ class Rebuild:
 
         names = {self.node.hostname, self.plan.opennebula.frontend, *self.plan.opennebula.hosts}
         limit = [n.hostname for n in self.plan.nodes if n.hostname in names]
-        self.say(f"deploying {', '.join(limit)} (the node, and who shares SSH keys with it)")
+        self.say(_("deploying {nodes} (the node, and who shares SSH keys with it)").format(nodes=", ".join(limit)))
         result = deploy(self.loaded, limit=limit, say=self.say)
         if result.status != "successful" or result.rc != 0:
             from installer import ansible
@@ -181,20 +193,20 @@ class Rebuild:
 
     def enable(self) -> str:
         if not self.kvm:
-            return "not a KVM host"
+            return _("not a KVM host")
         hosts.set_state(self.client, self.node.hostname, hosts.ENABLE)
         hosts.wait_monitored(self.client, self.node.hostname, say=self.say)
         return "MONITORED"
 
     def undrain(self) -> str:
         if not self.chunkserver:
-            return "not a chunkserver"
+            return _("not a chunkserver")
         storage.set_marked(self.loaded, self.node, False, say=self.say)
-        return "chunk disks unmarked"
+        return _("chunk disks unmarked")
 
     def healthy(self) -> dict:
         return install.wait_healthy(self.loaded, self.plan, timeout=self.healthy_timeout, say=self.say,
-                                    after="the rebuild")
+                                    after=_("the rebuild"))
 
 
 def rebuild(loaded, hostname: str, *, say: Say = print, confirm: Callable[[dict], bool] = lambda facts: True,
@@ -207,13 +219,13 @@ def rebuild(loaded, hostname: str, *, say: Say = print, confirm: Callable[[dict]
     work = Rebuild(loaded, hostname, say=say, confirm=confirm, drain_timeout=drain_timeout,
                    install_timeout=install_timeout, healthy_timeout=healthy_timeout, reinstall=reinstall)
     if work.node is None:
-        raise OnehciError(f"{hostname} is not a node of {loaded.path} (its nodes: "
-                          f"{', '.join(n.hostname for n in work.plan.nodes)})")
+        raise OnehciError(_("{node} is not a node of {site} (its nodes: {nodes})").format(
+            node=hostname, site=loaded.path, nodes=", ".join(n.hostname for n in work.plan.nodes)))
     if work.node.has("mfs_master"):
         raise OnehciError(
-            f"{hostname} is the MooseFS master: a reinstall erases its metadata, and a new empty master would "
-            f"orphan every chunk; move the master first (`onehci recover-master SITE --from METALOGGER_NODE` "
-            f"after stopping {hostname}), then rebuild {hostname}. Nothing was changed")
+            _("{node} is the MooseFS master: a reinstall erases its metadata, and a new empty master would "
+              "orphan every chunk; move the master first (`onehci recover-master SITE --from METALOGGER_NODE` "
+              "after stopping {node}), then rebuild {node}. Nothing was changed").format(node=hostname))
     journal.check_answers(loaded.path, "rebuild", hostname, STEPS, answers or {})
     j = journal.Journal.open(loaded.path, "rebuild", hostname, STEPS,
                              command=f"onehci rebuild {hostname} {loaded.path}")
@@ -223,7 +235,7 @@ def rebuild(loaded, hostname: str, *, say: Say = print, confirm: Callable[[dict]
         if j.data["steps"][0]["status"] != journal.DONE:
             j.preflight("preflight", work.preflight)
         else:
-            say(f"continuing the rebuild of {hostname} at {j.status()['where']}")
+            say(_("continuing the rebuild of {node} at {where}").format(node=hostname, where=j.status()["where"]))
         alive = work._alive(j)
         for name, fn in (("disable", work.disable), ("flush", lambda: work.flush(alive)), ("offline", work.offline),
                          ("drain", lambda: work.drain(alive)), ("arm", work.arm)):
@@ -232,6 +244,6 @@ def rebuild(loaded, hostname: str, *, say: Say = print, confirm: Callable[[dict]
         for name, fn in (("reconnect", work.reconnect), ("deploy", work.deploy), ("enable", work.enable),
                          ("undrain", work.undrain), ("healthy", work.healthy)):
             j.run(name, fn, say=say)
-        say(f"{hostname} rebuilt: back in MooseFS and OpenNebula, status green")
+        say(_("{node} rebuilt: back in MooseFS and OpenNebula, status green").format(node=hostname))
         return j.finish()
 

@@ -55,6 +55,7 @@ from pathlib import Path
 
 from installer import deploy, journal, mfs, remote, sitefile, yamlpos
 from installer.errors import OnehciError
+from installer.i18n import _
 from installer.journal import Step
 from installer.operations import install as installing
 from installer.waiting import Pending, wait_until
@@ -69,14 +70,15 @@ METALOGGER_WAIT = 30
 
 IN_PLACE = [
     Step("preflight"),
-    Step("restart", destructive=True, verify="whether moosefs-master runs on the master node "
-         "(`systemctl status moosefs-master`, `mfscli -SIM`)"),
+    Step("restart", destructive=True, verify=lambda: _("whether moosefs-master runs on the master node "
+                                                        "(`systemctl status moosefs-master`, `mfscli -SIM`)")),
     Step("verify"), Step("healthy"),
 ]
 PROMOTION = [
     Step("preflight"), Step("site"), Step("install"),
-    Step("promote", destructive=True, verify=f"whether moosefs-master runs on the new master node and "
-         f"{DATA}/{KEPT}/ holds the metalogger's files (`systemctl status moosefs-master`)"),
+    Step("promote", destructive=True, verify=lambda: _(
+        "whether moosefs-master runs on the new master node and {kept}/ holds the metalogger's files "
+        "(`systemctl status moosefs-master`)").format(kept=f"{DATA}/{KEPT}")),
     Step("repoint"), Step("forget"), Step("deploy"), Step("verify"), Step("healthy"),
 ]
 
@@ -168,21 +170,21 @@ def move_role_text(text: str, role: str, old: str, new: str) -> str:
     index = {n.get("hostname"): i for i, n in enumerate(parsed.data.get("nodes") or []) if isinstance(n, dict)}
     for name in (old, new):
         if name not in index:
-            raise OnehciError(f"{name} is not a node of the site")
+            raise OnehciError(_("{node} is not a node of the site").format(node=name))
     edits: dict[int, str] = {}  # 0-based line -> its new text ("" drops the line)
     for name, add in ((old, False), (new, True)):
         i = index[name]
         seq = parsed.nodes.get(("nodes", i, "roles"))
         roles = parsed.data["nodes"][i].get("roles") or []
         if seq is None or not isinstance(roles, list):
-            raise OnehciError(f"node {name} has no roles list")
+            raise OnehciError(_("node {node} has no roles list").format(node=name))
         if (role in roles) == add:
             continue
         wanted = [r for r in roles if r != role] + ([role] if add else [])
         if seq.flow_style:
             row = seq.start_mark.line
             if seq.end_mark.line != row or row in edits:
-                raise OnehciError(f"the roles of {name} span several lines")
+                raise OnehciError(_("the roles of {node} span several lines").format(node=name))
             line = lines[row]
             edits[row] = line[:seq.start_mark.column] + "[" + ", ".join(wanted) + "]" + line[seq.end_mark.column:]
         elif add:
@@ -194,15 +196,16 @@ def move_role_text(text: str, role: str, old: str, new: str) -> str:
             item = next(v for v in seq.value if v.value == role)
             row = item.start_mark.line
             if len(seq.value) == 1 or lines[row].strip().split("#")[0].strip() != f"- {role}":
-                raise OnehciError(f"the roles of {name} are written in a way onehci does not edit")
+                raise OnehciError(_("the roles of {node} are written in a way onehci does not edit").format(node=name))
             edits[row] = ""
     return "".join(edits.get(i, line) for i, line in enumerate(lines))
 
 
 def site_change(path: str, role: str, old: str, new: str, lines: dict[str, int]) -> str:
     """The change to make by hand, in words."""
-    return (f"in {path}, remove {role} from the roles of {old} (line {lines.get(old, '?')}) and add it to the roles "
-            f"of {new} (line {lines.get(new, '?')})")
+    return _("in {path}, remove {role} from the roles of {old} (line {old_line}) and add it to the roles "
+             "of {new} (line {new_line})").format(path=path, role=role, old=old, old_line=lines.get(old, "?"), new=new,
+                                                  new_line=lines.get(new, "?"))
 
 
 # --- on the nodes ---------------------------------------------------------------------
@@ -253,7 +256,8 @@ class Recovery:
             self.old = self.plan.node(facts["old"])
 
     def sh(self, node, script: str, what: str, timeout: float = 120) -> str:
-        return remote.check(self.loaded, node.ip, script, f"{what} on {node.hostname}", timeout=timeout)
+        return remote.check(self.loaded, node.ip, script, _("{what} on {node}").format(what=what, node=node.hostname),
+                            timeout=timeout)
 
     def master_answers(self, ip: str) -> bool:
         return mfs.health(ip, timeout=5).reachable
@@ -265,12 +269,12 @@ class Recovery:
             return None
 
     def wait_master(self, ip: str, node) -> None:
-        def timed_out(_: str) -> str:
+        def timed_out(_pending: str) -> str:
             log = remote.run(self.loaded, node.ip, "systemctl is-active moosefs-master; journalctl -u "
                              "moosefs-master --no-pager -n 5 -o cat", timeout=30).stdout.strip().splitlines()
-            return (f"the MooseFS master on {node.hostname} does not answer {self.timeout:.0f} s after its start "
-                    f"({' / '.join(log[-3:]) or 'no log'}); see `journalctl -u moosefs-master` there, then run the "
-                    "same command again")
+            return _("the MooseFS master on {node} does not answer {seconds} s after its start ({log}); see "
+                     "`journalctl -u moosefs-master` there, then run the same command again").format(
+                node=node.hostname, seconds=f"{self.timeout:.0f}", log=" / ".join(log[-3:]) or _("no log"))
 
         wait_until(lambda: self.master_answers(ip), timeout=self.timeout, every=2, timed_out=timed_out)
 
@@ -280,25 +284,28 @@ class Recovery:
         node = self.old
         if self.master_answers(node.ip):
             version = self.version_now(node.ip)
-            self.say(f"the MooseFS master on {node.hostname} answers (metadata version {version}): nothing to recover")
+            self.say(_("the MooseFS master on {node} answers (metadata version {version}): nothing to recover")
+                     .format(node=node.hostname, version=version))
             return {"running": True, "before": version}
         if not remote.alive(self.loaded, node.ip):
-            raise OnehciError(f"the MooseFS master {node.hostname} ({node.ip}) does not answer, and neither does its "
-                              "host over SSH: if it is lost, promote a metalogger with `onehci recover-master SITE "
-                              "--from NODE`; if it is only down, power it on and run this again")
-        listing = self.sh(node, _inspect_script(MASTER_FILES), "reading the master's data directory")
+            raise OnehciError(_("the MooseFS master {node} ({ip}) does not answer, and neither does its "
+                                "host over SSH: if it is lost, promote a metalogger with `onehci recover-master SITE "
+                                "--from NODE`; if it is only down, power it on and run this again").format(
+                node=node.hostname, ip=node.ip))
+        listing = self.sh(node, _inspect_script(MASTER_FILES), _("reading the master's data directory"))
         before, files = disk_version(listing)
         if not files:
-            raise OnehciError(f"{node.hostname} holds no MooseFS metadata in {DATA} (no metadata.mfs* nor changelog): "
-                              "nothing to recover there; promote a metalogger with `onehci recover-master SITE "
-                              "--from NODE`")
-        self.say(f"{node.hostname}: the master is down; its metadata on disk reaches version {before} "
-                 f"({', '.join(sorted(files))})")
+            raise OnehciError(_("{node} holds no MooseFS metadata in {data} (no metadata.mfs* nor changelog): "
+                                "nothing to recover there; promote a metalogger with `onehci recover-master SITE "
+                                "--from NODE`").format(node=node.hostname, data=DATA))
+        self.say(_("{node}: the master is down; its metadata on disk reaches version {version} ({files})").format(
+            node=node.hostname, version=before, files=", ".join(sorted(files))))
         return {"running": False, "before": before, "files": files}
 
     def restart(self) -> dict:
-        self.say(f"{self.old.hostname}: starting moosefs-master with `mfsmaster -a` (recovery from its changelogs)")
-        self.sh(self.old, START_WITH_RECOVERY, "starting moosefs-master with -a", timeout=self.timeout)
+        self.say(_("{node}: starting moosefs-master with `mfsmaster -a` (recovery from its changelogs)")
+                 .format(node=self.old.hostname))
+        self.sh(self.old, START_WITH_RECOVERY, _("starting moosefs-master with -a"), timeout=self.timeout)
         self.wait_master(self.old.ip, self.old)
         return {"started": True}
 
@@ -307,65 +314,76 @@ class Recovery:
     def preflight_promotion(self) -> dict:
         old, new = self.old, self.new
         if new is None:
-            raise OnehciError(f"--from {self.source}: not a node of the site (its nodes: "
-                              f"{', '.join(n.hostname for n in self.plan.nodes)})")
+            raise OnehciError(_("--from {node}: not a node of the site (its nodes: {nodes})").format(
+                node=self.source, nodes=", ".join(n.hostname for n in self.plan.nodes)))
         if new.hostname == old.hostname:
-            raise OnehciError(f"{new.hostname} is already the master in the site: recover it in place with "
-                              "`onehci recover-master SITE` (without --from)")
+            raise OnehciError(_("{node} is already the master in the site: recover it in place with "
+                                "`onehci recover-master SITE` (without --from)").format(node=new.hostname))
         if self.master_answers(old.ip):
-            raise OnehciError(f"the MooseFS master {old.hostname} ({old.ip}) still answers: promoting {new.hostname} "
-                              "now would make two masters (split brain); nothing was changed")
+            raise OnehciError(_("the MooseFS master {old} ({ip}) still answers: promoting {new} "
+                                "now would make two masters (split brain); nothing was changed").format(
+                old=old.hostname, ip=old.ip, new=new.hostname))
         if remote.alive(self.loaded, old.ip, timeout=10):
-            raise OnehciError(f"the host of the master, {old.hostname} ({old.ip}), still answers over SSH: recover the "
-                              "master there with `onehci recover-master SITE` (without --from); to promote anyway, "
-                              f"power {old.hostname} off first (a master started there again would split the "
-                              "filesystem). Nothing was changed")
+            raise OnehciError(_("the host of the master, {old} ({ip}), still answers over SSH: recover the "
+                                "master there with `onehci recover-master SITE` (without --from); to promote anyway, "
+                                "power {old} off first (a master started there again would split the "
+                                "filesystem). Nothing was changed").format(old=old.hostname, ip=old.ip))
         if not remote.alive(self.loaded, new.ip):
-            raise OnehciError(f"{new.hostname} ({new.ip}) does not answer over SSH; nothing was changed")
-        listing = self.sh(new, _inspect_script(LOGGER_FILES), "reading the metalogger's data directory")
+            raise OnehciError(_("{node} ({ip}) does not answer over SSH; nothing was changed").format(node=new.hostname,
+                                                                                                     ip=new.ip))
+        listing = self.sh(new, _inspect_script(LOGGER_FILES), _("reading the metalogger's data directory"))
         before, files = disk_version(listing)
         if "metadata_ml.mfs.back" not in files:
-            raise OnehciError(f"{new.hostname} has no metalogger data in {DATA} (no metadata_ml.mfs.back"
-                              f"{'' if new.has('mfs_metalogger') else '; it is no mfs_metalogger in the site'}): "
-                              "it cannot become the master; choose a node that ran a metalogger. Nothing was changed")
+            if new.has("mfs_metalogger"):
+                text = _("{node} has no metalogger data in {data} (no metadata_ml.mfs.back): it cannot become the "
+                         "master; choose a node that ran a metalogger. Nothing was changed")
+            else:
+                text = _("{node} has no metalogger data in {data} (no metadata_ml.mfs.back; it is no mfs_metalogger "
+                         "in the site): it cannot become the master; choose a node that ran a metalogger. Nothing "
+                         "was changed")
+            raise OnehciError(text.format(node=new.hostname, data=DATA))
         facts = {"old": old.hostname, "new": new.hostname, "before": before, "files": files}
-        self.say(f"{new.hostname}: the metalogger's copy reaches metadata version {before} "
-                 f"({', '.join(sorted(files))})")
+        self.say(_("{node}: the metalogger's copy reaches metadata version {version} ({files})").format(
+            node=new.hostname, version=before, files=", ".join(sorted(files))))
         if not self.confirm(facts):
-            raise Declined(f"not confirmed: {new.hostname} was not promoted; nothing was changed")
+            raise Declined(_("not confirmed: {node} was not promoted; nothing was changed").format(node=new.hostname))
         return facts
 
     def install(self) -> str:
         """The master role on the new node, packages and configuration only: nothing started (the
         metalogger's files are not in place yet)."""
-        self.say(f"{self.new.hostname}: the master role installs and configures moosefs-master (not started)")
+        self.say(_("{node}: the master role installs and configures moosefs-master (not started)")
+                 .format(node=self.new.hostname))
         deploy.apply(self.loaded, "master-install.yml", [self.new.hostname], say=self.say)
-        return "moosefs-master installed and configured by the master role"
+        return _("moosefs-master installed and configured by the master role")
 
     def promote(self) -> dict:
         new = self.new
-        names = self.sh(new, f"ls -1 {DATA}", "listing the data directory").split()
+        names = self.sh(new, f"ls -1 {DATA}", _("listing the data directory")).split()
         copies = promotion_copies(names)
         if not copies:
             if "metadata.mfs.back" in names and KEPT in names:  # copied by an earlier run
-                self.say(f"{new.hostname}: the metalogger's files were copied already")
+                self.say(_("{node}: the metalogger's files were copied already").format(node=new.hostname))
             else:
-                raise OnehciError(f"{new.hostname}: no metadata_ml.mfs.back in {DATA} any more")
-        clash = [dst for _, dst in copies if dst in names]
+                raise OnehciError(_("{node}: no metadata_ml.mfs.back in {data} any more").format(node=new.hostname,
+                                                                                                data=DATA))
+        clash = [dst for _source, dst in copies if dst in names]
         if clash:
-            raise OnehciError(f"{new.hostname}: {DATA} already holds master files ({', '.join(clash)}): onehci will not "
-                              "overwrite them; look at them (an earlier master there?) and move them away by hand")
+            raise OnehciError(_("{node}: {data} already holds master files ({files}): onehci will not "
+                                "overwrite them; look at them (an earlier master there?) and move them away by hand")
+                              .format(node=new.hostname, data=DATA, files=", ".join(clash)))
         ml = " ".join(shlex.quote(n) for n in names if "_ml" in n)
         script = ("set -e\nsystemctl stop moosefs-metalogger.service 2>/dev/null || true\n"
                   + f"cd {DATA}\n"
                   + "".join(f"cp -p {shlex.quote(s)} {shlex.quote(d)}\n" for s, d in copies)
                   + (f"mkdir -p {KEPT}\nmv -f {ml} {KEPT}/\n" if ml else "")
                   + f"chown mfs:mfs {DATA}/metadata.mfs.back {DATA}/changelog.*.mfs 2>/dev/null || true\n")
-        self.say(f"{new.hostname}: the metalogger's files become the master's "
-                 f"({', '.join(f'{s} -> {d}' for s, d in copies) or 'done before'}); originals in {DATA}/{KEPT}/")
-        self.sh(new, script, "copying the metalogger's files")
-        self.say(f"{new.hostname}: starting moosefs-master with `mfsmaster -a`")
-        self.sh(new, START_WITH_RECOVERY, "starting moosefs-master with -a", timeout=self.timeout)
+        self.say(_("{node}: the metalogger's files become the master's ({copies}); originals in {kept}/").format(
+            node=new.hostname, copies=", ".join(f"{s} -> {d}" for s, d in copies) or _("done before"),
+            kept=f"{DATA}/{KEPT}"))
+        self.sh(new, script, _("copying the metalogger's files"))
+        self.say(_("{node}: starting moosefs-master with `mfsmaster -a`").format(node=new.hostname))
+        self.sh(new, START_WITH_RECOVERY, _("starting moosefs-master with -a"), timeout=self.timeout)
         self.wait_master(new.ip, new)
         return {"copies": copies}
 
@@ -381,9 +399,9 @@ class Recovery:
             return False
         if remote.run(self.loaded, node.ip, "systemctl is-active --quiet moosefs-master", timeout=30).returncode == 0:
             return True
-        self.say(f"the master on {node.hostname} answers outside systemd: handing it over (clean stop, then "
-                 "systemctl start)")
-        self.sh(node, HAND_OVER, "handing the master to systemd", timeout=self.timeout)
+        self.say(_("the master on {node} answers outside systemd: handing it over (clean stop, then "
+                   "systemctl start)").format(node=node.hostname))
+        self.sh(node, HAND_OVER, _("handing the master to systemd"), timeout=self.timeout)
         self.wait_master(node.ip, node)
         return True
 
@@ -398,8 +416,12 @@ class Recovery:
         done = [n.hostname for n in nodes]
         skipped = [n.hostname for n in self.plan.nodes if n.hostname not in done]
         deploy.apply(self.loaded, "base.yml", done, say=self.say)
-        self.say(f"`mfsmaster` now names {self.new.hostname} ({self.new.ip}) on {', '.join(done)}"
-                 + (f"; not on {', '.join(skipped)} (no answer)" if skipped else ""))
+        if skipped:
+            text = _("`mfsmaster` now names {master} ({ip}) on {nodes}; not on {skipped} (no answer)")
+        else:
+            text = _("`mfsmaster` now names {master} ({ip}) on {nodes}")
+        self.say(text.format(master=self.new.hostname, ip=self.new.ip, nodes=", ".join(done),
+                             skipped=", ".join(skipped)))
         return {"repointed": done, "not": skipped}
 
     def forget(self) -> dict:
@@ -412,14 +434,15 @@ class Recovery:
             return alive <= connected or Pending(", ".join(sorted(alive - connected)))
 
         wait_until(reconnected, timeout=self.timeout, every=2, timed_out=lambda left: (
-            f"chunkservers {left} did not reconnect to the new master within {self.timeout:.0f} s; check `mfsmaster` "
-            "in their /etc/hosts"))
+            _("chunkservers {left} did not reconnect to the new master within {seconds} s; check `mfsmaster` "
+              "in their /etc/hosts").format(left=left, seconds=f"{self.timeout:.0f}")))
         removed = []
         for cs_ip, port in disconnected(mfs.mfscli(ip, "CS")):
             subprocess.run(["mfscli", "-H", ip, f"-CRC/{cs_ip}/{port}"], capture_output=True, text=True, timeout=20)
             removed.append(f"{cs_ip}:{port}")
         if removed:
-            self.say(f"removed the chunkservers that are gone from the master's list: {', '.join(removed)}")
+            self.say(_("removed the chunkservers that are gone from the master's list: {chunkservers}")
+                     .format(chunkservers=", ".join(removed)))
         return {"removed": removed}
 
     def site(self) -> dict:
@@ -436,12 +459,14 @@ class Recovery:
             parsed = yamlpos.parse(text)
             lines = {n.get("hostname"): parsed.lines.get(("nodes", i, "roles"))
                      for i, n in enumerate(parsed.data.get("nodes") or []) if isinstance(n, dict)}
-            raise OnehciError(f"site.yml was not changed ({exc}): make this change by hand, then run the same command "
-                              f"again: {site_change(str(path), 'mfs_master', self.old.hostname, self.new.hostname, lines)}"
+            raise OnehciError(_("site.yml was not changed ({reason}): make this change by hand, then run the same "
+                                "command again: {change}").format(
+                reason=exc, change=site_change(str(path), "mfs_master", self.old.hostname, self.new.hostname, lines))
                               ) from None
         _replace(path, new_text)
         self.loaded = sitefile.load(path)
-        self.say(f"{path}: mfs_master moved from {self.old.hostname} to {self.new.hostname}")
+        self.say(_("{path}: mfs_master moved from {old} to {new}").format(path=path, old=self.old.hostname,
+                                                                          new=self.new.hostname))
         return {"changed": True}
 
     def reachable(self) -> tuple[object, list[str]]:
@@ -463,12 +488,15 @@ class Recovery:
         # keys) would stop at them
         kept, lost = self.reachable()
         limit = [n.hostname for n in kept.site.nodes]
-        self.say(f"deploying the new layout on {', '.join(limit)}"
-                 + (f" (left out, not answering: {', '.join(lost)})" if lost else ""))
+        if lost:
+            text = _("deploying the new layout on {nodes} (left out, not answering: {lost})")
+        else:
+            text = _("deploying the new layout on {nodes}")
+        self.say(text.format(nodes=", ".join(limit), lost=", ".join(lost)))
         result = deploy.deploy(kept, say=self.say)
         if result.status != "successful" or result.rc != 0:
-            raise OnehciError(f"the deploy failed ({result.status}); its output is above; run the same command again "
-                              "once the cause is fixed")
+            raise OnehciError(_("the deploy failed ({status}); its output is above; run the same command again "
+                                "once the cause is fixed").format(status=result.status))
         return {"nodes": limit, "left_out": lost}
 
     def verify(self, before: int | None) -> dict:
@@ -476,25 +504,29 @@ class Recovery:
         self.wait_master(node.ip, node)
         after = self.version_now(node.ip)
         if after is None:
-            raise OnehciError(f"the master on {node.hostname} answers but shows no metadata version (mfscli -SIM)")
+            raise OnehciError(_("the master on {node} answers but shows no metadata version (mfscli -SIM)")
+                              .format(node=node.hostname))
         if before is not None and after < before:
-            raise OnehciError(f"the recovered metadata is at version {after}, lower than the {before} found on disk: "
-                              f"changes were lost; stop the master on {node.hostname} and read "
-                              "docs/operations/recover-master.md")
+            raise OnehciError(_("the recovered metadata is at version {after}, lower than the {before} found on disk: "
+                                "changes were lost; stop the master on {node} and read "
+                                "docs/operations/recover-master.md").format(after=after, before=before,
+                                                                            node=node.hostname))
         def nothing_missing():  # the chunkservers tell the master which chunks they hold
             health = mfs.health(node.ip)
             missing = health.chunks.get("missing", 0) if health.reachable else None
             return health if missing == 0 and health.chunkservers else Pending(str(missing))
 
         health = wait_until(nothing_missing, timeout=self.timeout, every=2, timed_out=lambda missing: (
-            f"MooseFS still has {missing} missing chunks {self.timeout:.0f} s after the master came back: "
-            "`onehci status` shows which chunkservers are not connected"))
-        self.say(f"metadata version {after} (on disk before: {before}); no chunk missing")
+            _("MooseFS still has {missing} missing chunks {seconds} s after the master came back: "
+              "`onehci status` shows which chunkservers are not connected").format(missing=missing,
+                                                                                   seconds=f"{self.timeout:.0f}")))
+        self.say(_("metadata version {after} (on disk before: {before}); no chunk missing").format(after=after,
+                                                                                                  before=before))
         loggers = self.metaloggers(after)
         return {"before": before, "after": after, "chunks": health.chunks, "metaloggers": loggers}
 
     def metalogger_state(self, node, connected: set[str], since: int) -> dict:
-        listing = self.sh(node, _inspect_script(LOGGER_FILES), "reading the metalogger's data directory")
+        listing = self.sh(node, _inspect_script(LOGGER_FILES), _("reading the metalogger's data directory"))
         version, linked = disk_version(listing)[0], node.ip in connected
         return {"connected": linked, "version": version, "caught_up": linked and version >= since}
 
@@ -521,15 +553,17 @@ class Recovery:
             pass  # not fatal: each metalogger that has not caught up is warned about below
         for hostname, s in state.items():
             if not s["connected"]:
-                self.say(f"warning: the metalogger on {hostname} is not connected to the master "
-                         f"{METALOGGER_WAIT} s after the recovery: `journalctl -u moosefs-metalogger` there")
+                self.say(_("warning: the metalogger on {node} is not connected to the master {seconds} s after the "
+                           "recovery: `journalctl -u moosefs-metalogger` there").format(node=hostname,
+                                                                                        seconds=METALOGGER_WAIT))
             elif not s["caught_up"]:
-                self.say(f"warning: the metalogger on {hostname} holds metadata up to version {s['version']}, the "
-                         f"master {since}: it downloads the metadata again at the master's next change (any write "
-                         f"on the filesystem); a promotion from {hostname} before that would lose the changes "
-                         "in between")
+                self.say(_("warning: the metalogger on {node} holds metadata up to version {version}, the "
+                           "master {since}: it downloads the metadata again at the master's next change (any write "
+                           "on the filesystem); a promotion from {node} before that would lose the changes "
+                           "in between").format(node=hostname, version=s["version"], since=since))
             else:
-                self.say(f"the metalogger on {hostname} holds the master's changes (version {s['version']})")
+                self.say(_("the metalogger on {node} holds the master's changes (version {version})").format(
+                    node=hostname, version=s["version"]))
         return state
 
     def healthy(self) -> dict:
@@ -537,10 +571,11 @@ class Recovery:
         that does not answer (the lost master host, still in site.yml) is left out and named."""
         kept, lost = self.reachable() if self.source else (sitefile.load(self.loaded.path), [])
         result = installing.wait_healthy(kept, make_plan(kept.site), timeout=self.healthy_timeout, say=self.say,
-                                         after="the recovery")
+                                         after=_("the recovery"))
         if lost:
-            self.say(f"status green without {', '.join(lost)}, which does not answer and is still in site.yml: take "
-                     "it out of the site or put new hardware in its place (docs/operations/recover-master.md, B.9)")
+            self.say(_("status green without {nodes}, which does not answer and is still in site.yml: take "
+                       "it out of the site or put new hardware in its place (docs/operations/recover-master.md, B.9)")
+                     .format(nodes=", ".join(lost)))
         return {**result, "left_out": lost}
 
 
@@ -551,8 +586,8 @@ def recover_master(loaded, source: str | None = None, *, say: Say = print,
     a `summary` of what was found and done. Ends green (free space aside) or raises."""
     work = Recovery(loaded, source, say=say, confirm=confirm, timeout=timeout, healthy_timeout=healthy_timeout)
     if source and work.new is None:
-        raise OnehciError(f"--from {source}: not a node of the site (its nodes: "
-                          f"{', '.join(n.hostname for n in work.plan.nodes)})")
+        raise OnehciError(_("--from {node}: not a node of the site (its nodes: {nodes})").format(
+            node=source, nodes=", ".join(n.hostname for n in work.plan.nodes)))
     steps = PROMOTION if source else IN_PLACE
     target = work.new.hostname
     command = f"onehci recover-master {loaded.path}" + (f" --from {source}" if source else "")
@@ -565,7 +600,7 @@ def recover_master(loaded, source: str | None = None, *, say: Say = print,
             facts = j.preflight("preflight", work.preflight_promotion if source else work.preflight_in_place)
         else:
             facts = first["result"]
-            say(f"continuing recover-master at {j.status()['where']}")
+            say(_("continuing recover-master at {where}").format(where=j.status()["where"]))
         before = facts.get("before")
         work.resume(facts)
         if source:
@@ -576,7 +611,7 @@ def recover_master(loaded, source: str | None = None, *, say: Say = print,
                 j.run(name, fn, say=say)
         elif facts.get("running"):
             for name in ("restart",):
-                j.run(name, lambda: {"started": False, "note": "the master was running"}, say=say)
+                j.run(name, lambda: {"started": False, "note": _("the master was running")}, say=say)
         else:
             j.run("restart", work.restart, check_done=lambda: work.running_under_systemd(work.old), say=say)
         checked = j.run("verify", lambda: work.verify(before), say=say)
@@ -588,8 +623,9 @@ def recover_master(loaded, source: str | None = None, *, say: Say = print,
                          "metaloggers_behind": sorted(h for h, s in ((checked or {}).get("metaloggers") or {}).items()
                                                       if not s["caught_up"]),
                          "status": (health or {}).get("verdict"), "left_out": (health or {}).get("left_out", [])}
-    say(f"recover-master: the MooseFS master runs on {target} (metadata version {(checked or {}).get('after')}, "
-        f"{(checked or {}).get('before')} before); status {(health or {}).get('verdict')}")
+    say(_("recover-master: the MooseFS master runs on {master} (metadata version {after}, {before} before); "
+          "status {verdict}").format(master=target, after=(checked or {}).get("after"),
+                                     before=(checked or {}).get("before"), verdict=(health or {}).get("verdict")))
     return result
 
 

@@ -28,6 +28,7 @@ import pyone
 
 from installer import one, remote, testimage
 from installer.errors import OnehciError
+from installer.i18n import _, ngettext
 from installer.plan import make_plan
 from installer.waiting import Pending, wait_until
 
@@ -102,7 +103,7 @@ class Smoke:
         self.plan = make_plan(loaded.site)
         self.hosts = list(self.plan.opennebula.hosts)
         if not self.hosts:
-            raise OnehciError("the site has no KVM host (no node with the kvm role): there is nowhere to run a VM")
+            raise OnehciError(_("the site has no KVM host (no node with the kvm role): there is nowhere to run a VM"))
         self.count = count or len(self.hosts)
         self.client = one.client_for(loaded, self.plan)
         self.names = one.object_names(self.plan.cluster)
@@ -115,31 +116,34 @@ class Smoke:
     def check_hosts(self) -> str:
         with one.api_errors():
             pool = {h.NAME: h for h in self.client.hostpool.info().HOST}
-        bad = [f"{h} ({'not registered' if h not in pool else one.STATE_NAMES.get(pool[h].STATE, pool[h].STATE)}"
-               + (f": {one.error_line(pool[h])}" if h in pool and pool[h].STATE == one.ERROR else "") + ")"
+        bad = [_("{host} (not registered)").format(host=h) if h not in pool else
+               f"{h} ({one.STATE_NAMES.get(pool[h].STATE, pool[h].STATE)}"
+               + (f": {one.error_line(pool[h])}" if pool[h].STATE == one.ERROR else "") + ")"
                for h in self.hosts if h not in pool or pool[h].STATE != one.MONITORED]
         if bad:
-            raise OnehciError(f"KVM hosts not monitored: {', '.join(bad)}; `onehci status` shows why")
+            raise OnehciError(_("KVM hosts not monitored: {hosts}; `onehci status` shows why").format(hosts=", ".join(bad)))
         self.host_ids = {h: pool[h].ID for h in self.hosts}
-        return f"{len(self.hosts)} KVM host(s) monitored"
+        return ngettext("{count} KVM host(s) monitored", "{count} KVM host(s) monitored",
+                        len(self.hosts)).format(count=len(self.hosts))
 
     def image(self) -> str:
         with one.api_errors():
             found = {i.NAME: i for i in self.client.imagepool.info(-2, -1, -1).IMAGE}
         if NAME in found and found[NAME].STATE == IMAGE_READY:
             self.image_id = found[NAME].ID
-            return f"image {NAME} (id {self.image_id}) already registered"
+            return _("image {name} (id {id}) already registered").format(name=NAME, id=self.image_id)
         if NAME in found:
-            raise OnehciError(f"image {NAME} (id {found[NAME].ID}) exists but is not READY: remove it "
-                              f"(`oneimage delete {found[NAME].ID}`) and run smoke again")
+            raise OnehciError(_("image {name} (id {id}) exists but is not READY: remove it "
+                                "(`oneimage delete {id}`) and run smoke again").format(name=NAME, id=found[NAME].ID))
         local = testimage.ensure(say=self.say)
         frontend = self.plan.node(self.plan.opennebula.frontend)
         target = f"/var/tmp/{NAME}-{local.parent.name}.img"
-        remote.put(self.loaded, frontend.ip, local, target, what="copying the guest image to the frontend")
+        remote.put(self.loaded, frontend.ip, local, target, what=_("copying the guest image to the frontend"))
         with one.api_errors():
             stores = {d.NAME: d.ID for d in self.client.datastorepool.info().DATASTORE}
             if self.names["images"] not in stores:
-                raise OnehciError(f"no datastore {self.names['images']}: deploy the site first (onehci deploy)")
+                raise OnehciError(_("no datastore {name}: deploy the site first (onehci deploy)")
+                                  .format(name=self.names["images"]))
             self.image_id = self.client.image.allocate(one.template({
                 "NAME": NAME, "PATH": target, "TYPE": "OS", "FORMAT": "raw",
                 "DESCRIPTION": "onehci smoke test guest (busybox)"}), stores[self.names["images"]])
@@ -148,13 +152,16 @@ class Smoke:
         def ready():
             info = self.client.image.info(self.image_id)
             if info.STATE == IMAGE_ERROR:
-                raise OnehciError(f"image {NAME} went to ERROR: {info.TEMPLATE.get('ERROR', 'no reason given')}")
-            return info.STATE == IMAGE_READY or Pending(f"image state {info.STATE}")
+                raise OnehciError(_("image {name} went to ERROR: {error}").format(
+                    name=NAME, error=info.TEMPLATE.get("ERROR", _("no reason given"))))
+            return info.STATE == IMAGE_READY or Pending(_("image state {state}").format(state=info.STATE))
 
         wait_until(ready, timeout=self.timeout, every=2, timed_out=lambda left: (
-            f"image {NAME} not READY after {self.timeout:.0f} s ({left}): is the images datastore full or "
-            "unreachable? `oneimage show` on the frontend"))
-        return f"image {NAME} (id {self.image_id}) registered, {local.stat().st_size / 2**20:.0f} MiB"
+            _("image {name} not READY after {seconds} s ({left}): is the images datastore full or "
+              "unreachable? `oneimage show` on the frontend").format(name=NAME, seconds=f"{self.timeout:.0f}",
+                                                                     left=left)))
+        return _("image {name} (id {id}) registered, {size} MiB").format(
+            name=NAME, id=self.image_id, size=f"{local.stat().st_size / 2**20:.0f}")
 
     def template(self) -> str:
         text = one.template({"NAME": NAME, "CPU": "0.1", "VCPU": "1", "MEMORY": "128",
@@ -166,10 +173,10 @@ class Smoke:
             if NAME in found:  # kept by an earlier run (--keep): made the same as this run would
                 self.template_id = found[NAME]
                 self.client.template.update(self.template_id, text, 0)
-                return f"template {NAME} (id {self.template_id}) already registered"
+                return _("template {name} (id {id}) already registered").format(name=NAME, id=self.template_id)
             self.template_id = self.client.template.allocate(text)
         self.made["template"] = self.template_id
-        return f"template {NAME} (id {self.template_id}) registered"
+        return _("template {name} (id {id}) registered").format(name=NAME, id=self.template_id)
 
     def start(self) -> str:
         for n in range(self.count):
@@ -180,7 +187,8 @@ class Smoke:
                 vm = self.client.template.instantiate(self.template_id, name, True, extra, False)
                 self.result.guests.append(Guest(vm=vm, name=name, host=host))
                 self.client.vm.deploy(vm, self.host_ids[host], False, -1)
-        return ", ".join(f"{g.name} (VM {g.vm}) on {g.host}" for g in self.result.guests)
+        return ", ".join(_("{name} (VM {vm}) on {host}").format(name=g.name, vm=g.vm, host=g.host)
+                         for g in self.result.guests)
 
     def running(self) -> str:
         def all_running():
@@ -189,7 +197,7 @@ class Smoke:
                 info = self.client.vm.info(g.vm)
                 failure = vm_failure(info)
                 if failure:
-                    raise OnehciError(f"VM {g.vm} on {g.host} failed: {failure}")
+                    raise OnehciError(_("VM {vm} on {host} failed: {error}").format(vm=g.vm, host=g.host, error=failure))
                 if (info.STATE, info.LCM_STATE) != (pyone.VM_STATE.ACTIVE, pyone.LCM_STATE.RUNNING):
                     waiting.append(f"VM {g.vm} {pyone.VM_STATE(info.STATE).name}")
                 else:
@@ -198,7 +206,8 @@ class Smoke:
             return not waiting or Pending(", ".join(waiting))
 
         wait_until(all_running, timeout=self.timeout, every=2, timed_out=lambda left: (
-            f"not RUNNING after {self.timeout:.0f} s: {left}; `onevm show ID` says why"))
+            _("not RUNNING after {seconds} s: {left}; `onevm show ID` says why").format(
+                seconds=f"{self.timeout:.0f}", left=left)))
         return ", ".join(f"VM {g.vm} {g.ip}" for g in self.result.guests)
 
     def log(self, guest: Guest, host: str) -> str:
@@ -218,24 +227,29 @@ class Smoke:
                 line = guest_line(log, "up") or guest_line(log, "cannot") or ""
                 read_back, bad = disk_rounds(log)
                 if line and not line.startswith(f"onehci-smoke: up {g.ip}/"):
-                    raise OnehciError(f"VM {g.vm} on {g.host}: the guest says {line!r}, expected address {g.ip}")
+                    raise OnehciError(_("VM {vm} on {host}: the guest says {said}, expected address {ip}").format(
+                        vm=g.vm, host=g.host, said=repr(line), ip=g.ip))
                 if bad:
-                    raise OnehciError(f"VM {g.vm} on {g.host}: the guest says {bad[0]!r}")
+                    raise OnehciError(_("VM {vm} on {host}: the guest says {said}").format(vm=g.vm, host=g.host,
+                                                                                          said=repr(bad[0])))
                 if line and read_back:
                     g.up_seconds = round(time.monotonic() - started, 1)
                 else:
-                    waiting.append(f"VM {g.vm} on {g.host} " + ("wrote no disk round" if line else "said nothing"))
+                    waiting.append((_("VM {vm} on {host} wrote no disk round") if line else
+                                    _("VM {vm} on {host} said nothing")).format(vm=g.vm, host=g.host))
             return not waiting or Pending(", ".join(waiting))
 
         wait_until(all_up, timeout=self.timeout, every=2, timed_out=lambda left: (
-            f"guests not up after {self.timeout:.0f} s: {left}; each one's serial log is {LOG_DIR}/VM-NAME.serial "
-            "on its host (a guest that never booted, could not read its context CD, or cannot write its disk)"))
-        return ", ".join(f"VM {g.vm} up at {g.ip}, its disk read back" for g in self.result.guests)
+            _("guests not up after {seconds} s: {left}; each one's serial log is {log_dir}/VM-NAME.serial "
+              "on its host (a guest that never booted, could not read its context CD, or cannot write its disk)")
+            .format(seconds=f"{self.timeout:.0f}", left=left, log_dir=LOG_DIR)))
+        return ", ".join(_("VM {vm} up at {ip}, its disk read back").format(vm=g.vm, ip=g.ip)
+                         for g in self.result.guests)
 
     def migrate(self) -> str:
         if len(self.hosts) < 2:
-            self.result.migrated = {"skipped": "one KVM host: nowhere to migrate to"}
-            return "skipped: one KVM host"
+            self.result.migrated = {"skipped": _("one KVM host: nowhere to migrate to")}
+            return _("skipped: one KVM host")
         guest = self.result.guests[0]
         target = next(h for h in self.hosts if h != guest.host)
         before = beats(self.log(guest, guest.host))
@@ -247,38 +261,44 @@ class Smoke:
             info = self.client.vm.info(guest.vm)
             failure = vm_failure(info)
             if failure:
-                raise OnehciError(f"VM {guest.vm}'s live migration from {guest.host} to {target} failed: {failure}")
+                raise OnehciError(_("VM {vm}'s live migration from {source} to {target} failed: {error}").format(
+                    vm=guest.vm, source=guest.host, target=target, error=failure))
             history = info.HISTORY_RECORDS.HISTORY
             now = (history[-1] if isinstance(history, list) else history).HOSTNAME
             running = (info.STATE, info.LCM_STATE) == (pyone.VM_STATE.ACTIVE, pyone.LCM_STATE.RUNNING)
-            return (running and now == target) or Pending(f"{pyone.LCM_STATE(info.LCM_STATE).name} on {now}")
+            return (running and now == target) or Pending(_("{state} on {host}").format(
+                state=pyone.LCM_STATE(info.LCM_STATE).name, host=now))
 
         wait_until(moved, timeout=self.timeout, every=2, timed_out=lambda left: (
-            f"VM {guest.vm} not RUNNING on {target} {self.timeout:.0f} s after its live migration ({left})"))
+            _("VM {vm} not RUNNING on {target} {seconds} s after its live migration ({left})").format(
+                vm=guest.vm, target=target, seconds=f"{self.timeout:.0f}", left=left)))
         # OpenNebula may show the VM RUNNING on its new host before the move is over: the guest's own
         # heartbeat in the new host's log is what says it runs there
         wait_until(lambda: beats(self.log(guest, target)) > 0 or Pending("no heartbeat yet"), timeout=60, every=1,
-                   timed_out=lambda _: f"VM {guest.vm} runs on {target} but its guest is silent there")
+                   timed_out=lambda _left: _("VM {vm} runs on {target} but its guest is silent there").format(
+                       vm=guest.vm, target=target))
         seconds = round(time.monotonic() - started, 1)
 
         def reading():  # a whole disk round done on the new host: its disk came along unchanged
             read_back, bad = disk_rounds(self.log(guest, target))
             if bad:
-                raise OnehciError(f"VM {guest.vm} after its move to {target}: the guest says {bad[0]!r}")
+                raise OnehciError(_("VM {vm} after its move to {target}: the guest says {said}").format(
+                    vm=guest.vm, target=target, said=repr(bad[0])))
             return read_back > 0 or Pending("no disk round yet")
 
-        wait_until(reading, timeout=60, every=1, timed_out=lambda _: (
-            f"VM {guest.vm} beats on {target} but has not read its disk back there in 60 s"))
+        wait_until(reading, timeout=60, every=1, timed_out=lambda _left: (
+            _("VM {vm} beats on {target} but has not read its disk back there in 60 s").format(vm=guest.vm,
+                                                                                               target=target)))
         after = beats(self.log(guest, target))
         self.result.migrated = {"vm": guest.vm, "from": guest.host, "to": target, "seconds": seconds,
                                 "beats_before": before, "beats_after": after}
         guest.host = target
-        return (f"VM {guest.vm} {self.result.migrated['from']} -> {target} in {seconds} s, the guest beating and "
-                "reading its disk back there")
+        return _("VM {vm} {source} -> {target} in {seconds} s, the guest beating and reading its disk back there").format(
+            vm=guest.vm, source=self.result.migrated["from"], target=target, seconds=seconds)
 
     def cleanup(self) -> str:
         if self.keep:
-            return "kept (--keep): " + ", ".join(f"VM {g.vm}" for g in self.result.guests)
+            return _("kept (--keep): {vms}").format(vms=", ".join(f"VM {g.vm}" for g in self.result.guests))
         done = []
         with one.api_errors():
             for g in self.result.guests:
@@ -286,18 +306,19 @@ class Smoke:
                     self.client.vm.action("terminate-hard", g.vm)
             wait_until(lambda: all(self.client.vm.info(g.vm).STATE == VM_DONE for g in self.result.guests)
                        or Pending("VMs terminating"), timeout=self.timeout, every=2,
-                       timed_out=lambda _: "the smoke VMs did not terminate: `onevm list` on the frontend")
-            done.append(f"{len(self.result.guests)} VM(s) terminated")
+                       timed_out=lambda _left: _("the smoke VMs did not terminate: `onevm list` on the frontend"))
+            count = len(self.result.guests)
+            done.append(ngettext("{count} VM(s) terminated", "{count} VM(s) terminated", count).format(count=count))
             if "template" in self.made:
                 self.client.template.delete(self.made["template"], False)
-                done.append(f"template {self.made['template']} removed")
+                done.append(_("template {id} removed").format(id=self.made["template"]))
             if "image" in self.made:
                 self.client.image.delete(self.made["image"])
                 image = self.made["image"]
                 wait_until(lambda: image not in {i.ID for i in self.client.imagepool.info(-2, -1, -1).IMAGE}
                            or Pending("image deleting"), timeout=self.timeout, every=1,
-                           timed_out=lambda _: f"image {image} is still there: `oneimage show {image}`")
-                done.append(f"image {image} removed")
+                           timed_out=lambda _left: _("image {id} is still there: `oneimage show {id}`").format(id=image))
+                done.append(_("image {id} removed").format(id=image))
         return ", ".join(done)
 
 
@@ -331,8 +352,8 @@ def _step(work: Smoke, name: str, fn) -> None:
     except OnehciError as exc:
         seconds = round(time.monotonic() - started, 1)
         work.result.steps.append({"name": name, "ok": False, "seconds": seconds, "detail": str(exc)})
-        work.say(f"smoke: {name} FAILED after {seconds} s: {exc}")
+        work.say(_("smoke: {step} FAILED after {seconds} s: {error}").format(step=name, seconds=seconds, error=exc))
         raise
     seconds = round(time.monotonic() - started, 1)
     work.result.steps.append({"name": name, "ok": True, "seconds": seconds, "detail": detail})
-    work.say(f"smoke: {name} ({seconds} s): {detail}")
+    work.say(_("smoke: {step} ({seconds} s): {detail}").format(step=name, seconds=seconds, detail=detail))

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from installer import chunkmarks, deploy, mfs
+from installer.i18n import _
 from installer.waiting import Pending, wait_until
 
 def set_marked(loaded, node, marked: bool, *, say: Callable[[str], None] = print) -> None:
@@ -34,9 +35,9 @@ def wait_seen_marked(master: str, node, *, timeout: float = 120, interval: float
         return bool(found) and all(s.startswith("marked for removal") for s in found) or Pending(", ".join(found))
 
     wait_until(all_marked, timeout=timeout, every=interval, timed_out=lambda shown: (
-        f"the MooseFS master does not show {node.hostname}'s disks marked for removal {timeout:.0f} s after the "
-        f"mark (it shows: {shown or 'no disk'}); check /etc/mfs/mfshdd.cfg on {node.hostname}, then run the same "
-        "command again"))
+        _("the MooseFS master does not show {node}'s disks marked for removal {seconds} s after the "
+          "mark (it shows: {shown}); check /etc/mfs/mfshdd.cfg on {node}, then run the same "
+          "command again").format(node=node.hostname, seconds=f"{timeout:.0f}", shown=shown or _("no disk"))))
 
 
 def unsafe(health: mfs.Health) -> dict[str, int]:
@@ -55,20 +56,21 @@ def wait_loop_after(master: str, since: float, *, timeout: float, say: Callable[
             return True
         if mfs.chunk_count(master) == 0:
             return True  # no chunk, no loop reported (MooseFS shows "no data"), and nothing to copy
-        return Pending("MooseFS: waiting for the master's next full chunk loop (the chunk matrix is the last loop's; "
-                       "one loop takes CHUNKS_LOOP_MIN_TIME at least: 300 s by default)")
+        return Pending(_("MooseFS: waiting for the master's next full chunk loop (the chunk matrix is the last "
+                         "loop's; one loop takes CHUNKS_LOOP_MIN_TIME at least: 300 s by default)"))
 
-    wait_until(loop_after, timeout=timeout, every=interval, say=say, timed_out=lambda _: (
-        f"the MooseFS master has not completed a chunk loop in {timeout:.0f} s: `mfscli -SIL` shows its loops; run "
-        "the same command again to keep waiting"))
+    wait_until(loop_after, timeout=timeout, every=interval, say=say, timed_out=lambda _pending: (
+        _("the MooseFS master has not completed a chunk loop in {seconds} s: `mfscli -SIL` shows its loops; run "
+          "the same command again to keep waiting").format(seconds=f"{timeout:.0f}")))
 
 
 def wait_safe(master: str, *, timeout: float = 1800, say: Callable[[str], None] = print,
-              interval: float = 3.0, what: str = "every chunk to have its copies",
-              since: float | None = None) -> mfs.Health:
+              interval: float = 3.0, what: str = "", since: float | None = None) -> mfs.Health:
     """Until the regular chunk matrix (copies on disks marked for removal not counted) shows no
     missing, endangered or undergoal chunk; progress once per change; a clear error at TIMEOUT.
-    SINCE (the master's clock): only a matrix of a chunk loop started after it counts."""
+    SINCE (the master's clock): only a matrix of a chunk loop started after it counts. WHAT is
+    awaited, in words (default: every chunk to have its copies)."""
+    what = what or _("every chunk to have its copies")
     deadline = time.monotonic() + timeout
     if since is not None:
         wait_loop_after(master, since, timeout=timeout, say=say)
@@ -81,7 +83,8 @@ def wait_safe(master: str, *, timeout: float = 1800, say: Callable[[str], None] 
         return Pending(health.error if left is None else ", ".join(f"{n} {k}" for k, n in left.items()))
 
     return wait_until(safe, timeout=max(0.0, deadline - time.monotonic()), every=interval,
-                      say=lambda shown: say(f"MooseFS: waiting for {what}: {shown}"),
-                      timed_out=lambda shown: (f"MooseFS still has {shown} after {timeout:.0f} s waiting for {what}; "
-                                               "`onehci status` shows the chunkservers; run the same command again "
-                                               "to keep waiting"))
+                      say=lambda shown: say(_("MooseFS: waiting for {what}: {shown}").format(what=what, shown=shown)),
+                      timed_out=lambda shown: _("MooseFS still has {shown} after {seconds} s waiting for {what}; "
+                                                "`onehci status` shows the chunkservers; run the same command again "
+                                                "to keep waiting").format(shown=shown, seconds=f"{timeout:.0f}",
+                                                                          what=what))

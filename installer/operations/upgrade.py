@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 
 from installer import journal, mfs, one, remote, status
 from installer.errors import OnehciError
+from installer.i18n import _, ngettext
 from installer import waiting
 from installer.operations import hosts, storage
 
@@ -57,7 +58,8 @@ class Pending:
     origin: str = ""
 
     def line(self) -> str:
-        return f"{self.package} {self.installed or '(new)'} -> {self.candidate}"
+        installed = self.installed or _("(new)")
+        return f"{self.package} {installed} -> {self.candidate}"
 
 
 @dataclass
@@ -134,21 +136,22 @@ def unit_script(packages: list[str]) -> str:
 def simulate(loaded, node, *, timeout: float = 300) -> Simulation:
     """`apt-get update` (the package lists only) and a simulated upgrade on NODE."""
     out = remote.check(loaded, node.ip, _ENV + "apt-get -q update >/dev/null && apt-get -s upgrade",
-                       f"apt-get update and a simulated upgrade of {node.hostname}", timeout=timeout)
+                       _("apt-get update and a simulated upgrade of {node}").format(node=node.hostname), timeout=timeout)
     return parse_simulation(out)
 
 
 def _apply(loaded, node, sim: Simulation, say: Say) -> list[str]:
     """apt-get upgrade on NODE and the restart of what it upgraded; the units restarted."""
-    say(f"{node.hostname}: apt-get upgrade ({len(sim.packages)} package(s))")
+    say(ngettext("{node}: apt-get upgrade ({count} package(s))", "{node}: apt-get upgrade ({count} package(s))",
+                 len(sim.packages)).format(node=node.hostname, count=len(sim.packages)))
     remote.check(loaded, node.ip,
                  _ENV + "apt-get -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold upgrade",
-                 f"apt-get upgrade of {node.hostname}", timeout=APT_TIMEOUT)
+                 _("apt-get upgrade of {node}").format(node=node.hostname), timeout=APT_TIMEOUT)
     out = remote.check(loaded, node.ip, unit_script([p.package for p in sim.packages]),
-                       f"restarting the upgraded services of {node.hostname}", timeout=300)
+                       _("restarting the upgraded services of {node}").format(node=node.hostname), timeout=300)
     restarted = [line.removeprefix("restarted ") for line in out.splitlines() if line.startswith("restarted ")]
-    say(f"{node.hostname}: restarted {', '.join(restarted)}" if restarted
-        else f"{node.hostname}: no running service to restart")
+    say(_("{node}: restarted {units}").format(node=node.hostname, units=", ".join(restarted)) if restarted
+        else _("{node}: no running service to restart").format(node=node.hostname))
     return restarted
 
 
@@ -156,17 +159,29 @@ def _wait_units(loaded, node, timeout: float) -> None:
     units = [ROLE_UNITS[r] for r in node.roles if r in ROLE_UNITS]
     if not units:
         return
+    last: dict = {}  # the units down, or SSH's error, at the last look: for the message at the timeout
+
     def running():
         done = remote.run(loaded, node.ip, "for u in " + " ".join(units) +
                           "; do systemctl is-active --quiet $u || echo $u; done", timeout=30)
         down = done.stdout.split() if done.returncode == 0 else None
         if down == []:
             return True
-        return waiting.Pending(f"{', '.join(down)} not running" if down else
-                       f"does not answer over SSH ({(done.stderr.strip().splitlines() or ['?'])[-1]})")
+        last.clear()
+        if down:
+            last["down"] = ", ".join(down)
+        else:
+            last["ssh"] = (done.stderr.strip().splitlines() or ["?"])[-1]
+        return waiting.Pending(last.get("down") or last["ssh"])
 
-    waiting.wait_until(running, timeout=min(timeout, 60), every=2, timed_out=lambda what: (
-        f"{node.hostname} {what} after its upgrade (see `journalctl -u UNIT` there)"))
+    def timed_out(_pending: str) -> str:
+        if "down" in last:
+            return _("{node} {units} not running after its upgrade (see `journalctl -u UNIT` there)").format(
+                node=node.hostname, units=last["down"])
+        return _("{node} does not answer over SSH ({error}) after its upgrade (see `journalctl -u UNIT` there)").format(
+            node=node.hostname, error=last["ssh"])
+
+    waiting.wait_until(running, timeout=min(timeout, 60), every=2, timed_out=timed_out)
 
 
 def _client(loaded, plan, timeout: float, say: Say):
@@ -181,11 +196,11 @@ def _client(loaded, plan, timeout: float, say: Say):
 
     def once(text: str) -> None:
         if not told:
-            say(f"OpenNebula: waiting for the API: {text}")
+            say(_("OpenNebula: waiting for the API: {error}").format(error=text))
             told.append(text)
 
     return waiting.wait_until(client, timeout=timeout, every=2, say=once, timed_out=lambda exc: (
-        f"OpenNebula's API does not answer after {timeout:.0f} s: {exc}"))
+        _("OpenNebula's API does not answer after {seconds} s: {error}").format(seconds=f"{timeout:.0f}", error=exc)))
 
 
 def _monitor_again(loaded, plan, names: list[str]) -> None:
@@ -205,8 +220,10 @@ def _wait_status(loaded, plan, timeout: float, say: Say) -> status.Status:
         left = blocking(result)
         return result if not left else waiting.Pending(_lines(left))
 
-    return waiting.wait_until(green, timeout=timeout, every=3, say=lambda text: say(f"status: waiting for {text}"),
-                      timed_out=lambda text: f"status is not green after {timeout:.0f} s: {text}")
+    return waiting.wait_until(green, timeout=timeout, every=3,
+                              say=lambda text: say(_("status: waiting for {checks}").format(checks=text)),
+                              timed_out=lambda text: _("status is not green after {seconds} s: {checks}").format(
+                                  seconds=f"{timeout:.0f}", checks=text))
 
 
 def upgrade_node(loaded, plan, name: str, *, timeout: float = TIMEOUT, say: Say = print) -> dict:
@@ -219,27 +236,33 @@ def upgrade_node(loaded, plan, name: str, *, timeout: float = TIMEOUT, say: Say 
     record: dict = {"node": name, "packages": [asdict(p) for p in sim.packages], "kept_back": sim.kept_back,
                     "moved_vms": [], "restarted": []}
     if sim.packages:
-        say(f"{name}: {len(sim.packages)} package(s) to upgrade: " + ", ".join(p.line() for p in sim.packages))
+        say(ngettext("{node}: {count} package(s) to upgrade: {packages}",
+                     "{node}: {count} package(s) to upgrade: {packages}", len(sim.packages)).format(
+            node=name, count=len(sim.packages), packages=", ".join(p.line() for p in sim.packages)))
         if kvm:
             client = _client(loaded, plan, timeout, say)
-            say(f"OpenNebula: host {name} {hosts.set_state(client, name, hosts.DISABLE).lower()}")
+            say(_("OpenNebula: host {name} {state}").format(
+                name=name, state=hosts.set_state(client, name, hosts.DISABLE).lower()))
             record["moved_vms"] = hosts.flush(client, name, timeout=timeout, say=say)
         record["restarted"] = _apply(loaded, node, sim, say)
     else:
-        say(f"{name}: nothing to upgrade" + (f" ({len(sim.kept_back)} kept back)" if sim.kept_back else "")
-            + "; checking it is healthy")
+        kept = len(sim.kept_back)
+        say((ngettext("{node}: nothing to upgrade ({count} kept back); checking it is healthy",
+                      "{node}: nothing to upgrade ({count} kept back); checking it is healthy", kept) if kept
+             else _("{node}: nothing to upgrade; checking it is healthy")).format(node=name, count=kept))
     _wait_units(loaded, node, timeout)
     master = plan.moosefs.master_ip
     # a restarted chunkserver was away: only a chunk loop started after its return shows the copies
     since = mfs.master_time(master) if sim.packages and name in plan.moosefs.chunkservers else None
     storage.wait_safe(master, timeout=timeout, say=say, since=since,
-                      what=f"every chunk to have its copies after {name}'s upgrade")
+                      what=_("every chunk to have its copies after {node}'s upgrade").format(node=name))
     if kvm:
         client = _client(loaded, plan, timeout, say)
         if sim.packages:
             # the state it had before says nothing of the upgraded host (its probes may be new too):
             # a new monitoring round now, as `onehost forceupdate`, leaves it in INIT until that round ends
-            say(f"OpenNebula: host {name} enabled; waiting for a monitoring round that runs after its upgrade")
+            say(_("OpenNebula: host {name} enabled; waiting for a monitoring round that runs after its upgrade")
+                .format(name=name))
             one.monitor_again(client, hosts.find_host(client, name))
         else:
             hosts.set_state(client, name, hosts.ENABLE)
@@ -249,12 +272,13 @@ def upgrade_node(loaded, plan, name: str, *, timeout: float = TIMEOUT, say: Say 
             # OpenNebula's message for a host in ERROR is often empty: status says what is wrong there
             here = [c for c in status.gather(loaded, plan).checks
                     if c.colour != status.GREEN and c.component.endswith(f" {name}")]
-            raise OnehciError(f"{exc}" + (f"; on {name}: {_lines(here)}" if here else "")) from None
+            raise OnehciError(_("{error}; on {node}: {checks}").format(error=exc, node=name, checks=_lines(here))
+                              if here else str(exc)) from None
     result = _wait_status(loaded, plan, timeout, say)
     record["status"] = result.verdict
     record["not_green"] = [c.component for c in result.checks if c.colour != status.GREEN]
     record["seconds"] = round(time.monotonic() - started, 1)
-    say(f"{name}: upgraded and healthy in {record['seconds']:.0f} s")
+    say(_("{node}: upgraded and healthy in {seconds} s").format(node=name, seconds=f"{record['seconds']:.0f}"))
     return record
 
 
@@ -265,7 +289,8 @@ def check(loaded, plan, *, say: Say = print) -> list[dict]:
     """--check: what `apt-get upgrade` would change on each node, in upgrade order. Refreshes
     the package lists (apt-get update) and installs nothing."""
     names = order(plan)
-    say(f"asking apt on {len(names)} node(s): {', '.join(names)}")
+    say(ngettext("asking apt on {count} node(s): {nodes}", "asking apt on {count} node(s): {nodes}", len(names))
+        .format(count=len(names), nodes=", ".join(names)))
     with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
         sims = {n: pool.submit(simulate, loaded, plan.node(n)) for n in names}
         return [{"node": n, **sims[n].result().as_dict()} for n in names]
@@ -297,8 +322,8 @@ def preflight(loaded, plan, allow_host: str | None = None, *, say: Say = print,
     asked, in_the_way = False, []
 
     def refusal(left) -> str:
-        return (f"the cloud is not healthy, so no node is upgraded: {_lines(left)} "
-                "(`onehci status` shows it all; set it right, then run the upgrade again)")
+        return _("the cloud is not healthy, so no node is upgraded: {checks} "
+                 "(`onehci status` shows it all; set it right, then run the upgrade again)").format(checks=_lines(left))
 
     def healthy():
         nonlocal asked, in_the_way
@@ -309,7 +334,8 @@ def preflight(loaded, plan, allow_host: str | None = None, *, say: Say = print,
         if not all(c.component.startswith("host ") or c.component == "opennebula hosts" for c in left):
             raise OnehciError(refusal(left))
         if not asked:
-            say(f"asking OpenNebula for a new monitoring round and waiting up to {settle:.0f} s: {_lines(left)}")
+            say(_("asking OpenNebula for a new monitoring round and waiting up to {seconds} s: {checks}").format(
+                seconds=f"{settle:.0f}", checks=_lines(left)))
             _monitor_again(loaded, plan, [c.component.removeprefix("host ") for c in left])
             asked = True
         in_the_way = left
@@ -326,17 +352,18 @@ def run(loaded, plan, *, site_arg: str, timeout: float = TIMEOUT, say: Say = pri
     steps = [journal.Step(step_name(n)) for n in names]
     fresh = journal.current(loaded.path) is None
     if fresh:  # refused before a journal exists: a refusal leaves no operation open
-        say("preflight: the cloud must be healthy before a node is taken out")
+        say(_("preflight: the cloud must be healthy before a node is taken out"))
         preflight(loaded, plan, say=say)
     with journal.Journal.open(loaded.path, KIND, plan.cluster, steps, params={"order": names},
                               command=command) as jr:
         resumed = _resumed_node(jr.data)
         if resumed:
-            say(f"continuing the upgrade at {resumed} (its earlier attempt did not finish)")
+            say(_("continuing the upgrade at {node} (its earlier attempt did not finish)").format(node=resumed))
         if not fresh:
-            say("preflight: the cloud must be healthy before a node is taken out")
+            say(_("preflight: the cloud must be healthy before a node is taken out"))
             preflight(loaded, plan, allow_host=resumed, say=say)
-        say(f"upgrading {len(names)} node(s) one at a time: {' -> '.join(names)}")
+        say(ngettext("upgrading {count} node(s) one at a time: {order}", "upgrading {count} node(s) one at a time: {order}",
+                     len(names)).format(count=len(names), order=" -> ".join(names)))
         results = []
         for index, name in enumerate(names):
             try:
@@ -346,8 +373,13 @@ def run(loaded, plan, *, site_arg: str, timeout: float = TIMEOUT, say: Say = pri
                 untouched = names[index + 1:]
                 report = {"ok": False, "order": names, "stopped_at": name, "error": str(exc),
                           "untouched": untouched, "nodes": results, "journal": jr.status()}
-                rest = (f"; {', '.join(untouched)} not touched" if untouched else "")
-                raise UpgradeStopped(f"upgrade stopped at {name}: {exc}{rest}. Set {name} right, then run "
-                                     f"`{command}` again: it continues at {name}", report) from None
+                if untouched:
+                    text = _("upgrade stopped at {node}: {error}; {untouched} not touched. Set {node} right, then run "
+                             "`{command}` again: it continues at {node}")
+                else:
+                    text = _("upgrade stopped at {node}: {error}. Set {node} right, then run `{command}` again: it "
+                             "continues at {node}")
+                raise UpgradeStopped(text.format(node=name, error=exc, untouched=", ".join(untouched), command=command),
+                                     report) from None
         final = jr.finish()
     return {"ok": True, "order": names, "nodes": results, "journal": final}

@@ -21,15 +21,15 @@ def kinds(server):
 
 
 def test_dhcp_lines_become_node_events(server):
-    server.dnsmasq_line("dnsmasq-dhcp[42]: 311 DHCPDISCOVER(onehci-lab0) 52:54:00:71:00:12 ")
-    server.dnsmasq_line("dnsmasq-dhcp[42]: 311 DHCPOFFER(onehci-lab0) 10.71.0.12 52:54:00:71:00:12 ")
-    server.dnsmasq_line("dnsmasq-dhcp[42]: 311 DHCPACK(onehci-lab0) 10.71.0.12 52:54:00:71:00:12 lab2")
+    server.dnsmasq_line("dnsmasq-dhcp[42]: 311 DHCPDISCOVER(onehci-unit0) 52:54:00:71:00:12 ")
+    server.dnsmasq_line("dnsmasq-dhcp[42]: 311 DHCPOFFER(onehci-unit0) 10.71.0.12 52:54:00:71:00:12 ")
+    server.dnsmasq_line("dnsmasq-dhcp[42]: 311 DHCPACK(onehci-unit0) 10.71.0.12 52:54:00:71:00:12 lab2")
     assert kinds(server) == [("lab2", "dhcp"), ("lab2", "dhcp")]
     assert server.events[0].detail == "offer 10.71.0.12 (52:54:00:71:00:12)"
 
 
 def test_unknown_mac_is_reported_as_ignored(server):
-    server.dnsmasq_line("dnsmasq-dhcp[42]: 977 DHCPDISCOVER(onehci-lab0) 52:54:00:de:ad:01 ignored")
+    server.dnsmasq_line("dnsmasq-dhcp[42]: 977 DHCPDISCOVER(onehci-unit0) 52:54:00:de:ad:01 ignored")
     assert kinds(server) == [(None, "dhcp-ignored")]
     assert "52:54:00:de:ad:01 is not in the site" in server.events[0].detail
 
@@ -76,7 +76,7 @@ def test_events_are_logged_as_json_lines(server):
 
 def test_preflight_refuses_a_missing_interface(server):
     reasons = server.preflight()
-    assert reasons == ["interface onehci-lab0 does not exist on this machine (bootstrap.interface in site.yml)"]
+    assert reasons == ["interface onehci-unit0 does not exist on this machine (bootstrap.interface in site.yml)"]
 
 
 def test_release_fetched_through_the_apt_cache_is_an_event(server):

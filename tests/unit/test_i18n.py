@@ -24,8 +24,9 @@ def marked() -> dict[str, str]:
     found = {}
     for filename, lineno, message, _comments, _context in extract_from_dir(
             REPO / "installer", keywords=KEYWORDS, directory_filter=lambda d: "roles" not in d):
-        for text in message if isinstance(message, tuple) else (message,):
-            found.setdefault(text, f"installer/{filename}:{lineno}")
+        # an ngettext() message is filed in a catalog under its singular (its plural is no key there)
+        text = message[0] if isinstance(message, tuple) else message
+        found.setdefault(text, f"installer/{filename}:{lineno}")
     return found
 
 
