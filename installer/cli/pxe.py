@@ -106,10 +106,15 @@ def serve(site_path: str, force: bool, as_json: bool) -> None:
     installer-log receiver, showing per node: DHCP, boot files, preseed, install
     steps, install complete, local boot.
     """
+    import signal
+
     from installer import pxe as pxe_mod
     from installer.bootserver import BootServer
     from installer.errors import OnehciError
 
+    # Ctrl-C (SIGINT) stops it cleanly even when a script started it in the background, where the
+    # shell has it ignore SIGINT and Python then never raises KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     loaded = _load(site_path)
     result = pxe_mod.build(loaded)
 

@@ -100,7 +100,10 @@ def test_refuses_when_another_dhcp_server_answers(workdir, foreign_dhcp):
 
 def test_force_starts_anyway_and_ctrl_c_stops_every_child(workdir, foreign_dhcp):
     site = _site(workdir, BRIDGE, "9")
-    proc = _serve(site, "--force", "--json")
+    # started as a script's background job is: SIGINT ignored, which Ctrl-C must still stop
+    proc = subprocess.Popen([sys.executable, "-m", "installer", "pxe", "serve", "--force", "--json", str(site)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         deadline = time.monotonic() + 60
         lines = []
@@ -115,7 +118,7 @@ def test_force_starts_anyway_and_ctrl_c_stops_every_child(workdir, foreign_dhcp)
         assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
     finally:  # a failure above must not leave a DHCP server behind for the next tests
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+            proc.terminate()  # SIGTERM stops it cleanly too (its children with it)
             proc.communicate(timeout=30)
 
 
