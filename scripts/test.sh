@@ -9,6 +9,11 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 status=0
-.venv/bin/python -m pytest tests/bootchain "$@" || status=$?
-.venv/bin/python -m pytest -n 2 --dist loadgroup --ignore=tests/bootchain "$@" || { rc=$?; [ "$status" -ne 0 ] || status=$rc; }
+started=$SECONDS
+.venv/bin/python -m pytest --durations=15 tests/bootchain "$@" || status=$?
+echo "test.sh: part 1 (tests/bootchain) took $((SECONDS - started)) s" >&2
+started=$SECONDS
+.venv/bin/python -m pytest --durations=25 -n 2 --dist loadgroup --ignore=tests/bootchain "$@" \
+    || { rc=$?; [ "$status" -ne 0 ] || status=$rc; }
+echo "test.sh: part 2 (the rest, two workers) took $((SECONDS - started)) s" >&2
 exit "$status"
