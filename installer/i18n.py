@@ -10,24 +10,41 @@ French text.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gettext
 import io
 import os
+import threading
 from pathlib import Path
 
 LOCALE_DIR = Path(__file__).with_name("locale")
 LANGUAGES = ("fr",)  # the catalogs there are; English is the source
+_forced = threading.local()  # .language: set by english() in this thread
 
 
 def language() -> str:
     """The language of this process's messages: a catalog's language, or 'en'."""
+    if getattr(_forced, "language", None):
+        return _forced.language
     for variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
         value = os.environ.get(variable, "")
         if value:
             code = value.split(":")[0].split("_")[0].split(".")[0].lower()
             return code if code in LANGUAGES else "en"
     return "en"
+
+
+@contextlib.contextmanager
+def english():
+    """Messages made inside (in this thread) are English whatever the system's language: for
+    documents that are English throughout, such as the report's web page."""
+    before = getattr(_forced, "language", None)
+    _forced.language = "en"
+    try:
+        yield
+    finally:
+        _forced.language = before
 
 
 @functools.lru_cache(maxsize=None)

@@ -12,6 +12,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 
 from installer.errors import OnehciError
+from installer.i18n import _
 
 SEP = "|"
 
@@ -51,18 +52,19 @@ def rows(text: str) -> list[list[str]]:
 def mfscli(master: str, section: str, *extra: str, timeout: float = 10) -> str:
     binary = shutil.which("mfscli")
     if not binary:
-        raise OnehciError("mfscli is missing: install it with `apt-get install moosefs-cli`")
+        raise OnehciError(_("{name} is missing: install it with `apt-get install {package}`").format(
+            name="mfscli", package="moosefs-cli"))
     proc = subprocess.run([binary, "-p", "-n", "-s", SEP, "-H", master, f"-S{section}", *extra],
                           capture_output=True, text=True, timeout=timeout)
     out = proc.stdout + proc.stderr
     if "master servers not found" in out or proc.returncode != 0:
-        raise OnehciError(f"MooseFS master {master} does not answer on port 9421")
+        raise OnehciError(_("MooseFS master {master} does not answer on port 9421").format(master=master))
     return proc.stdout
 
 
 def parse_health(master: str, info: str, servers: str, loggers: str, matrix: str) -> Health:
     health = Health(master=master, reachable=True)
-    for key, value, *_ in (r for r in rows(info) if len(r) >= 2):
+    for key, value, *_rest in (r for r in rows(info) if len(r) >= 2):
         if key == "master version":
             health.version = value
         elif key == "total space":
@@ -99,7 +101,7 @@ def master_time(master: str, timeout: float = 10) -> float:
                 return float(row[3])
             except ValueError:
                 break
-    raise OnehciError(f"the MooseFS master {master} gave no local time (mfscli -SIM)")
+    raise OnehciError(_("the MooseFS master {master} gave no local time (mfscli -SIM)").format(master=master))
 
 
 def chunk_count(master: str, timeout: float = 10) -> int:
@@ -107,7 +109,7 @@ def chunk_count(master: str, timeout: float = 10) -> int:
     for row in rows(mfscli(master, "IN", timeout=timeout)):
         if len(row) == 2 and row[0] == "chunks":
             return int(row[1])
-    raise OnehciError(f"the MooseFS master {master} gave no chunk count (mfscli -SIN)")
+    raise OnehciError(_("the MooseFS master {master} gave no chunk count (mfscli -SIN)").format(master=master))
 
 
 def chunk_loop(master: str, timeout: float = 10) -> tuple[int, int]:

@@ -101,7 +101,7 @@ def api_errors(url: str = "", password_file: str = "") -> Iterator[None]:
                             "(/var/lib/one/.one/one_auth on the frontend)").format(api=_api(url), password=source)
                           ) from None
     except pyone.OneException as exc:
-        raise OnehciError(scrub(f"{_api(url)}: {exc}")) from None
+        raise OnehciError(scrub(_("{api}: {error}").format(api=_api(url), error=exc))) from None
     except requests.exceptions.Timeout:
         raise OnehciError(_("{api} did not answer in time: is the frontend up, and oned running and not stuck?")
                           .format(api=_api(url))) from None
@@ -115,6 +115,14 @@ def api_errors(url: str = "", password_file: str = "") -> Iterator[None]:
     except (ExpatError, requests.exceptions.RequestException) as exc:
         raise OnehciError(scrub(_("{api} gave an answer onehci cannot read: {error}").format(api=_api(url), error=exc))
                           ) from None
+
+
+def _clauses(parts: list[str]) -> str:
+    """Clauses of one message, one after the other ("a; b")."""
+    text = parts[0] if parts else ""
+    for part in parts[1:]:
+        text = _("{first}; {then}").format(first=text, then=part)
+    return text
 
 
 def _api(url: str) -> str:
@@ -187,7 +195,7 @@ class Registered:
             text = _("{kind} {name} (id {id}): drift: {drift}; left as it is")
         else:
             text = _("{kind} {name} (id {id}): created") if self.created else _("{kind} {name} (id {id}): existing")
-        return text.format(kind=kind, name=self.name, id=self.id, drift="; ".join(self.drift))
+        return text.format(kind=kind, name=self.name, id=self.id, drift=_clauses(self.drift))
 
 
 @dataclass
@@ -305,7 +313,7 @@ def register(loaded, plan, client, say: Callable[[str], None] = print, *,
     def note(item: Registered) -> None:
         report.objects.append(item)
         if item.outcome != "existing":
-            say(f"OpenNebula: {item.line()}")
+            say(_("OpenNebula: {change}").format(change=item.line()))
 
     with api_errors():
         found = _by_name(client.clusterpool.info().CLUSTER).get(cluster)
@@ -407,16 +415,16 @@ def wait_monitored(client, hosts: list[str], timeout: float = 180.0, say: Callab
             else:
                 pending.append(name)
         if failed:
-            raise OnehciError(scrub("; ".join(failed), sessions=False))
+            raise OnehciError(scrub(_clauses(failed), sessions=False))
         last["pending"] = pending
         return {name: told[name] for name in hosts} if not pending else Pending(", ".join(pending))
 
     def not_monitored(_pending: str) -> str:
         pool = last["pool"]
-        return scrub("; ".join(
+        return scrub(_clauses([
             _("host {name} is not monitored after {seconds} s (state {state})").format(
                 name=name, seconds=f"{timeout:.0f}", state=STATE_NAMES.get(pool[name].STATE, pool[name].STATE))
-            for name in last["pending"]), sessions=False)
+            for name in last["pending"]]), sessions=False)
 
     return wait_until(all_monitored, timeout=timeout, every=interval, timed_out=not_monitored)
 

@@ -101,8 +101,8 @@ def _one_line(value):
     found = CONTROL.search(value) if isinstance(value, str) else None
     if found:
         around = printable(value[max(0, found.start() - 40):found.end() + 20])
-        raise OnehciError(f"'...{around}...' would break a line of the boot files (it holds a control "
-                          "character); nothing was written")
+        raise OnehciError(_("'...{text}...' would break a line of the boot files (it holds a control "
+                            "character); nothing was written").format(text=around))
     return value
 
 
@@ -125,8 +125,9 @@ def _environment():
 def netboot_files(netboot: Path) -> dict[str, CopyOf]:
     """Relative path -> source for every netboot file onehci serves unchanged."""
     if not (netboot / "pxelinux.0").exists() or not (netboot / "debian-installer/amd64/linux").exists():
-        raise OnehciError(f"no Debian netboot tree at {netboot}: install it with "
-                          f"`apt-get install {NETBOOT_PACKAGE}` or give --netboot PATH")
+        raise OnehciError(_("no Debian netboot tree at {netboot}: install it with "
+                            "`apt-get install {package}` or give --netboot PATH").format(
+                                netboot=netboot, package=NETBOOT_PACKAGE))
     files: dict[str, CopyOf] = {}
     root = netboot.resolve()
     for path in sorted(netboot.rglob("*")):
@@ -135,11 +136,12 @@ def netboot_files(netboot: Path) -> dict[str, CopyOf]:
             continue
         source = path.resolve()
         if root not in source.parents:
-            raise OnehciError(f"{printable(str(path))} leads out of the netboot tree {root} (to {printable(str(source))}): "
-                              "nothing was written; give Debian's netboot tree as it is packaged")
+            raise OnehciError(_("{path} leads out of the netboot tree {root} (to {target}): nothing was written; "
+                                "give Debian's netboot tree as it is packaged").format(
+                                    path=printable(str(path)), root=root, target=printable(str(source))))
         if not source.stat().st_mode & 0o004:
-            raise OnehciError(f"{printable(str(path))} is not readable by everyone, as every file of a netboot tree "
-                              "is (served to the whole LAN over TFTP): nothing was written")
+            raise OnehciError(_("{path} is not readable by everyone, as every file of a netboot tree is (served "
+                                "to the whole LAN over TFTP): nothing was written").format(path=printable(str(path))))
         files[f"tftp/{rel}"] = CopyOf(source)
     # The signed shim asks for grubx64.efi at the TFTP root, not next to itself.
     files["tftp/grubx64.efi"] = CopyOf((netboot / "debian-installer/amd64/grubx64.efi").resolve())
@@ -161,7 +163,7 @@ def render(site, plan, boots: dict, tokens: dict[str, str], out: Path, netboot: 
     cmdline = {n.hostname: make_cmdline(site, n, base_url) for n in plan.nodes}
     console_unit, console_speed = 0, 115200
     if boot.console:
-        name, _, speed = boot.console.partition(",")
+        name, _sep, speed = boot.console.partition(",")
         console_unit = int("".join(c for c in name if c.isdigit()) or 0)
         console_speed = int("".join(c for c in speed if c.isdigit())[:6] or 115200) if speed else 115200
     kernel, initrd = ("onehci/vmlinuz", "onehci/installer.initrd") if from_image else \
@@ -237,8 +239,8 @@ def _inside(out: Path, target: Path) -> None:
     parent = target.parent.resolve()
     if parent != out.resolve() / target.parent.relative_to(out) or target.is_symlink():
         link = next((p for p in [target, *target.parents] if p.is_symlink() and out in p.parents), target)
-        raise OnehciError(f"{printable(str(link))} is a symbolic link: onehci writes its boot tree only into "
-                          "real directories; remove the link and build again (nothing was written)")
+        raise OnehciError(_("{path} is a symbolic link: onehci writes its boot tree only into real directories; "
+                            "remove the link and build again (nothing was written)").format(path=printable(str(link))))
 
 
 def _same(target: Path, content: bytes | CopyOf) -> bool:
@@ -274,18 +276,18 @@ def write_tree(out: Path, files: dict[str, bytes | CopyOf]) -> tuple[list[str], 
                 Path(tmp).write_bytes(content)
             os.chmod(tmp, 0o644)
     except BaseException as exc:
-        for _, tmp, _ in pending:
+        for _rel, tmp, _target in pending:
             Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise OnehciError(f"cannot write the boot tree in {out}: {exc.strerror}; the tree was left as it "
-                              "was") from None
+            raise OnehciError(_("cannot write the boot tree in {out}: {error}; the tree was left as it was").format(
+                out=out, error=exc.strerror)) from None
         raise
-    for _, tmp, target in pending:
+    for _rel, tmp, target in pending:
         os.replace(tmp, target)
     removed = sorted(_current(out) - set(files))
     for rel in removed:
         (out / rel).unlink()
-    return [rel for rel, _, _ in pending], removed
+    return [rel for rel, _tmp, _target in pending], removed
 
 
 def _make_dirs(out: Path, directory: Path) -> None:
@@ -311,27 +313,28 @@ def claim_out(out: Path, site_path: Path) -> None:
     name dnsmasq.conf could not carry. Made (mode 0755) when missing."""
     shown = printable(str(out))
     if CONTROL.search(str(out)) or "," in str(out):
-        raise OnehciError(f"{shown}: a boot tree's path goes into dnsmasq.conf (tftp-root=), where a comma or a "
-                          "control character breaks the line; choose another --out")
+        raise OnehciError(_("{path}: a boot tree's path goes into dnsmasq.conf (tftp-root=), where a comma or a "
+                            "control character breaks the line; choose another --out").format(path=shown))
     resolved = out.resolve()
     if resolved in _SYSTEM_DIRS:
-        raise OnehciError(f"{shown} is a system directory: give the boot tree a directory of its own, e.g. "
-                          "/srv/onehci/pxe")
+        raise OnehciError(_("{path} is a system directory: give the boot tree a directory of its own, e.g. "
+                            "/srv/onehci/pxe").format(path=shown))
     site = str(Path(site_path).resolve())
     if out.exists():
         if not out.is_dir():
-            raise OnehciError(f"{shown} exists and is not a directory")
+            raise OnehciError(_("{path} exists and is not a directory").format(path=shown))
         marker = out / MARKER
         legacy = (out / "dnsmasq.conf").is_file() and \
             (out / "dnsmasq.conf").read_text(errors="replace").startswith("# Generated by onehci")
         if marker.is_file() and not marker.is_symlink():
             owner = marker.read_text(errors="replace").strip()
             if owner != site:
-                raise OnehciError(f"{shown} holds the boot tree of {printable(owner)}: one tree per site (each "
-                                  "build removes the other site's files); give this one another --out")
+                raise OnehciError(_("{path} holds the boot tree of {site}: one tree per site (each build removes "
+                                    "the other site's files); give this one another --out").format(
+                                        path=shown, site=printable(owner)))
         elif not legacy and any(out.iterdir()):
-            raise OnehciError(f"{shown} is not empty and holds no onehci boot tree: give an empty or a new "
-                              "directory (a build removes files there it did not make)")
+            raise OnehciError(_("{path} is not empty and holds no onehci boot tree: give an empty or a new "
+                                "directory (a build removes files there it did not make)").format(path=shown))
     else:
         resolved.parent.mkdir(parents=True, exist_ok=True)
         _make_dirs(resolved.parent, resolved)
@@ -416,7 +419,7 @@ def build(loaded, out: Path | None = None, netboot: Path | None = None, *, diff:
     files = render(loaded.site, plan, current, tokens, out, netboot, image)
     problems = check_files(files, state.secret_values(states_dir)) if check else []
     if problems:
-        raise OnehciError("the boot tree failed its checks; nothing was written:\n  " + "\n  ".join(problems))
+        raise OnehciError(_("the boot tree failed its checks; nothing was written:") + "\n  " + "\n  ".join(problems))
     if diff:
         return BuildResult(out, len(files), [], [], diff_tree(out, files))
     claim_out(out, loaded.path)

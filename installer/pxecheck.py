@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from installer.errors import OnehciError
+from installer.i18n import _
 
 # Every preseed question onehci writes, with its type. A name or type outside this list is a
 # bug in a template, caught here before a node stops at a question nobody answers.
@@ -46,7 +47,8 @@ _FORBIDDEN = [re.compile(p) for p in (r"passwd/root-password\s", r"passwd/user-p
 def _tool(name: str, package: str) -> str:
     path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if Path(p).exists()), None)
     if not path:
-        raise OnehciError(f"{name} is missing: install it with `apt-get install {package}`")
+        raise OnehciError(_("{name} is missing: install it with `apt-get install {package}`").format(
+            name=name, package=package))
     return path
 
 
@@ -57,14 +59,16 @@ def check_preseed_questions(text: str, name: str) -> list[str]:
             continue
         fields = line.split(None, 3)
         if len(fields) < 3:
-            problems.append(f"{name}:{number}: not 'owner question type value'")
+            problems.append(_("{file}:{line}: not 'owner question type value'").format(file=name, line=number))
             continue
         question, kind = fields[1], fields[2]
         expected = PRESEED_QUESTIONS.get(question)
         if expected is None:
-            problems.append(f"{name}:{number}: unknown preseed question {question}")
+            problems.append(_("{file}:{line}: unknown preseed question {question}").format(
+                file=name, line=number, question=question))
         elif expected != kind:
-            problems.append(f"{name}:{number}: {question} is a {expected}, not a {kind}")
+            problems.append(_("{file}:{line}: {question} is a {expected}, not a {kind}").format(
+                file=name, line=number, question=question, expected=expected, kind=kind))
     return problems
 
 
@@ -118,10 +122,11 @@ def check_files(files: dict, secrets: list[str] = ()) -> list[str]:
             if proc.returncode != 0:
                 problems.append(f"dnsmasq --test: {(proc.stderr or proc.stdout).strip()}")
         else:
-            problems.append("dnsmasq.conf is missing")
+            problems.append(_("dnsmasq.conf is missing"))
         for source, rel in _referenced_files(files):
             if f"tftp/{rel}" not in files:
-                problems.append(f"{source} refers to {rel}, which is not in the TFTP tree")
+                problems.append(_("{source} refers to {file}, which is not in the TFTP tree").format(
+                    source=source, file=rel))
         if (root / GRUB_CFG).exists():
             proc = subprocess.run([_tool("grub-script-check", "grub-common"), str(root / GRUB_CFG)],
                                   capture_output=True, text=True)
@@ -152,10 +157,12 @@ def _settings_check(files: dict, root: Path) -> list[str]:
         for number, line in enumerate(content.decode(errors="replace").split("\n"), 1):
             match = _SETTING_LINE.fullmatch(line)
             if not match:
-                problems.append(f"{rel}:{number}: not a comment, a quoted setting or a key line")
+                problems.append(_("{file}:{line}: not a comment, a quoted setting or a key line").format(
+                    file=rel, line=number))
             elif match.group(1):
                 assigned.add(match.group(1))
-        problems += [f"{rel}: {name} is not set" for name in SETTINGS if name not in assigned]
+        problems += [_("{file}: {name} is not set").format(file=rel, name=name) for name in SETTINGS
+                     if name not in assigned]
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(content)
         proc = subprocess.run(["sh", "-n", str(root / rel)], capture_output=True, text=True)
@@ -229,6 +236,8 @@ def scan_secrets(files: dict, secrets: list[str] = ()) -> list[str]:
         text = content.decode(errors="replace")
         for pattern in _FORBIDDEN:
             if pattern.search(text):
-                problems.append(f"{rel}: holds a secret ({pattern.pattern.replace(chr(92) + 's', '')})")
-        problems += [f"{rel}: holds a secret from the state directory" for s in secrets if s and s in text]
+                problems.append(_("{file}: holds a secret ({pattern})").format(
+                    file=rel, pattern=pattern.pattern.replace(chr(92) + "s", "")))
+        problems += [_("{file}: holds a secret from the state directory").format(file=rel)
+                     for s in secrets if s and s in text]
     return problems

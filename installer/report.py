@@ -10,10 +10,14 @@ from dataclasses import dataclass
 
 from installer import one, usage
 from installer.errors import OnehciError
+from installer.i18n import _
 
-ECONOMICS_HINT = ("usage only: add an `economics:` section to the site file (purchase, years; hosting_per_year, "
-                  "staff_share, staff_cost_per_year and alternatives if you have them) for the cost per CPU-hour; "
-                  "see docs/report.md")
+
+def economics_hint() -> str:
+    """What the report says without the site's `economics:` section, in the technician's language."""
+    return _("usage only: add an `economics:` section to the site file (purchase, years; hosting_per_year, "
+             "staff_share, staff_cost_per_year and alternatives if you have them) for the cost per CPU-hour; "
+             "see docs/report.md")
 
 
 @dataclass
@@ -35,7 +39,7 @@ class Report:
                           "cpu_hours": round(self.total("cpu_hours"), 4),
                           "memory_gb_hours": round(self.total("memory_gb_hours"), 4)},
                 "costs": self.costs.as_dict() if self.costs else None,
-                "hint": None if self.costs else ECONOMICS_HINT}
+                "hint": None if self.costs else economics_hint()}
 
 
 def default_period(timezone: str, now: float) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -54,7 +58,7 @@ def period_of(timezone: str, first: str | None, last: str | None, now: float) ->
         start = (back // 12, back % 12 + 1)
     period = usage.months(start, end, timezone)
     if period[0].start > now:
-        raise OnehciError(f"the period starts in the future ({period[0].name})")
+        raise OnehciError(_("the period starts in the future ({month})").format(month=period[0].name))
     return period
 
 
@@ -62,8 +66,9 @@ def build(site, records: list[usage.Record], period: list[usage.Month], now: int
     """The report of PERIOD from RECORDS; refused when no VM ran in it (nothing to report on)."""
     months = usage.monthly(records, period, now)
     if not any(m.vm_hours > 0 for m in months):
-        raise OnehciError(f"no VM ran between {period[0].name} and {period[-1].name} according to OpenNebula's "
-                          "accounting: nothing to report (choose another period with --from/--to)")
+        raise OnehciError(_("no VM ran between {first} and {last} according to OpenNebula's accounting: nothing "
+                            "to report (choose another period with --from/--to)").format(
+                                first=period[0].name, last=period[-1].name))
     costs = None
     if site.economics is not None:
         costs = usage.costs(site.economics, sum(m.cpu_hours for m in months), usage.elapsed(period, now))

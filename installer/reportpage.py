@@ -8,6 +8,8 @@ import io
 import jinja2
 from markupsafe import Markup
 
+from installer.i18n import english
+
 PAGE = jinja2.Template("""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{{ r.cluster }}: use and cost, {{ r.first }} to {{ r.last }}</title>
@@ -83,8 +85,9 @@ def _plots(data: dict) -> tuple[str, str]:
 
 
 def render(report, made: str) -> str:
-    """The page of REPORT (made on MADE, an ISO date)."""
-    data = report.as_dict()
+    """The page of REPORT (made on MADE, an ISO date), in English whatever the system's language."""
+    with english():  # its hint too: the page is one English document
+        data = report.as_dict()
     cpu_plot, cost_plot = _plots(data)
     # matplotlib's own SVG: it escapes the texts it draws (alternative names from the site file)
     return PAGE.render(r=report, d=data, c=data["costs"], made=made, cpu_plot=Markup(cpu_plot),

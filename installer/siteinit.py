@@ -8,6 +8,7 @@ from pathlib import Path
 
 from installer import state
 from installer.errors import OnehciError
+from installer.i18n import _
 from installer.resources import profiles
 
 
@@ -19,6 +20,16 @@ def summary_of(path: Path) -> str:
     return ""
 
 
+def no_such_profile(name: str, available: list[str]) -> OnehciError:
+    """The refusal of an unknown profile NAME, with the closest one or the list of AVAILABLE."""
+    close = difflib.get_close_matches(name, available, n=1)
+    if close:
+        return OnehciError(_("no profile named '{profile}'; did you mean '{close}'?").format(profile=name,
+                                                                                            close=close[0]))
+    return OnehciError(_("no profile named '{profile}'; choose one of: {profiles}").format(
+        profile=name, profiles=", ".join(available)))
+
+
 def list_profiles() -> list[tuple[str, str]]:
     return [(name, summary_of(path)) for name, path in profiles().items()]
 
@@ -26,18 +37,17 @@ def list_profiles() -> list[tuple[str, str]]:
 def init_site(profile: str, directory: str | Path, *, force: bool = False) -> Path:
     available = profiles()
     if profile not in available:
-        close = difflib.get_close_matches(profile, list(available), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else f"; choose one of: {', '.join(available)}"
-        raise OnehciError(f"no profile named '{profile}'{hint}")
+        raise no_such_profile(profile, list(available))
     target = Path(directory) / "site.yml"
     if target.exists() and not force:
-        raise OnehciError(f"{target} already exists; nothing was written (use --force to overwrite it)")
+        raise OnehciError(_("{path} already exists; nothing was written (use --force to overwrite it)").format(
+            path=target))
     if Path(directory).exists() and not Path(directory).is_dir():
-        raise OnehciError(f"{directory} exists and is not a directory")
+        raise OnehciError(_("{path} exists and is not a directory").format(path=directory))
     try:
         Path(directory).mkdir(parents=True, exist_ok=True)
     except PermissionError:
-        raise OnehciError(f"cannot create {directory}: permission denied") from None
+        raise OnehciError(_("cannot create {path}: permission denied").format(path=directory)) from None
     state.write_atomic(target, available[profile].read_bytes())
     return target
 
@@ -51,9 +61,7 @@ def profile_site(name: str) -> Path:
     installed package or the checkout. The copy follows the shipped profile."""
     available = profiles()
     if name not in available:
-        close = difflib.get_close_matches(name, list(available), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else f"; choose one of: {', '.join(available)}"
-        raise OnehciError(f"no profile named '{name}'{hint}")
+        raise no_such_profile(name, list(available))
     target = PROFILE_SITES / name / "site.yml"
     text = available[name].read_text(encoding="utf-8")
     if not target.exists() or target.read_text(encoding="utf-8") != text:

@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from installer.errors import OnehciError
+from installer.i18n import _
 
 HOUR = 3600.0
 YEAR = 365.25 * 24 * HOUR
@@ -64,14 +65,15 @@ class MonthUsage:
 def parse_month(text: str, what: str) -> tuple[int, int]:
     match = _MONTH.fullmatch(text or "")
     if not match or not 1 <= int(match[2]) <= 12 or int(match[1]) < 1970:
-        raise OnehciError(f"{what} '{text}' is not a month like 2026-09")
+        raise OnehciError(_("{option} '{text}' is not a month like 2026-09").format(option=what, text=text))
     return int(match[1]), int(match[2])
 
 
 def months(first: tuple[int, int], last: tuple[int, int], timezone: str) -> list[Month]:
     """Every calendar month from FIRST to LAST (year, month), with its bounds in epoch seconds."""
     if last < first:
-        raise OnehciError(f"the period ends ({last[0]}-{last[1]:02d}) before it starts ({first[0]}-{first[1]:02d})")
+        raise OnehciError(_("the period ends ({last}) before it starts ({first})").format(
+            last=f"{last[0]}-{last[1]:02d}", first=f"{first[0]}-{first[1]:02d}"))
     zone = zoneinfo.ZoneInfo(timezone)
     out = []
     year, month = first

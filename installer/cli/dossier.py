@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from installer.cli.main_helpers import load_site_or_profile, site_or_profile_options
+from installer.i18n import _
 
 
 @click.command()
@@ -23,20 +24,21 @@ def dossier(site_path: str | None, profile: str | None, pdf_file: str | None, ht
     from installer.errors import OnehciError
 
     if not pdf_file and not html_file:
-        raise OnehciError("say where to write the dossier: --pdf FILE, --html FILE or both")
+        raise OnehciError(_("say where to write the dossier: --pdf FILE, --html FILE or both"))
     targets = [Path(f) for f in (pdf_file, html_file) if f]
     for target in targets:
         if not target.parent.is_dir():
-            raise OnehciError(f"cannot write {target}: the directory {target.parent} does not exist")
+            raise OnehciError(_("cannot write {file}: the directory {directory} does not exist").format(
+                file=target, directory=target.parent))
     loaded = load_site_or_profile(site_path, profile)
     html = dossier_mod.render_html(loaded, make_plan(loaded.site))
     pdf = dossier_mod.render_pdf(html) if pdf_file else None  # everything made before anything is written
     if html_file:
         write_atomic(Path(html_file), html.encode())
-        click.echo(f"wrote {html_file}")
+        click.echo(_("wrote {file}").format(file=html_file))
     if pdf_file:
         write_atomic(Path(pdf_file), pdf)
-        click.echo(f"wrote {pdf_file}")
+        click.echo(_("wrote {file}").format(file=pdf_file))
 
 
 COMMANDS = [dossier]

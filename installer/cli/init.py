@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from installer.i18n import _
+
 
 @click.command()
 @click.option("--profile", "profile", required=True, help="Profile to start from (see `onehci profiles`).")
@@ -14,7 +16,8 @@ def init(profile: str, force: bool, directory: str) -> None:
     from installer import siteinit
 
     target = siteinit.init_site(profile, directory, force=force)
-    click.echo(f"wrote {target} from profile {profile}; edit it, then run `onehci validate {target}`")
+    click.echo(_("wrote {file} from profile {profile}; edit it, then run `onehci validate {file}`").format(
+        file=target, profile=profile))
 
 
 @click.command()

@@ -9,6 +9,16 @@ from pathlib import Path
 import click
 
 from installer.cli.main_helpers import load_site_or_profile, site_or_profile_options
+from installer.i18n import _, language
+
+
+def _n(value: float, spec: str) -> str:
+    """VALUE formatted by SPEC (",.0f", ".4f"...) as the technician's language writes numbers: in
+    French, 1 234,5 (a narrow no-break space between thousands, a decimal comma)."""
+    text = format(value, spec)
+    if language() == "fr":
+        text = text.replace(",", "\u202f").replace(".", ",")
+    return text
 
 
 def render(report):
@@ -16,33 +26,38 @@ def render(report):
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=f"{report.cluster}: use per month, {report.first} to {report.last}", title_justify="left")
-    for heading in ("month", "VMs started", "VM-hours", "CPU-hours", "memory GB-hours"):
-        table.add_column(heading, justify="left" if heading == "month" else "right")
-    table.add_column("busiest hosts (CPU-hours)")
+    table = Table(title=_("{cluster}: use per month, {first} to {last}").format(
+        cluster=report.cluster, first=report.first, last=report.last), title_justify="left")
+    table.add_column(_("month"), justify="left")
+    for heading in (_("VMs started"), _("VM-hours"), _("CPU-hours"), _("memory GB-hours")):
+        table.add_column(heading, justify="right")
+    table.add_column(_("busiest hosts (CPU-hours)"))
     for m in report.months:
-        busiest = ", ".join(f"{h} ({v:.1f})" for h, v in m.busiest_hosts())
-        table.add_row(m.month, str(m.vms_started), f"{m.vm_hours:.1f}", f"{m.cpu_hours:.1f}",
-                      f"{m.memory_gb_hours:.1f}", busiest)
-    table.add_row("total", str(int(report.total("vms_started"))), f"{report.total('vm_hours'):.1f}",
-                  f"{report.total('cpu_hours'):.1f}", f"{report.total('memory_gb_hours'):.1f}", "", style="bold")
+        busiest = ", ".join(f"{h} ({_n(v, '.1f')})" for h, v in m.busiest_hosts())
+        table.add_row(m.month, str(m.vms_started), _n(m.vm_hours, ".1f"), _n(m.cpu_hours, ".1f"),
+                      _n(m.memory_gb_hours, ".1f"), busiest)
+    table.add_row(_("total"), str(int(report.total("vms_started"))), _n(report.total("vm_hours"), ".1f"),
+                  _n(report.total("cpu_hours"), ".1f"), _n(report.total("memory_gb_hours"), ".1f"), "",
+                  style="bold")
     parts = [table]
     c = report.costs
     if c is None:
-        from installer.report import ECONOMICS_HINT
+        from installer.report import economics_hint
 
-        parts.append(Text(ECONOMICS_HINT))
+        parts.append(Text(economics_hint()))
         return Group(*parts)
-    parts.append(Text(f"The cloud costs {c.per_year:,.0f} {c.currency} a year, {c.period_cost:,.0f} {c.currency} over "
-                      f"this period, for {c.cpu_hours:,.1f} CPU-hours: {c.per_cpu_hour:.4f} {c.currency} per CPU-hour."))
+    parts.append(Text(_("The cloud costs {per_year} {currency} a year, {period_cost} {currency} over this period, "
+                        "for {cpu_hours} CPU-hours: {per_cpu_hour} {currency} per CPU-hour.").format(
+        per_year=_n(c.per_year, ",.0f"), period_cost=_n(c.period_cost, ",.0f"), cpu_hours=_n(c.cpu_hours, ",.1f"),
+        per_cpu_hour=_n(c.per_cpu_hour, ".4f"), currency=c.currency)))
     if c.alternatives:
-        compare = Table(title="The same use bought elsewhere", title_justify="left")
+        compare = Table(title=_("The same use bought elsewhere"), title_justify="left")
         compare.add_column("")
-        compare.add_column(f"{c.currency} a year", justify="right")
-        compare.add_column(f"{c.currency} per CPU-hour", justify="right")
-        compare.add_row("this cloud", f"{c.per_year:,.0f}", f"{c.per_cpu_hour:.4f}", style="bold")
+        compare.add_column(_("{currency} a year").format(currency=c.currency), justify="right")
+        compare.add_column(_("{currency} per CPU-hour").format(currency=c.currency), justify="right")
+        compare.add_row(_("this cloud"), _n(c.per_year, ",.0f"), _n(c.per_cpu_hour, ".4f"), style="bold")
         for a in c.alternatives:
-            compare.add_row(a["name"], f"{a['per_year']:,.0f}", f"{a['per_cpu_hour']:.4f}")
+            compare.add_row(a["name"], _n(a["per_year"], ",.0f"), _n(a["per_cpu_hour"], ".4f"))
         parts.append(compare)
     return Group(*parts)
 
@@ -76,7 +91,7 @@ def report(site_path: str | None, profile: str | None, first: str | None, last: 
     else:
         Console(soft_wrap=True, highlight=False).print(render(result))
         if html_file:
-            click.echo(f"wrote {html_file}")
+            click.echo(_("wrote {file}").format(file=html_file))
 
 
 COMMANDS = [report]
