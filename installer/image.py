@@ -28,6 +28,7 @@ from pathlib import Path
 
 from installer import node_packages, state
 from installer.errors import OnehciError
+from installer.i18n import _
 from installer.resources import data_dir
 
 CACHE = Path(os.environ.get("ONEHCI_IMAGE_CACHE", "/var/cache/onehci/image"))
@@ -95,8 +96,9 @@ def find(site) -> Image | None:
 def require(site, site_path) -> Image:
     image = find(site)
     if image is None:
-        raise OnehciError(f"the site installs nodes from an image (bootstrap.install: image) and its image is not built: "
-                          f"run `onehci image build {site_path}` first (a few minutes, once per content)")
+        raise OnehciError(_("the site installs nodes from an image (bootstrap.install: image) and its image is not built: "
+                            "run `onehci image build {site}` first (a few minutes, once per content)").format(
+                                site=site_path))
     return image
 
 
@@ -107,10 +109,11 @@ def ensure(loaded, say: Callable[[str], None] = print) -> tuple[Image, bool]:
     if image is not None:
         return image, False
     if os.geteuid() != 0:
-        raise OnehciError("building the node image needs root (debootstrap and chroot)")
+        raise OnehciError(_("building the node image needs root (debootstrap and chroot)"))
     for tool in ("debootstrap", "zstd", "tar"):
         if shutil.which(tool) is None:
-            raise OnehciError(f"{tool} is missing: install it with `apt-get install {tool}`")
+            raise OnehciError(_("{name} is missing: install it with `apt-get install {package}`").format(
+                name=tool, package=tool))
     CACHE.mkdir(parents=True, exist_ok=True)
     with state.locked(CACHE, "build-lock"):  # two builds at once: one builds, the other waits and finds it
         image = find(site)
@@ -129,8 +132,9 @@ def ensure(loaded, say: Callable[[str], None] = print) -> tuple[Image, bool]:
                     "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "build_seconds": round(time.monotonic() - started)}
             (work / "image.json").write_text(json.dumps(info, indent=2) + "\n")
-        say(f"node image ready in {info['build_seconds']} s: {info['archive_bytes'] >> 20} MiB packed, "
-            f"{info['unpacked_bytes'] >> 20} MiB unpacked; installer environment {info['initrd_bytes'] >> 20} MiB")
+        say(_("node image ready in {seconds} s: {packed} MiB packed, {unpacked} MiB unpacked; installer environment "
+              "{initrd} MiB").format(seconds=info["build_seconds"], packed=info["archive_bytes"] >> 20,
+                                     unpacked=info["unpacked_bytes"] >> 20, initrd=info["initrd_bytes"] >> 20))
         return Image(target, info), True
 
 
@@ -210,11 +214,12 @@ def _build_system(site, work: Path, proxy: str, say: Callable[[str], None]) -> N
     log.write_text("")
     packages = packages_for(site)
     env = {"http_proxy": proxy}
-    say(f"building the node image: Debian 12 with {len(packages)} packages from {site.bootstrap.mirror}"
-        f" through apt-cacher-ng (once per content; a few minutes; log: {log})")
+    say(_("building the node image: Debian 12 with {count} packages from {mirror} through apt-cacher-ng (once per "
+          "content; a few minutes; log: {log})").format(count=len(packages), mirror=site.bootstrap.mirror, log=log))
     _run(["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", SUITE, str(root),
           site.bootstrap.mirror], "debootstrap", log, env)
-    say(f"base system in {time.monotonic() - started:.0f} s; its locale, then packing it")
+    say(_("base system in {seconds} s; its locale, then packing it").format(
+        seconds=f"{time.monotonic() - started:.0f}"))
     locale = site.cluster.locale
     (root / "etc/locale.gen").write_text(f"{locale} UTF-8\n" + ("en_US.UTF-8 UTF-8\n" if locale != "en_US.UTF-8" else ""))
     kernels = sorted((root / "boot").glob("vmlinuz-*"))
