@@ -102,16 +102,3 @@ def line_of(text: str, marker: str) -> int:
     assert len(hits) == 1, f"marker {marker!r} found on lines {hits}"
     return hits[0]
 
-
-# scripts/test.sh runs the labs two at a time (pytest-xdist, --dist loadgroup): the labs of the
-# shipped "lab" profile share its bridge and addresses, so they run one after the other on one
-# worker; everything else (the labs with networks of their own and the quick tests) on the other
-BESIDE_THE_LAB = "beside-the-lab"
-ON_THE_LAB_PROFILE = {"test_lab.py", "test_opennebula.py", "test_rebuild.py"}
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        path = Path(str(item.fspath))
-        on_lab = path.parent.name == "lab" and path.name in ON_THE_LAB_PROFILE
-        item.add_marker(pytest.mark.xdist_group("lab-profile" if on_lab else BESIDE_THE_LAB))
