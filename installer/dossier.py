@@ -30,25 +30,30 @@ def _disk(disk) -> str:
     return str(disk)
 
 
-def when_it_fails(node, plan, site_name: str) -> list[str]:
+def when_it_fails(node, plan, site: str) -> list[str]:
     """What the technician runs when NODE fails, in order, as the day-2 verbs allow it
-    (docs/operations/; `onehci rebuild` refuses the frontend and the MooseFS master)."""
+    (docs/operations/): `onehci rebuild` refuses the frontend, and the MooseFS master until the
+    master has moved to a metalogger."""
     steps = []
     others = [m for m in plan.moosefs.metaloggers if m != node.hostname]
+    rebuild = f"`onehci rebuild {node.hostname} {site}`"
     if node.has("mfs_master"):
-        steps.append(f"The MooseFS master is here. If only its process died: `onehci recover-master {site_name}`.")
+        steps.append(f"The MooseFS master is here. If only its process died: `onehci recover-master {site}`.")
         if others:
-            steps.append(f"If the server is lost: stop it, then `onehci recover-master {site_name} --from {others[0]}` "
-                         "(its metalogger becomes the master). Only then can this node be rebuilt.")
+            steps.append(f"If the server is lost: stop it, then `onehci recover-master {site} --from {others[0]}` "
+                         "(that metalogger becomes the master).")
+        else:
+            steps.append("No metalogger on another node holds a copy of its metadata: keep its disks.")
     if node.has("frontend"):
         steps.append("The OpenNebula frontend is here: while it is down, running VMs keep running but none can be "
                      "started, stopped or moved. onehci does not rebuild a frontend (oned's database and oneadmin's "
                      "keys cannot be backed up and restored yet): keep its disks and call for help.")
-    if not node.has("frontend"):
-        steps.append(f"Reinstall it (new disk, new board with the same MAC, or a broken system): "
-                     f"`onehci rebuild {node.hostname} {site_name}`. It refuses, and changes nothing, while a chunk "
-                     "has no copy left or while fewer than storage.goal chunkservers would remain.")
-    steps.append(f"Then check: `onehci status {site_name}`")
+    elif not node.has("mfs_master") or others:
+        when = "Once the master has moved, reinstall it" if node.has("mfs_master") else "Reinstall it"
+        steps.append(f"{when} (new disk, new board with the same MAC, or a broken system): {rebuild}. It refuses, "
+                     "and changes nothing, while a chunk has no copy left or while fewer than storage.goal "
+                     "chunkservers would remain.")
+    steps.append(f"Then check: `onehci status {site}`")
     return steps
 
 
@@ -104,8 +109,8 @@ th, td { border: 1px solid #999; padding: 1.2mm 2mm; text-align: left; vertical-
 th { background: #eee; }
 .node { page-break-before: always; }
 h2 { break-after: avoid; } table, svg { break-inside: avoid; }
-code { font-family: "DejaVu Sans Mono", monospace; white-space: nowrap; }
-.mono { font-family: "DejaVu Sans Mono", monospace; }
+code { font-family: "DejaVu Sans Mono", monospace; overflow-wrap: anywhere; }
+.mono { overflow-wrap: anywhere; font-family: "DejaVu Sans Mono", monospace; }
 .small { font-size: 8.5pt; color: #444; }
 </style></head><body>
 <h1>{{ plan.cluster }} ({{ plan.domain }})</h1>
@@ -174,7 +179,7 @@ def checksum(path: Path) -> str:
 
 
 def render_html(loaded, plan, made: str | None = None) -> str:
-    site_name = Path(loaded.path).name
+    site_name = str(loaded.path)  # as given: the commands printed work from where it was made
     return PAGE.render(
         plan=plan, site_name=site_name, checksum=checksum(Path(loaded.path)), version=__version__,
         made=made or dt.date.today().isoformat(), install=loaded.site.bootstrap.install,

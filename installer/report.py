@@ -56,10 +56,9 @@ def period_of(timezone: str, first: str | None, last: str | None, now: float) ->
     if first is None and last is not None:  # --to alone: the twelve months up to it
         back = end[0] * 12 + end[1] - 1 - 11
         start = (back // 12, back % 12 + 1)
-    period = usage.months(start, end, timezone)
-    if period[0].start > now:
-        raise OnehciError(_("the period starts in the future ({month})").format(month=period[0].name))
-    return period
+    if start > default_last:  # said before the order of --from and --to, which it makes moot
+        raise OnehciError(_("the period starts in the future ({month})").format(month=f"{start[0]}-{start[1]:02d}"))
+    return usage.months(start, end, timezone)
 
 
 def build(site, records: list[usage.Record], period: list[usage.Month], now: int) -> Report:

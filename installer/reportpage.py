@@ -37,13 +37,13 @@ figure { margin: 1em 0; }
 {% if c %}
 <p>The cloud costs {{ money(c.per_year) }} {{ c.currency }} a year (servers over their years of use, hosting and
 staff time), {{ money(c.period_cost) }} {{ c.currency }} over this period, for {{ "%.1f"|format(c.cpu_hours) }} CPU-hours:
-<strong>{{ "%.4f"|format(c.per_cpu_hour) }} {{ c.currency }} per CPU-hour</strong>.</p>
+<strong>{{ four(c.per_cpu_hour) }} {{ c.currency }} per CPU-hour</strong>.</p>
 {% if c.alternatives %}<table><tr><th>The same use bought elsewhere</th><th>{{ c.currency }} a year</th>
 <th>{{ c.currency }} per CPU-hour</th></tr>
-<tr><td>This cloud</td><td>{{ money(c.per_year) }}</td><td>{{ "%.4f"|format(c.per_cpu_hour) }}</td></tr>
+<tr><td>This cloud</td><td>{{ money(c.per_year) }}</td><td>{{ four(c.per_cpu_hour) }}</td></tr>
 {% for a in c.alternatives %}<tr><td>{{ a.name }}</td><td>{{ money(a.per_year) }}</td>
-<td>{{ "%.4f"|format(a.per_cpu_hour) }}</td></tr>{% endfor %}</table>
-<figure id="cost">{{ cost_plot }}<figcaption>Cost per CPU-hour against the alternatives</figcaption></figure>
+<td>{{ four(a.per_cpu_hour) }}</td></tr>{% endfor %}</table>
+{% if cost_plot %}<figure id="cost">{{ cost_plot }}<figcaption>Cost per CPU-hour against the alternatives</figcaption></figure>{% endif %}
 {% endif %}
 {% else %}<p class="note">{{ d.hint }}</p>{% endif %}
 </body></html>
@@ -72,7 +72,7 @@ def _plots(data: dict) -> tuple[str, str]:
     axes.tick_params(axis="x", labelrotation=45)
     cost = ""
     costs = data["costs"]
-    if costs and costs["alternatives"]:
+    if costs and costs["alternatives"] and costs["per_cpu_hour"] is not None:
         figure = Figure(figsize=(8, 0.6 + 0.5 * (1 + len(costs["alternatives"]))))
         axes = figure.subplots()
         names = ["This cloud"] + [a["name"] for a in costs["alternatives"]]
@@ -91,4 +91,5 @@ def render(report, made: str) -> str:
     cpu_plot, cost_plot = _plots(data)
     # matplotlib's own SVG: it escapes the texts it draws (alternative names from the site file)
     return PAGE.render(r=report, d=data, c=data["costs"], made=made, cpu_plot=Markup(cpu_plot),
-                       cost_plot=Markup(cost_plot), money=lambda v: f"{v:,.0f}")
+                       cost_plot=Markup(cost_plot), money=lambda v: f"{v:,.0f}",
+                       four=lambda v: "n/a" if v is None else f"{v:.4f}")

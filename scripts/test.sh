@@ -25,6 +25,7 @@ for f in "${ON_THE_LAB_PROFILE[@]}"; do ignore+=(--ignore="$f"); done
 ( "${pytest[@]}" --durations=15 --basetemp=/tmp/onehci-tests-lab "${ON_THE_LAB_PROFILE[@]}" "$@" 2>&1 \
     | sed -u 's/^/[lab] /' ) &
 lab=$!
+trap 'echo "test.sh: interrupted; waiting for both runs to take their labs down" >&2; wait; exit 130' INT
 ( "${pytest[@]}" --durations=15 --basetemp=/tmp/onehci-tests-beside "${ignore[@]}" "$@" 2>&1 \
     | sed -u 's/^/[beside] /' ) &
 beside=$!

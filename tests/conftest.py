@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,10 @@ import pytest
 # the suite reads onehci's English messages whatever this machine's language (tests/unit/test_i18n.py
 # sets French itself); LANGUAGE only picks message catalogs, nothing else about the locale
 os.environ["LANGUAGE"] = "en"
+
+# Ctrl-C stops the run (and its fixtures take down what they started) also when scripts/test.sh
+# runs it as a background job, which the shell starts with SIGINT ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINiF4oTcjawy7G+g8RyAK7x1JuWR6hHSoqSMJjVk51pU tech@academy.example"
 

@@ -12,9 +12,12 @@ from installer.cli.main_helpers import load_site_or_profile, site_or_profile_opt
 from installer.i18n import _, language
 
 
-def _n(value: float, spec: str) -> str:
+def _n(value: float | None, spec: str) -> str:
     """VALUE formatted by SPEC (",.0f", ".4f"...) as the technician's language writes numbers: in
-    French, 1 234,5 (a narrow no-break space between thousands, a decimal comma)."""
+    French, 1 234,5 (a narrow no-break space between thousands, a decimal comma). None (no CPU-hour
+    to divide by) is n/a."""
+    if value is None:
+        return "n/a"
     text = format(value, spec)
     if language() == "fr":
         text = text.replace(",", "\u202f").replace(".", ",")
@@ -23,6 +26,7 @@ def _n(value: float, spec: str) -> str:
 
 def render(report):
     from rich.console import Group
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
@@ -33,7 +37,7 @@ def render(report):
         table.add_column(heading, justify="right")
     table.add_column(_("busiest hosts (CPU-hours)"))
     for m in report.months:
-        busiest = ", ".join(f"{h} ({_n(v, '.1f')})" for h, v in m.busiest_hosts())
+        busiest = escape(", ".join(f"{h} ({_n(v, '.1f')})" for h, v in m.busiest_hosts()))
         table.add_row(m.month, str(m.vms_started), _n(m.vm_hours, ".1f"), _n(m.cpu_hours, ".1f"),
                       _n(m.memory_gb_hours, ".1f"), busiest)
     table.add_row(_("total"), str(int(report.total("vms_started"))), _n(report.total("vm_hours"), ".1f"),
@@ -57,7 +61,8 @@ def render(report):
         compare.add_column(_("{currency} per CPU-hour").format(currency=c.currency), justify="right")
         compare.add_row(_("this cloud"), _n(c.per_year, ",.0f"), _n(c.per_cpu_hour, ".4f"), style="bold")
         for a in c.alternatives:
-            compare.add_row(a["name"], _n(a["per_year"], ",.0f"), _n(a["per_cpu_hour"], ".4f"))
+            # a name from the site file is text, never rich markup ("[/]" would stop the table)
+            compare.add_row(Text(a["name"]), _n(a["per_year"], ",.0f"), _n(a["per_cpu_hour"], ".4f"))
         parts.append(compare)
     return Group(*parts)
 
@@ -80,17 +85,25 @@ def report(site_path: str | None, profile: str | None, first: str | None, last: 
     from installer.plan import make_plan
     from installer.state import write_atomic
 
+    from installer.errors import OnehciError
+
+    if html_file and not Path(html_file).parent.is_dir():
+        raise OnehciError(_("cannot write {file}: the directory {directory} does not exist").format(
+            file=html_file, directory=Path(html_file).parent))
     loaded = load_site_or_profile(site_path, profile)
     result = report_mod.gather(loaded, make_plan(loaded.site), first, last)
+    page = None  # made, and the terminal's table shown, before the page is written
     if html_file:
         from installer import reportpage
 
-        write_atomic(Path(html_file), reportpage.render(result, dt.date.today().isoformat()).encode())
+        page = reportpage.render(result, dt.date.today().isoformat()).encode()
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:
         Console(soft_wrap=True, highlight=False).print(render(result))
-        if html_file:
+    if html_file:
+        write_atomic(Path(html_file), page)
+        if not as_json:
             click.echo(_("wrote {file}").format(file=html_file))
 
 

@@ -15,7 +15,7 @@ from babel.messages.extract import extract_from_dir
 from installer import i18n
 from tests.conftest import BASE_SITE, REPO
 
-PLACEHOLDER = re.compile(r"\{[a-z_0-9]*\}")
+PLACEHOLDER = re.compile(r"\{[a-z_0-9]*(?:[:!][^}]*)?\}")
 KEYWORDS = {"_": None, "ngettext": (1, 2)}
 
 
@@ -44,10 +44,13 @@ def test_every_marked_message_has_a_checked_french_text_with_the_same_placeholde
             continue
         if entry.fuzzy:
             fuzzy.append(f"{where}: {text!r}")
-        for french in entry.string if isinstance(entry.string, tuple) else (entry.string,):
-            if sorted(PLACEHOLDER.findall(french)) != sorted(PLACEHOLDER.findall(text)) and \
-                    not isinstance(entry.string, tuple):
-                wrong.append(f"{where}: {text!r} -> {french!r}")
+        english = entry.id if isinstance(entry.id, tuple) else (entry.id,)
+        french = entry.string if isinstance(entry.string, tuple) else (entry.string,)
+        fields = lambda texts: [set(PLACEHOLDER.findall(t)) for t in texts]  # noqa: E731
+        # every French form uses only what English passes, and the plural (or only) form all of it
+        if not all(f <= set().union(*fields(english)) for f in fields(french)) or \
+                fields(french)[-1] != fields(english)[-1]:
+            wrong.append(f"{where}: {english!r} -> {french!r}")
     assert (missing, fuzzy, wrong) == ([], [], [])
 
 
@@ -85,3 +88,11 @@ def test_a_french_validate_speaks_french_and_an_english_one_english(tmp_path):
     # the same places, field names untouched
     where = lambda text: [line.split(" ")[0:2] for line in text.splitlines()[:-1]]  # noqa: E731
     assert where(french.stderr) == where(english.stderr)
+
+
+def test_french_plurals_take_the_singular_for_0_and_1_and_the_plural_above(monkeypatch):
+    monkeypatch.setenv("LANGUAGE", "fr")
+    forms = [i18n.ngettext("{count} error; nothing was written.", "{count} errors; nothing was written.", n)
+             .format(count=n) for n in (0, 1, 2)]
+    assert forms == ["0 erreur ; rien n'a été écrit.", "1 erreur ; rien n'a été écrit.",
+                     "2 erreurs ; rien n'a été écrit."]

@@ -109,6 +109,7 @@ def test_an_empty_period_is_refused(base_loaded):
     (None, "sept", "--to 'sept' is not a month like 2026-09"),
     ("2026-10", "2026-09", "the period ends (2026-09) before it starts (2026-10)"),
     ("2099-01", "2099-02", "the period starts in the future (2099-01)"),
+    ("2027-01", None, "the period starts in the future (2027-01)"),
 ])
 def test_a_wrong_period_is_one_line(first, last, message):
     with pytest.raises(OnehciError) as caught:
@@ -206,3 +207,45 @@ def test_accounting_unreachable_is_one_line_and_nothing_is_written(write_site, t
     (line,) = result.output.strip().splitlines()
     assert "unreachable" in line and "not-the-real-one" not in line
     assert not page.exists()
+
+
+def test_names_from_the_site_are_text_in_the_terminal_too(write_site):
+    """rich would read "[/]" as markup and stop; the name is printed as it is written."""
+    from rich.console import Console
+
+    from installer.cli.report import render
+
+    site = sitefile.load(write_site(BASE_SITE.replace("nodes:\n", ECONOMICS.replace(
+        "Bare metal & co <rented>", "[/]bare [red]metal") + "nodes:\n", 1))).site
+    period = usage.months((2026, 9), (2026, 9), PARIS)
+    run = usage.Record(vm=1, seq=0, host="n1", start=at("2026-09-10T10:00:00+02:00"),
+                       end=at("2026-09-10T20:00:00+02:00"), cpu=1, memory_mib=1024)
+    console = Console(width=200, record=True)
+    console.print(render(report.build(site, [run], period, now=at("2026-10-15T00:00:00+02:00"))))
+    assert "[/]bare [red]metal" in console.export_text()
+
+
+def test_vms_without_cpu_give_no_cost_per_cpu_hour_and_no_crash(write_site):
+    """A record whose VM template has no readable CPU: the use is there, the cost per CPU-hour is n/a."""
+    from rich.console import Console
+
+    from installer.cli.report import render
+
+    site = sitefile.load(write_site(BASE_SITE.replace("nodes:\n", ECONOMICS + "nodes:\n", 1))).site
+    period = usage.months((2026, 9), (2026, 9), PARIS)
+    run = usage.Record(vm=1, seq=0, host="n1", start=at("2026-09-10T10:00:00+02:00"),
+                       end=at("2026-09-10T20:00:00+02:00"), cpu=0, memory_mib=1024)
+    built = report.build(site, [run], period, now=at("2026-10-15T00:00:00+02:00"))
+    assert built.costs.per_cpu_hour is None and built.as_dict()["total"]["vm_hours"] == 10
+    console = Console(width=200, record=True)
+    console.print(render(built))
+    assert "n/a EUR per CPU-hour" in console.export_text()
+    page = reportpage.render(built, "2026-12-04")
+    assert page.count("<svg") == 1 and "n/a" in page
+
+
+def test_a_page_whose_directory_is_missing_is_refused_before_anything(write_site):
+    result = CliRunner().invoke(cli, ["report", str(write_site()), "--html", "/nonexistent-dir/report.html"])
+    assert result.exit_code == 1
+    assert result.output.strip() == ("error: cannot write /nonexistent-dir/report.html: the directory "
+                                     "/nonexistent-dir does not exist")
