@@ -95,13 +95,16 @@ def publish(debs: list[Path], repo: Path) -> Path:
     (index / "Packages").write_bytes(scan.stdout)
     (index / "Packages.gz").write_bytes(gzip.compress(scan.stdout, mtime=0))
     release = _release(repo / "dists" / SUITE)
-    try:
-        (repo / "dists" / SUITE / "InRelease").write_bytes(_gpg("--local-user", KEY_NAME, "--clearsign",
-                                                                input=release))
-        (repo / "dists" / SUITE / "Release.gpg").write_bytes(_gpg("--local-user", KEY_NAME, "--armor",
-                                                                  "--detach-sign", input=release))
-    finally:
-        _stop_agent()
+    # one signer at a time: each stops the key's gpg-agent when done, which cut another lab's
+    # signature short ("signing failed: Connection reset by peer") when two labs came up at once
+    with state.locked(state.ensure(GNUPG_HOME.parent), "repo-key-lock"):
+        try:
+            (repo / "dists" / SUITE / "InRelease").write_bytes(_gpg("--local-user", KEY_NAME, "--clearsign",
+                                                                    input=release))
+            (repo / "dists" / SUITE / "Release.gpg").write_bytes(_gpg("--local-user", KEY_NAME, "--armor",
+                                                                      "--detach-sign", input=release))
+        finally:
+            _stop_agent()
     (repo / "dists" / SUITE / "Release").write_bytes(release)
     (repo / KEY_FILE).write_bytes(key)
     return repo
