@@ -249,3 +249,35 @@ def test_a_page_whose_directory_is_missing_is_refused_before_anything(write_site
     assert result.exit_code == 1
     assert result.output.strip() == ("error: cannot write /nonexistent-dir/report.html: the directory "
                                      "/nonexistent-dir does not exist")
+
+
+def test_the_accounting_recorded_from_the_labs_opennebula_reads_and_adds_up():
+    """tests/unit/data/accounting-lab.xml: one.vmpool.accounting's answer from the lab's OpenNebula
+    7.0.2 after tests/lab/test_opennebula.py's VMs (saved by that test). onehci's records against the
+    standard library's reading of the same document, and the month's sums against them."""
+    import xml.etree.ElementTree as ET
+
+    raw = (DATA / "accounting-lab.xml").read_bytes()
+
+    class Pool:
+        def accounting(self, who, start, end):
+            return bindings.parseString(raw)
+
+    class Client:
+        vmpool = Pool()
+
+    records = one.accounting(Client(), -1, -1)
+    history = list(ET.fromstring(raw).iter("HISTORY"))
+    assert len(records) == len(history) > 5
+    expected = [(int(h.findtext("OID")), int(h.findtext("SEQ")), h.findtext("HOSTNAME"), int(h.findtext("RSTIME")),
+                 int(h.findtext("RETIME")) or int(h.findtext("ETIME")), float(h.findtext("VM/TEMPLATE/CPU")),
+                 float(h.findtext("VM/TEMPLATE/MEMORY"))) for h in history]
+    assert [(r.vm, r.seq, r.host, r.start, r.end, r.cpu, r.memory_mib) for r in records] == expected
+    assert all(r.end > 0 for r in records)  # every VM of the lab test was gone when it was saved
+    month = next(m for m in usage.months((2026, 12), (2026, 12), PARIS))
+    (december,) = usage.monthly(records, [month], now=max(r.end for r in records) + 1)
+    ran = [r for r in records if r.start > 0]
+    assert december.vm_hours == pytest.approx(sum(r.end - r.start for r in ran) / HOUR)
+    assert december.cpu_hours == pytest.approx(sum((r.end - r.start) * r.cpu for r in ran) / HOUR)
+    assert december.vms_started == len({r.vm for r in ran if r.seq == 0})
+    assert {r.host for r in ran} == {"lab1", "lab2", "lab3"}
