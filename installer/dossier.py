@@ -6,13 +6,13 @@ no key, only what a technician reads off a label or a screen."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from pathlib import Path
 
 import jinja2
 from markupsafe import Markup, escape
 
 from installer import __version__
+from installer.image import file_sha256
 
 ROLE_NAMES = {"frontend": "OpenNebula frontend", "kvm": "KVM host", "mfs_master": "MooseFS master",
               "mfs_chunkserver": "MooseFS chunkserver", "mfs_metalogger": "MooseFS metalogger"}
@@ -174,14 +174,10 @@ If the site file changed since, print this again: <span class="mono">onehci doss
 </body></html>""", autoescape=True)
 
 
-def checksum(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def render_html(loaded, plan, made: str | None = None) -> str:
     site_name = str(loaded.path)  # as given: the commands printed work from where it was made
     return PAGE.render(
-        plan=plan, site_name=site_name, checksum=checksum(Path(loaded.path)), version=__version__,
+        plan=plan, site_name=site_name, checksum=file_sha256(Path(loaded.path)), version=__version__,
         made=made or dt.date.today().isoformat(), install=loaded.site.bootstrap.install,
         allocated=any(n.ip_allocated for n in plan.nodes), drawing=Markup(diagram(plan)),
         role_names=ROLE_NAMES, disk=_disk, with_commands=with_commands, failing=lambda n: when_it_fails(n, plan, site_name))

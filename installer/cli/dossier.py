@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from installer.cli.main_helpers import load_site_or_profile, site_or_profile_options
+from installer.cli.main_helpers import check_output_directories, load_site_or_profile, site_or_profile_options
 from installer.i18n import _
 
 
@@ -25,11 +25,7 @@ def dossier(site_path: str | None, profile: str | None, pdf_file: str | None, ht
 
     if not pdf_file and not html_file:
         raise OnehciError(_("say where to write the dossier: --pdf FILE, --html FILE or both"))
-    targets = [Path(f) for f in (pdf_file, html_file) if f]
-    for target in targets:
-        if not target.parent.is_dir():
-            raise OnehciError(_("cannot write {file}: the directory {directory} does not exist").format(
-                file=target, directory=target.parent))
+    check_output_directories(pdf_file, html_file)
     loaded = load_site_or_profile(site_path, profile)
     html = dossier_mod.render_html(loaded, make_plan(loaded.site))
     pdf = dossier_mod.render_pdf(html) if pdf_file else None  # everything made before anything is written

@@ -79,6 +79,19 @@ def load_site_or_profile(site_path: str | None, profile: str | None):
 
 # --- the day-2 verbs: the technician's word about an interrupted destructive step ---
 
+def check_output_directories(*files: str | None) -> None:
+    """Refuse, before anything is read or made, a FILE to write whose directory does not exist."""
+    from pathlib import Path
+
+    from installer.errors import OnehciError
+    from installer.i18n import _
+
+    for name in filter(None, files):
+        if not Path(name).parent.is_dir():
+            raise OnehciError(_("cannot write {file}: the directory {directory} does not exist").format(
+                file=name, directory=Path(name).parent))
+
+
 def step_answers(took_effect: tuple[str, ...], did_not: tuple[str, ...]) -> dict[str, bool]:
     from installer.i18n import _
 

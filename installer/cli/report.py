@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from installer.cli.main_helpers import load_site_or_profile, site_or_profile_options
+from installer.cli.main_helpers import check_output_directories, load_site_or_profile, site_or_profile_options
 from installer.i18n import _, language
 
 
@@ -85,11 +85,7 @@ def report(site_path: str | None, profile: str | None, first: str | None, last: 
     from installer.plan import make_plan
     from installer.state import write_atomic
 
-    from installer.errors import OnehciError
-
-    if html_file and not Path(html_file).parent.is_dir():
-        raise OnehciError(_("cannot write {file}: the directory {directory} does not exist").format(
-            file=html_file, directory=Path(html_file).parent))
+    check_output_directories(html_file)
     loaded = load_site_or_profile(site_path, profile)
     result = report_mod.gather(loaded, make_plan(loaded.site), first, last)
     page = None  # made, and the terminal's table shown, before the page is written
