@@ -231,7 +231,9 @@ def _build_system(site, work: Path, proxy: str, say: Callable[[str], None]) -> N
                                 capture_output=True, text=True, check=True).stdout
     shutil.copyfile(kernels[0], work / "vmlinuz")
     _strip(root)
-    unpacked = int(subprocess.run(["du", "-sb", str(root)], capture_output=True, text=True, check=True).stdout.split()[0])
+    # the blocks it takes, as the node's df counts them in the install's progress (not the bytes: a
+    # small file takes a whole block)
+    unpacked = int(subprocess.run(["du", "-s", "-B1", str(root)], capture_output=True, text=True, check=True).stdout.split()[0])
     archive = work / "root.tar.zst"
     with open(archive, "wb") as out:
         tar = subprocess.Popen(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-C", str(root), "-cf", "-",

@@ -80,6 +80,22 @@ def blocking_stdin():
         pass  # no stdin at all
 
 
+_prebuild = None  # OpenNebula's build for the labs, in the background (tests/prebuild.py)
+
+
+def pytest_collection_finish(session):
+    global _prebuild
+    from tests import prebuild
+    if not session.config.option.collectonly and prebuild.needed([str(item.path) for item in session.items]):
+        _prebuild = prebuild.start()
+
+
+def pytest_sessionfinish(session):
+    if _prebuild is not None:
+        from tests import prebuild
+        prebuild.stop(_prebuild)
+
+
 @pytest.fixture
 def write_site(tmp_path):
     """Write site text to tmp_path/site.yml and return the path."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -179,6 +180,9 @@ def test_a_blank_node_installs_and_boots_its_own_disk(image_site, server, instal
     for step in (f"os_disk serial {host}-os is /dev/vda", "image written and checked", "boot loader installed",
                  "install complete"):
         assert step in said, said
+    # the progress counts the image's own blocks: never more than the image
+    progress = [re.search(r"image: (-?\d+) of (\d+) MiB written", e["detail"]) for e in seen if e["kind"] == "install"]
+    assert all(0 <= int(p[1]) <= int(p[2]) for p in progress if p), said
     assert not [e for e in server.events[mark:] if e["kind"] in ("preseed", "mirror", "install-stopped")]
     # booted from its own disk: the network entry said local boot after the callback
     assert "local-boot" in kinds[kinds.index("installed"):]
