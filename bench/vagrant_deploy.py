@@ -46,6 +46,16 @@ def site_text(public_key: str) -> str:
     return text[:start] + f"    - {public_key}" + text[text.index("\n", start):]
 
 
+def _frontend_diagnostics(key: Path, ip: str) -> str:
+    """The hosts as oned lists them and the tail of oned's and the monitor daemon's logs."""
+    command = ("su - oneadmin -c 'onehost list'; echo; tail -n 60 /var/log/one/oned.log; echo; "
+               "tail -n 60 /var/log/one/monitor.log")
+    proc = subprocess.run(["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
+                           "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", f"root@{ip}", command],
+                          capture_output=True, text=True, timeout=120)
+    return proc.stdout + proc.stderr
+
+
 def main() -> None:
     end_on_signals()
     workdir = Path(tempfile.mkdtemp(prefix="onehci-bench-vagrant-", dir="/var/tmp"))
@@ -104,7 +114,13 @@ def main() -> None:
                 capture_output=True).returncode == 0, 900, 3)
         mark("SSH on every installed node")
         try:
-            run("deploy", "deploy")
+            try:
+                run("deploy", "deploy")
+            except SystemExit as failed:
+                # what the frontend saw, read before the VMs go; then what a technician does: deploy again
+                (workdir / "frontend-diagnostics.txt").write_text(_frontend_diagnostics(key, NODES["lab1"]))
+                print(failed, f"\nthe frontend's logs: {workdir}/frontend-diagnostics.txt; deploy again", flush=True)
+                run("deploy again", "deploy")
             run("status", "status")
             run("smoke", "smoke")
         finally:
