@@ -32,8 +32,8 @@ from tests.lab.helpers import wait_for  # noqa: E402
 CLUSTER, BRIDGE, ADDRESS, GATEWAY = "vgd", "onehci-vd0", "10.89.0.1", "10.89.0.254"
 NODES = {"lab1": "10.89.0.11", "lab2": "10.89.0.12", "lab3": "10.89.0.13"}
 MEMORY_MB = 3072  # every node alike (the Vagrantfile has one size): the frontend and a smoke VM fit
-# 2 vCPUs each although the machine has 2 cores: the frontend gets both while the others wait, and oned
-# allows each of its drivers 10 s to start (docs/performance.md)
+# 2 vCPUs each although the machine has 2 cores: the frontend gets both while the others wait (oned's
+# drivers must start in time: docs/performance.md)
 
 
 def site_text(public_key: str) -> str:
@@ -48,12 +48,16 @@ def site_text(public_key: str) -> str:
 
 def _frontend_diagnostics(key: Path, ip: str) -> str:
     """The hosts as oned lists them and the tail of oned's and the monitor daemon's logs."""
-    command = ("su - oneadmin -c 'onehost list'; echo; tail -n 60 /var/log/one/oned.log; echo; "
-               "tail -n 60 /var/log/one/monitor.log")
-    proc = subprocess.run(["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
-                           "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", f"root@{ip}", command],
-                          capture_output=True, text=True, timeout=120)
+    proc = _ssh(key, ip, "su - oneadmin -c 'onehost list'; echo; tail -n 60 /var/log/one/oned.log; echo; "
+                "tail -n 60 /var/log/one/monitor.log", timeout=120)
     return proc.stdout + proc.stderr
+
+
+def _ssh(key: Path, ip: str, command: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """COMMAND as root on IP with the bench's KEY; the VMs' host keys are new on every run."""
+    return subprocess.run(["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
+                           "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", f"root@{ip}", command],
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def main() -> None:
@@ -108,10 +112,7 @@ def main() -> None:
             server.wait_event(host, "installed", timeout=2400)
             mark(f"{host} installed")
         for host, ip in NODES.items():
-            wait_for(f"an SSH login on {host}", lambda: subprocess.run(
-                ["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
-                 "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", f"root@{ip}", "true"],
-                capture_output=True).returncode == 0, 900, 3)
+            wait_for(f"an SSH login on {host}", lambda: _ssh(key, ip, "true").returncode == 0, 900, 3)
         mark("SSH on every installed node")
         try:
             try:
