@@ -30,12 +30,13 @@ def onehci(site: Path, *args: str) -> subprocess.CompletedProcess:
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def publish_opennebula(site: Path, key: Path, address: str) -> Path:
-    """The lab's OpenNebula build in a repository beside SITE, and SITE's environment naming it and KEY."""
+def publish_opennebula(site: Path, key: Path, address: str, role_vars: dict | None = None) -> Path:
+    """The lab's OpenNebula build in a repository beside SITE, and SITE's environment naming it, KEY
+    and ROLE_VARS."""
     repo = site.parent / "opennebula-repo"
     onerepo.publish(core.opennebula_build(say=print).paths(), repo)
     environment.write(site, {"kind": "site", "ssh_key": str(key), "opennebula_repo": onerepo.record(address),
-                             "role_vars": {"opennebula_frontend__fireedge": core.FIREEDGE}})
+                             "role_vars": {"opennebula_frontend__fireedge": core.FIREEDGE, **(role_vars or {})}})
     return repo
 
 

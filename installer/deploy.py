@@ -75,7 +75,8 @@ def deploy(loaded, *, limit: list[str] | None = None, check: bool = False, forma
         from installer import one
 
         hosts = [h for h in plan.opennebula.hosts if h in limit] if limit else None
-        result.registration = one.register_cloud(loaded, plan, hosts=hosts, say=say).as_dict()
+        wait = one.monitoring_wait(inventory["all"]["vars"].get(one.PROBE_TIMEOUT_VAR, one.PROBE_TIMEOUT))
+        result.registration = one.register_cloud(loaded, plan, hosts=hosts, timeout=wait, say=say).as_dict()
         record_deployed(loaded, [n for n in plan.nodes if not limit or n.hostname in limit])
     return result
 

@@ -448,6 +448,18 @@ def error_line(host) -> str:
     return text or _("OpenNebula gave no reason")
 
 
+# The role variable for how long a host's monitoring probes may run (monitord.conf's `-w`), and
+# OpenNebula's own figure, which the opennebula_frontend role keeps unless the environment sets it
+PROBE_TIMEOUT_VAR = "opennebula_frontend__monitor_timeout"
+PROBE_TIMEOUT = 90
+
+
+def monitoring_wait(probe_timeout: float = PROBE_TIMEOUT) -> float:
+    """How long deploy waits for its hosts to be monitored: a first round may take the probes'
+    whole limit, after up to 90 s for monitord to start it (it copies its probes to the host)."""
+    return max(180.0, float(probe_timeout) + 90.0)
+
+
 def register_cloud(loaded, plan, *, hosts: list[str] | None = None, timeout: float = 180.0,
                    say: Callable[[str], None] = print) -> Report:
     """What deploy does once the playbook succeeded: connect, register, wait for the hosts."""

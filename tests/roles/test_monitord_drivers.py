@@ -18,6 +18,7 @@ from tests.conftest import REPO
 from tests.roles.test_static import BIN, ROLES, ansible_env
 
 TASK = "Start only the monitor drivers of the hypervisors onehci registers"
+TIMEOUT_TASKS = ["Check the monitoring probes' time limit", "Allow the hosts' monitoring probes their time"]
 
 
 def monitord_conf(tmp_path):
@@ -34,13 +35,14 @@ def drivers(text: str) -> list[str]:
     return re.findall(r'(?m)^IM_MAD\s*=\s*\[\s*\n\s*NAME\s*=\s*"([^"]*)"', text)
 
 
-def run_task(tmp_path, conf, extra_vars: dict | None = None) -> subprocess.CompletedProcess:
+def run_task(tmp_path, conf, extra_vars: dict | None = None, names: list[str] = (TASK,)
+             ) -> subprocess.CompletedProcess:
     tasks = yaml.safe_load((ROLES / "opennebula_frontend/tasks/main.yml").read_text())
-    task = next(t for t in tasks if t.get("name") == TASK)
-    task = {k: v for k, v in task.items() if k != "notify"}
-    play = [{"name": "Run the role's task", "hosts": "localhost", "gather_facts": False,
+    chosen = [{k: v for k, v in next(t for t in tasks if t.get("name") == name).items() if k != "notify"}
+              for name in names]
+    play = [{"name": "Run the role's tasks", "hosts": "localhost", "gather_facts": False,
              "vars_files": [str(ROLES / "opennebula_frontend/defaults/main.yml")],
-             "tasks": [task]}]
+             "tasks": chosen}]
     overrides = {"opennebula_frontend__monitord_conf": str(conf), "ansible_python_interpreter": sys.executable,
                  **(extra_vars or {})}
     playbook = tmp_path / "play.yml"
@@ -74,3 +76,33 @@ def test_a_site_running_only_kvm_keeps_kvm(tmp_path):
     proc = run_task(tmp_path, conf, {"opennebula_frontend__monitor_drivers": ["kvm"]})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert drivers(conf.read_text()) == ["kvm"]
+
+
+def probe_limits(text: str) -> list[str]:
+    return re.findall(r'(?m)^\s*ARGUMENTS\s*=\s*"[^"]*-w (\d+)', text)
+
+
+def test_the_probes_keep_opennebulas_90_s_unless_the_environment_raises_it(tmp_path):
+    conf = monitord_conf(tmp_path)
+    before = conf.read_text()
+    assert probe_limits(before) == ["90", "90", "90"]
+    kept = run_task(tmp_path, conf, names=TIMEOUT_TASKS)
+    assert kept.returncode == 0 and "changed=0" in kept.stdout, kept.stdout + kept.stderr
+    assert conf.read_text() == before
+    raised = run_task(tmp_path, conf, {"opennebula_frontend__monitor_timeout": 600}, names=TIMEOUT_TASKS)
+    assert raised.returncode == 0 and "changed=1" in raised.stdout, raised.stdout + raised.stderr
+    after = conf.read_text()
+    assert probe_limits(after) == ["600", "600", "600"]
+    # only those numbers changed; the commented dummy driver keeps its example
+    assert after.replace("-w 600", "-w 90") == before
+    assert '#     ARGUMENTS     = "-r 3 -t 15 -w 90 dummy",' in after
+
+
+def test_a_probe_limit_that_is_not_a_number_of_seconds_stops_the_role_and_changes_nothing(tmp_path):
+    conf = monitord_conf(tmp_path)
+    before = conf.read_text()
+    for bad in ("90; rm -rf /", 0, 100000):
+        proc = run_task(tmp_path, conf, {"opennebula_frontend__monitor_timeout": bad}, names=TIMEOUT_TASKS)
+        assert proc.returncode != 0
+        assert "give the seconds a host's monitoring probes may run, 10 to 3600" in proc.stdout, proc.stdout
+        assert conf.read_text() == before

@@ -137,18 +137,20 @@ def deploy_run(base_loaded, monkeypatch):
     from installer import ansible, deploy
 
     outcome = {"status": "successful", "rc": 0}
-    calls: dict[str, list] = {"runs": [], "registrations": []}
+    calls: dict[str, list] = {"runs": [], "registrations": [], "waits": []}
+    inventory = {"all": {"vars": {}}}
 
     def run_playbook(site_path, inventory, playbook, *, limit=None, check=False, say=print):
         calls["runs"].append({"limit": limit, "check": check})
         return ansible.RunResult(playbook, site_path.parent, outcome["status"], outcome["rc"])
 
-    def register_cloud(loaded, plan, *, hosts=None, say=print, **_):
+    def register_cloud(loaded, plan, *, hosts=None, timeout=180.0, say=print):
         calls["registrations"].append(hosts)
+        calls["waits"].append(timeout)
         return one.Report([one.Registered("host", h, i, created=True) for i, h in enumerate(hosts or ["n1"])])
 
     monkeypatch.setattr(deploy, "learn_host_keys", lambda *a: None)
-    monkeypatch.setattr(deploy, "inventory_for", lambda *a, **k: {})
+    monkeypatch.setattr(deploy, "inventory_for", lambda *a, **k: inventory)
     monkeypatch.setattr(ansible, "run_playbook", run_playbook)
     monkeypatch.setattr(one, "register_cloud", register_cloud)
     monkeypatch.setattr(deploy, "record_deployed", lambda *a: None)
@@ -156,6 +158,7 @@ def deploy_run(base_loaded, monkeypatch):
     def run(**kwargs):
         return deploy.deploy(base_loaded, say=lambda _m: None, **kwargs)
 
+    run.inventory = inventory
     return run, outcome, calls
 
 
@@ -167,6 +170,15 @@ def test_deploy_registers_after_a_successful_playbook_only(deploy_run):
     assert run().registration is None
     assert [r["check"] for r in calls["runs"]] == [False, True, False]
     assert calls["registrations"] == [None]  # once: the successful run without --check
+
+
+def test_deploy_waits_for_monitoring_as_long_as_the_probes_may_run(deploy_run):
+    run, _, calls = deploy_run
+    run()
+    # OpenNebula's own 90 s probe limit: the 3 minutes a real server's first round needs at most
+    run.inventory["all"]["vars"][one.PROBE_TIMEOUT_VAR] = 600  # an emulated rehearsal's environment
+    run()
+    assert calls["waits"] == [180.0, 690.0]
 
 
 def test_deploy_limit_registers_only_its_kvm_hosts(deploy_run, base_loaded):
