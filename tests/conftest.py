@@ -86,8 +86,9 @@ _prebuild = None  # OpenNebula's build for the labs, in the background (tests/pr
 def pytest_collection_finish(session):
     global _prebuild
     from tests import prebuild
-    if not session.config.option.collectonly and prebuild.needed([str(item.path) for item in session.items]):
-        _prebuild = prebuild.start()
+    paths = [str(item.path) for item in session.items]
+    if not session.config.option.collectonly and prebuild.needed(paths):
+        _prebuild = prebuild.start(lowest=prebuild.behind_emulation(paths))
 
 
 def pytest_sessionfinish(session):
