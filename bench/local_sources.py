@@ -1,13 +1,21 @@
 """What the rehearsals to a running cloud (bench/image_deploy.py, bench/vagrant_deploy.py) share: onehci run
-on their site, and how they end. The local sources their nodes install from are the tests' own
-(tests/bootchain/local_sources.py)."""
+on their site, and the local sources their nodes install from, in place of the internet: apt-cacher-ng and
+OpenNebula's packages built from its source (the lab's build), both on the bootstrap address, named in the
+site's STATE/environment.json (kind "site", as a site with a local mirror would write it)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from installer import aptcache, environment
+from installer.lab import core, onerepo
+
+MIRROR = "http://deb.debian.org/debian"
 
 
 def end_on_signals() -> None:
@@ -20,3 +28,22 @@ def onehci(site: Path, *args: str) -> subprocess.CompletedProcess:
     """`onehci ARGS SITE`, its state beside SITE, stdout and stderr together."""
     return subprocess.run([sys.executable, "-m", "installer", *args, str(site)], timeout=5400,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def publish_opennebula(site: Path, key: Path, address: str, role_vars: dict | None = None) -> Path:
+    """The lab's OpenNebula build in a repository beside SITE, and SITE's environment naming it, KEY
+    and ROLE_VARS."""
+    repo = site.parent / "opennebula-repo"
+    onerepo.publish(core.opennebula_build(say=print).paths(), repo)
+    environment.write(site, {"kind": "site", "ssh_key": str(key), "opennebula_repo": onerepo.record(address),
+                             "role_vars": {"opennebula_frontend__fireedge": core.FIREEDGE, **(role_vars or {})}})
+    return repo
+
+
+def serve(stack: contextlib.ExitStack, repo: Path, address: str) -> None:
+    """apt-cacher-ng and REPO's HTTP server on ADDRESS, stopped when STACK closes."""
+    workdir = repo.parent
+    cache = aptcache.start(address, MIRROR, workdir / "run")
+    stack.callback(lambda: (cache.terminate(), cache.wait(30)))
+    server = onerepo.serve(repo, address, workdir / "repo-http.log")
+    stack.callback(lambda: os.kill(server.pid, signal.SIGTERM))

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.local_sources import end_on_signals, onehci  # noqa: E402
+from bench.local_sources import end_on_signals, onehci, publish_opennebula, serve  # noqa: E402
 from installer.resources import profiles  # noqa: E402
-from tests.bootchain.local_sources import new_site, publish_opennebula, serve  # noqa: E402
 from tests.bootchain.pxeserve import Server  # noqa: E402
 from tests.bootchain.vagrant import gateway_that_leads_nowhere, libvirtd_running, vagrant  # noqa: E402
 from tests.lab.helpers import wait_for  # noqa: E402
@@ -64,7 +65,12 @@ PROBE_TIMEOUT = 600  # seconds a host's monitoring probes may run (docs/rehearsa
 
 def main() -> None:
     end_on_signals()
-    workdir, key, site = new_site("onehci-bench-vagrant-", site_text)
+    workdir = Path(tempfile.mkdtemp(prefix="onehci-bench-vagrant-", dir="/var/tmp"))
+    os.chmod(workdir, 0o755)  # dnsmasq (nobody) reads the boot tree
+    key = workdir / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", str(key)], check=True)
+    site = workdir / "site.yml"
+    site.write_text(site_text(key.with_suffix(".pub").read_text().strip()))
     timings: dict[str, float] = {}
     began = 0.0  # set at `vagrant up`
 
