@@ -86,9 +86,8 @@ _prebuild = None  # OpenNebula's build for the labs, in the background (tests/pr
 def pytest_collection_finish(session):
     global _prebuild
     from tests import prebuild
-    paths = [str(item.path) for item in session.items]
-    if not session.config.option.collectonly and prebuild.needed(paths):
-        _prebuild = prebuild.start(lowest=prebuild.behind_emulation(paths))
+    if not session.config.option.collectonly and prebuild.needed([str(item.path) for item in session.items]):
+        _prebuild = prebuild.start()
 
 
 def pytest_sessionfinish(session):

@@ -1,10 +1,9 @@
-"""OpenNebula's build for the labs, started in the background when the run begins, so the first `lab
-up` finds it in the cache instead of building it then (about 7 minutes on 2 cores, docs/performance.md
-"The test suite"). When the same run boots the boot chain's emulated machines first, the build runs at
-the lowest CPU and disk priority and takes the cycles they leave; when the labs are next in line (the
-boot chain in a run of its own beside them, as `scripts/test.sh` does), it runs at normal priority: the
-labs wait for it. It is the product's own build (installer/lab/core.py, under its build lock): a `lab
-up` that comes first waits for it, and one that finds it failed builds again and says why."""
+"""OpenNebula's build for the labs, started in the background when the run begins, at the lowest CPU
+and disk priority: it takes the cycles the boot chain's emulated machines leave (one VM alone keeps one
+core of two busy), so the first `lab up` finds it in the cache instead of building it then (about 7
+minutes on 2 cores, docs/performance.md "The test suite"). It is the product's own build
+(installer/lab/core.py, under its build lock): a `lab up` that comes first waits for it, and one that
+finds it failed builds again and says why."""
 
 from __future__ import annotations
 
@@ -36,17 +35,10 @@ def _lowest_priority() -> None:
     os.nice(19)
 
 
-def behind_emulation(paths: list[str]) -> bool:
-    """Whether the run boots emulated machines before its labs (then the build yields to them)."""
-    return any("/tests/bootchain/" in p for p in paths)
-
-
-def start(*, lowest: bool) -> subprocess.Popen:
-    argv = [sys.executable, "-c", _BUILD]
+def start() -> subprocess.Popen:
     with open(LOG, "w") as log:
-        return subprocess.Popen(["ionice", "-c", "3", *argv] if lowest else argv, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT,
-                                preexec_fn=_lowest_priority if lowest else os.setsid,
+        return subprocess.Popen(["ionice", "-c", "3", sys.executable, "-c", _BUILD], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, preexec_fn=_lowest_priority,
                                 cwd=Path(__file__).resolve().parent.parent)
 
 
