@@ -31,6 +31,7 @@ from tests.lab.helpers import wait_for  # noqa: E402
 
 CLUSTER, BRIDGE, ADDRESS, GATEWAY = "vgd", "onehci-vd0", "10.89.0.1", "10.89.0.254"
 NODES = {"lab1": "10.89.0.11", "lab2": "10.89.0.12", "lab3": "10.89.0.13"}
+PROBE_TIMEOUT = 600  # seconds a host's monitoring probes may run (docs/rehearsal.md)
 MEMORY_MB = 3072  # every node alike (the Vagrantfile has one size): the frontend and a smoke VM fit
 # 2 vCPUs each although the machine has 2 cores: the frontend gets both while the others wait (oned's
 # drivers must start in time: docs/performance.md)
@@ -58,9 +59,6 @@ def _ssh(key: Path, ip: str, command: str, timeout: float | None = None) -> subp
     return subprocess.run(["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
                            "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", f"root@{ip}", command],
                           capture_output=True, text=True, timeout=timeout)
-
-
-PROBE_TIMEOUT = 600  # seconds a host's monitoring probes may run (docs/rehearsal.md)
 
 
 def main() -> None:
