@@ -1,20 +1,25 @@
-"""The laptop rehearsal to the end, timed: `vagrant up` of the lab profile's three nodes (the project's
+"""The laptop rehearsal to the end, timed: `vagrant up` of a shipped profile's nodes (the project's
 Vagrantfile, libvirt, software emulation) -> each installs itself from the image served by `onehci pxe
-serve` -> `onehci deploy` -> `onehci status` -> `onehci smoke` (a VM on each host, one live migration).
+serve` -> `onehci deploy` -> `onehci status` -> `onehci smoke` (a VM on each host, and one live migration
+when there are two hosts or more).
 
-The site is profiles/lab.yml on its own subnet, bridge and ports, with a gateway that leads nowhere
-(nothing leaves this machine). As in bench/image_deploy.py, apt goes through apt-cacher-ng on the
+The site is profiles/lab.yml (three nodes, the default) or profiles/single-node.yml (`--profile
+single-node`: one node, what two emulated cores can carry) on its own subnet, bridge and ports, with a
+gateway that leads nowhere (nothing leaves this machine). As in bench/image_deploy.py, apt goes through apt-cacher-ng on the
 bootstrap address and OpenNebula's packages come from the lab's build of its source, served there
 (STATE/environment.json, kind "site"): a laptop with internet access needs neither.
 
-Run as root, with no lab up and the Vagrant test not running: .venv/bin/python bench/vagrant_deploy.py
+Run as root, with no lab up and the Vagrant test not running:
+    .venv/bin/python bench/vagrant_deploy.py [--profile lab|single-node]
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -30,19 +35,30 @@ from tests.bootchain.vagrant import gateway_that_leads_nowhere, libvirtd_running
 from tests.lab.helpers import wait_for  # noqa: E402
 
 CLUSTER, BRIDGE, ADDRESS, GATEWAY = "vgd", "onehci-vd0", "10.89.0.1", "10.89.0.254"
-NODES = {"lab1": "10.89.0.11", "lab2": "10.89.0.12", "lab3": "10.89.0.13"}
+# each profile's nodes and addresses once moved to the bench's subnet
+NODES = {"lab": {"lab1": "10.89.0.11", "lab2": "10.89.0.12", "lab3": "10.89.0.13"},
+         "single-node": {"solo1": "10.89.0.10"}}
 PROBE_TIMEOUT = 600  # seconds a host's monitoring probes may run (docs/rehearsal.md)
 MEMORY_MB = 3072  # every node alike (the Vagrantfile has one size): the frontend and a smoke VM fit
 # 2 vCPUs each although the machine has 2 cores: the frontend gets both while the others wait (oned's
 # drivers must start in time: docs/performance.md)
 
 
-def site_text(public_key: str) -> str:
-    text = profiles()["lab"].read_text()
-    text = text.replace("name: lab\n", f"name: {CLUSTER}\n").replace("domain: lab.", f"domain: {CLUSTER}.")
-    text = text.replace("10.71.0.", "10.89.0.").replace("10.72.0.", "10.90.0.").replace("52:54:00:71:", "52:54:00:89:")
-    text = text.replace("gateway: 10.89.0.1 ", f"gateway: {GATEWAY} ").replace("dns: [10.89.0.1]", f"dns: [{GATEWAY}]")
-    text = text.replace("interface: onehci-lab0", f"interface: {BRIDGE}\n  http_port: 8089\n  syslog_port: 5589")
+def site_text(profile: str, public_key: str) -> str:
+    text = profiles()[profile].read_text()
+    if profile == "lab":
+        text = text.replace("name: lab\n", f"name: {CLUSTER}\n").replace("domain: lab.", f"domain: {CLUSTER}.")
+        text = text.replace("10.71.0.", "10.89.0.").replace("10.72.0.", "10.90.0.")
+        text = text.replace("52:54:00:71:", "52:54:00:89:").replace("interface: onehci-lab0", "interface: eno1")
+    else:
+        text = text.replace("name: solo ", f"name: {CLUSTER} ").replace("192.168.30.", "10.89.0.")
+        text = text.replace("192.168.31.", "10.90.0.").replace("52:54:00:30:", "52:54:00:89:")
+        text = text.replace("address: 10.89.0.5\n", f"address: {ADDRESS}\n")
+        # software emulation: the node cannot run KVM guests (the lab profile says the same)
+        text = text.replace("\nnodes:", "\nopennebula:\n  vm_driver: qemu\n\nnodes:")
+    text = text.replace("gateway: 10.89.0.1\n", f"gateway: {GATEWAY}\n").replace("gateway: 10.89.0.1 ", f"gateway: {GATEWAY} ")
+    text = text.replace("dns: [10.89.0.1]", f"dns: [{GATEWAY}]")
+    text = re.sub(r"interface: \S+.*", f"interface: {BRIDGE}\n  http_port: 8089\n  syslog_port: 5589", text)
     start = text.index("    - ssh-ed25519", text.index("ssh_authorized_keys:"))
     return text[:start] + f"    - {public_key}" + text[text.index("\n", start):]
 
@@ -62,13 +78,18 @@ def _ssh(key: Path, ip: str, command: str, timeout: float | None = None) -> subp
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", choices=sorted(NODES), default="lab", help="the shipped profile (default: lab)")
+    args = parser.parse_args()
+    nodes = NODES[args.profile]
+    frontend = next(iter(nodes.values()))
     end_on_signals()
     workdir = Path(tempfile.mkdtemp(prefix="onehci-bench-vagrant-", dir="/var/tmp"))
     os.chmod(workdir, 0o755)  # dnsmasq (nobody) reads the boot tree
     key = workdir / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", str(key)], check=True)
     site = workdir / "site.yml"
-    site.write_text(site_text(key.with_suffix(".pub").read_text().strip()))
+    site.write_text(site_text(args.profile, key.with_suffix(".pub").read_text().strip()))
     timings: dict[str, float] = {}
     began = 0.0  # set at `vagrant up`
 
@@ -110,10 +131,10 @@ def main() -> None:
         (workdir / "vagrant-up.log").write_text(out)
         assert up.returncode == 0, out[-3000:]
         mark("vagrant up returned")
-        for host in NODES:
+        for host in nodes:
             server.wait_event(host, "installed", timeout=2400)
             mark(f"{host} installed")
-        for host, ip in NODES.items():
+        for host, ip in nodes.items():
             wait_for(f"an SSH login on {host}", lambda: _ssh(key, ip, "true").returncode == 0, 900, 3)
         mark("SSH on every installed node")
         try:
@@ -121,7 +142,7 @@ def main() -> None:
                 run("deploy", "deploy")
             except SystemExit as failed:
                 # what the frontend saw, read before the VMs go; then what a technician does: deploy again
-                (workdir / "frontend-diagnostics.txt").write_text(_frontend_diagnostics(key, NODES["lab1"]))
+                (workdir / "frontend-diagnostics.txt").write_text(_frontend_diagnostics(key, frontend))
                 print(failed, f"\nthe frontend's logs: {workdir}/frontend-diagnostics.txt; deploy again", flush=True)
                 run("deploy again", "deploy")
             run("status", "status")
