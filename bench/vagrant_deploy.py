@@ -5,9 +5,9 @@ when there are two hosts or more).
 
 The site is profiles/lab.yml (three nodes, the default) or profiles/single-node.yml (`--profile
 single-node`: one node, what two emulated cores can carry) on its own subnet, bridge and ports, with a
-gateway that leads nowhere (nothing leaves this machine). As in bench/image_deploy.py, apt goes through apt-cacher-ng on the
-bootstrap address and OpenNebula's packages come from the lab's build of its source, served there
-(STATE/environment.json, kind "site"): a laptop with internet access needs neither.
+gateway that leads nowhere (nothing leaves this machine). As in bench/image_deploy.py, apt goes through
+apt-cacher-ng on the bootstrap address and OpenNebula's packages come from the lab's build of its source,
+served there (STATE/environment.json, kind "site"): a laptop with internet access needs neither.
 
 Run as root, with no lab up and the Vagrant test not running:
     .venv/bin/python bench/vagrant_deploy.py [--profile lab|single-node]
