@@ -16,16 +16,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.local_sources import end_on_signals, onehci, publish_opennebula, serve  # noqa: E402
+from bench.local_sources import end_on_signals, new_site, onehci, publish_opennebula, serve  # noqa: E402
 from installer.lab import net  # noqa: E402
 from tests.bootchain.pxeserve import serving  # noqa: E402
 from tests.bootchain.qemu import QemuVM  # noqa: E402
@@ -70,12 +67,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="leave the VMs running at the end, failed or not (Ctrl-C stops them)")
     args = parser.parse_args()
     nodes = NODES[:args.nodes]
-    workdir = Path(tempfile.mkdtemp(prefix="onehci-bench-imgdeploy-", dir="/var/tmp"))
-    os.chmod(workdir, 0o755)
-    key = workdir / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", str(key)], check=True)
-    site = workdir / "site.yml"
-    site.write_text(site_text(key.with_suffix(".pub").read_text().strip(), args.nodes))
+    workdir, key, site = new_site("onehci-bench-imgdeploy-", lambda public_key: site_text(public_key, args.nodes))
     timings: dict[str, float] = {}
 
     def phase(name: str, started: float) -> None:

@@ -10,6 +10,8 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from installer import aptcache, environment
@@ -28,6 +30,18 @@ def onehci(site: Path, *args: str) -> subprocess.CompletedProcess:
     """`onehci ARGS SITE`, its state beside SITE, stdout and stderr together."""
     return subprocess.run([sys.executable, "-m", "installer", *args, str(site)], timeout=5400,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def new_site(prefix: str, site_text: Callable[[str], str]) -> tuple[Path, Path, Path]:
+    """A work directory under /var/tmp with an SSH key of its own and site.yml, SITE_TEXT of the key's
+    public half: (workdir, key, site)."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    os.chmod(workdir, 0o755)  # dnsmasq (nobody) reads the boot tree
+    key = workdir / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", str(key)], check=True)
+    site = workdir / "site.yml"
+    site.write_text(site_text(key.with_suffix(".pub").read_text().strip()))
+    return workdir, key, site
 
 
 def publish_opennebula(site: Path, key: Path, address: str, role_vars: dict | None = None) -> Path:

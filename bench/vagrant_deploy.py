@@ -18,26 +18,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.local_sources import end_on_signals, onehci, publish_opennebula, serve  # noqa: E402
+from bench.local_sources import end_on_signals, new_site, onehci, publish_opennebula, serve  # noqa: E402
+from installer import sitefile  # noqa: E402
+from installer.plan import make_plan  # noqa: E402
 from installer.resources import profiles  # noqa: E402
 from tests.bootchain.pxeserve import Server  # noqa: E402
 from tests.bootchain.vagrant import gateway_that_leads_nowhere, libvirtd_running, vagrant  # noqa: E402
 from tests.lab.helpers import wait_for  # noqa: E402
 
 CLUSTER, BRIDGE, ADDRESS, GATEWAY = "vgd", "onehci-vd0", "10.89.0.1", "10.89.0.254"
-# each profile's nodes and addresses once moved to the bench's subnet
-NODES = {"lab": {"lab1": "10.89.0.11", "lab2": "10.89.0.12", "lab3": "10.89.0.13"},
-         "single-node": {"solo1": "10.89.0.10"}}
+PROFILES = ("lab", "single-node")  # the shipped profiles two emulated cores can try
 PROBE_TIMEOUT = 600  # seconds a host's monitoring probes may run (docs/rehearsal.md)
 MEMORY_MB = 3072  # every node alike (the Vagrantfile has one size): the frontend and a smoke VM fit
 # 2 vCPUs each although the machine has 2 cores: the frontend gets both while the others wait (oned's
@@ -79,17 +77,12 @@ def _ssh(key: Path, ip: str, command: str, timeout: float | None = None) -> subp
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", choices=sorted(NODES), default="lab", help="the shipped profile (default: lab)")
+    parser.add_argument("--profile", choices=PROFILES, default="lab", help="the shipped profile (default: lab)")
     args = parser.parse_args()
-    nodes = NODES[args.profile]
-    frontend = next(iter(nodes.values()))
     end_on_signals()
-    workdir = Path(tempfile.mkdtemp(prefix="onehci-bench-vagrant-", dir="/var/tmp"))
-    os.chmod(workdir, 0o755)  # dnsmasq (nobody) reads the boot tree
-    key = workdir / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", str(key)], check=True)
-    site = workdir / "site.yml"
-    site.write_text(site_text(args.profile, key.with_suffix(".pub").read_text().strip()))
+    workdir, key, site = new_site("onehci-bench-vagrant-", lambda public_key: site_text(args.profile, public_key))
+    plan = make_plan(sitefile.load(site).site)
+    nodes = {node.hostname: node.ip for node in plan.nodes}
     timings: dict[str, float] = {}
     began = 0.0  # set at `vagrant up`
 
@@ -142,7 +135,7 @@ def main() -> None:
                 run("deploy", "deploy")
             except SystemExit as failed:
                 # what the frontend saw, read before the VMs go; then what a technician does: deploy again
-                (workdir / "frontend-diagnostics.txt").write_text(_frontend_diagnostics(key, frontend))
+                (workdir / "frontend-diagnostics.txt").write_text(_frontend_diagnostics(key, plan.opennebula.frontend_ip))
                 print(failed, f"\nthe frontend's logs: {workdir}/frontend-diagnostics.txt; deploy again", flush=True)
                 run("deploy again", "deploy")
             run("status", "status")
