@@ -210,7 +210,8 @@ class Heard:
 def guest_watch(loaded, client, guest: Guest, every: float = 2.0):
     """Read GUEST's serial log every EVERY seconds while the block runs, on the host OpenNebula
     runs it on; yields the list of readings (Heard), filled as it goes. No reading while the VM
-    is not RUNNING (mid-migration)."""
+    is not RUNNING (mid-migration). While oned cannot be asked (its restart in an upgrade), the
+    log is read where OpenNebula last had it RUNNING: only oned moves a VM, so it is still there."""
     from installer.operations.smoke import beats, disk_rounds
 
     heard: list[Heard] = []
@@ -218,15 +219,23 @@ def guest_watch(loaded, client, guest: Guest, every: float = 2.0):
     start = time.monotonic()
 
     def watch():
+        running_on = ""
         while not done.is_set():
+            log = ""
             try:
                 # only while RUNNING: during a migration OpenNebula already names the new host, whose
                 # log may still be the one of an earlier stay there until the incoming QEMU starts
-                info = client.vm.info(guest.vm)
-                log = ""
-                if info.LCM_STATE == pyone.LCM_STATE.RUNNING:
-                    history = info.HISTORY_RECORDS.HISTORY
-                    host = (history[-1] if isinstance(history, list) else history).HOSTNAME
+                try:
+                    info = client.vm.info(guest.vm)
+                except OSError as exc:  # oned not answering: the guest has not moved since
+                    print(f"guest watch: oned: {exc}")
+                else:
+                    running_on = ""
+                    if info.LCM_STATE == pyone.LCM_STATE.RUNNING:
+                        history = info.HISTORY_RECORDS.HISTORY
+                        running_on = (history[-1] if isinstance(history, list) else history).HOSTNAME
+                host = running_on
+                if host:
                     log = guest_log(loaded, host, guest)
             except Exception as exc:  # noqa: BLE001 - the API or a node busy for a moment: read again
                 print(f"guest watch: {exc}")
