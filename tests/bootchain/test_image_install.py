@@ -5,8 +5,11 @@ them on a private bridge with no mirror at all (apt_proxy: false, no route out),
 with blank disks install themselves: a BIOS node and a UEFI node with Secure Boot on (Microsoft's
 keys enrolled), each then booting its own disk to an SSH login with the site's hostname, address,
 keys and password hash. A chunk disk beside the OS disk keeps every byte. Then a second install after
-`pxe arm`, and nodes whose OS disk is wrong (another serial, a chunk disk, too small) stop with one
-line and touch nothing. Needs root, qemu, ovmf, dnsmasq, debootstrap: scripts/setup.sh installs them.
+`pxe arm` whose callback the boot server refuses (the node armed again meanwhile): it stops instead of
+rebooting, stays armed, and its next boot installs it. Nodes whose OS disk is wrong (another serial, a
+chunk disk, too small) stop with one line and touch nothing; a node that cannot get the image stops with
+one line and its chunk disk untouched. Needs root, qemu, ovmf, dnsmasq, debootstrap: scripts/setup.sh
+installs them.
 """
 
 from __future__ import annotations
@@ -41,11 +44,13 @@ NODES = {
     "bi-bios": ("52:54:00:85:01:11", "10.85.1.11", "bios", "bios"),
     "bi-uefi": ("52:54:00:85:01:12", "10.85.1.12", "uefi", "uefi-secureboot"),
 }
-# nodes whose OS disk is wrong: the install must stop before touching any disk
+# nodes whose install must stop: the first three before touching any disk (their OS disk is wrong),
+# the last after partitioning its OS disk (the boot server does not serve the image)
 BAD = {
     "bi-noserial": ("52:54:00:85:01:21", "10.85.1.21", "os_disk serial bi-noserial-os not found"),
     "bi-chunkos": ("52:54:00:85:01:22", "10.85.1.22", "holds MooseFS chunks (label onehci-mfs)"),
     "bi-small": ("52:54:00:85:01:23", "10.85.1.23", "has 1024 MiB, the system needs"),
+    "bi-noimage": ("52:54:00:85:01:24", "10.85.1.24", "could not download or unpack the image"),
 }
 PASSWORD_HASH = sha512_crypt("image-install-test")
 TIMINGS: dict[str, float] = {}
@@ -217,7 +222,15 @@ def test_install_settings_go_to_no_one_else(image_site, server, installed):
     assert {r["hostname"]: r["state"] for r in states if r["hostname"] in NODES} == dict.fromkeys(NODES, "installed")
 
 
+def _boot_state(site: Path, host: str) -> str:
+    states = json.loads(_onehci(site, "pxe", "state", "--json", str(site)).stdout)
+    return {r["hostname"]: r["state"] for r in states}[host]
+
+
 def test_a_second_install_after_pxe_arm(image_site, server, installed):
+    """Armed again while it installs, the node holds a spent token: the boot server refuses its
+    callback, and the node stops rather than reboot (its network entry would install it again), armed.
+    Its next boot installs it with the new token."""
     site, _, key, _ = image_site
     vms, _, _ = installed
     host = "bi-bios"
@@ -230,20 +243,39 @@ def test_a_second_install_after_pxe_arm(image_site, server, installed):
     subprocess.run(["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                     "-o", "LogLevel=ERROR", f"root@{ip}", "systemctl reboot"], capture_output=True, timeout=60)
     server.wait_event(host, "settings", timeout=600, after=mark)
+    rearmed = _onehci(site, "pxe", "arm", host, str(site))
+    assert rearmed.returncode == 0, rearmed.stderr
+    refused = server.wait_event(host, "callback-refused", timeout=1200, after=mark)
+    assert "wrong or spent token" in refused["detail"], refused
+    reason = "did not take the install callback"
+    server.wait_event(host, "install-stopped", reason, timeout=120, after=mark)
+    vms[host].wait_for(f"onehci: install stopped: .*{reason}", timeout=60)
+    assert not [e for e in server.events[mark:] if e["node"] == host and e["kind"] in ("installed", "local-boot")]
+    assert _boot_state(site, host) == "install"
+    TIMINGS["bios: reinstall to its refused callback"] = time.monotonic() - started
+    # the technician's fix is the reboot: the settings it fetches now carry the new token
+    mark = len(server.events)
+    vms[host].stop()
+    vms[host].start()
+    server.wait_event(host, "settings", timeout=600, after=mark)
     server.wait_event(host, "installed", timeout=1200, after=mark)
     vms[host].wait_ssh(ip, timeout=600)
-    TIMINGS["bios: reinstall, reboot to SSH"] = time.monotonic() - started
+    TIMINGS["bios: reinstall, then power-on to SSH"] = time.monotonic() - started
     print("image install timings:", {k: round(v) for k, v in TIMINGS.items()})
     assert ssh(key, ip, "ls /root/before-the-reinstall 2>/dev/null || echo gone").strip() == "gone"
     assert ssh(key, ip, "hostname").strip() == host
 
 
 def test_a_wrong_os_disk_stops_the_install_and_touches_nothing(image_site, server):
-    """Three nodes at once: its serial on no disk, a chunk disk named as its OS disk, a disk too small."""
+    """Four nodes at once: its serial on no disk, a chunk disk named as its OS disk, a disk too small,
+    and a right disk while the boot server does not serve the image (a 404, as after a lost file)."""
     site, workdir, _, _ = image_site
+    image = workdir / "pxe" / "http" / "image" / "root.tar.zst"
     mark = len(server.events)
     with contextlib.ExitStack() as stack:
         disks, vms = {}, {}
+        image.rename(image.with_name("root.tar.zst.away"))
+        stack.callback(lambda: image.with_name("root.tar.zst.away").rename(image))
         for host, (mac, _, _) in BAD.items():
             if host == "bi-noserial":
                 vm = _vm(image_site, host, mac, "bios", disk_size="8G", serial="someone-else")
@@ -251,16 +283,24 @@ def test_a_wrong_os_disk_stops_the_install_and_touches_nothing(image_site, serve
                 chunk = workdir / f"{host}-os.raw"
                 _chunk_disk(chunk)
                 vm = _vm(image_site, host, mac, "bios", disk_size=None, disks=((chunk, f"{host}-os"),))
+            elif host == "bi-noimage":
+                chunk = workdir / f"{host}-c1.raw"
+                _chunk_disk(chunk)
+                vm = _vm(image_site, host, mac, "bios", disk_size="8G", disks=((chunk, f"{host}-c1"),))
             else:
                 vm = _vm(image_site, host, mac, "bios", disk_size="1G")
             vms[host] = stack.enter_context(vm)
-            disks[host] = [p for p in [vm.disk_path, *(d for d, _ in vm.disks)] if p]
+            # every disk of the first three; only the chunk disk of the last (its OS disk is partitioned)
+            disks[host] = [p for p in [vm.disk_path if host != "bi-noimage" else None, *(d for d, _ in vm.disks)]
+                           if p]
         before = {host: [file_sha256(p) for p in paths] for host, paths in disks.items()}
         for host, (_, _, reason) in BAD.items():
             stopped = server.wait_event(host, "install-stopped", reason, timeout=900, after=mark)
-            assert "no disk was touched" in stopped["detail"]
+            assert ("no disk was touched" in stopped["detail"]) == (host != "bi-noimage"), stopped
             vms[host].wait_for(r"onehci: install stopped: .*" + reason.split(" (")[0][:30], timeout=60)
         for host, paths in disks.items():
             assert [file_sha256(p) for p in paths] == before[host], f"{host}: a disk changed"
+    assert image.is_file()
+    assert server.wait_event("bi-noimage", "http-missing", "/image/root.tar.zst", timeout=1, after=mark)
     states = json.loads(_onehci(site, "pxe", "state", "--json", str(site)).stdout)
     assert {r["hostname"]: r["state"] for r in states if r["hostname"] in BAD} == dict.fromkeys(BAD, "install")
