@@ -243,9 +243,9 @@ def guest_watch(loaded, client, guest: Guest, every: float = 2.0):
             # whole lines only ("alive 1" may be the first half of "alive 17"); a log with no heartbeat
             # yet (the guest just arrived by migration) is nothing heard, not a count gone back to 0
             log = log[:log.rfind("\n") + 1]
-            if beats(log):
+            if beat := beats(log):
                 round_, bad = disk_rounds(log)
-                heard.append(Heard(round(time.monotonic() - start, 1), host, beats(log), round_, bad,
+                heard.append(Heard(round(time.monotonic() - start, 1), host, beat, round_, bad,
                                    log.count("onehci-smoke: up ")))
             done.wait(every)
 
