@@ -43,6 +43,9 @@ APT_TIMEOUT = 1800.0  # seconds for apt on one node
 # the units the roles run for each role: they must be active after a node's upgrade
 ROLE_UNITS = {"mfs_master": "moosefs-master", "mfs_chunkserver": "moosefs-chunkserver",
               "mfs_metalogger": "moosefs-metalogger"}
+# the units whose restart leaves the master's chunk matrix stale until a chunk loop that starts
+# after their return (a metalogger holds no chunk)
+CHUNK_UNITS = ("moosefs-master", "moosefs-chunkserver")
 _ENV = "export LANG=C LC_ALL=C DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1; "
 _INST = re.compile(r"^Inst (\S+)(?: \[([^\]]*)\])? \((\S+)(?: (.*?))?(?: \[[^\]]*\])?\)")
 Say = Callable[[str], None]
@@ -155,6 +158,23 @@ def _apply(loaded, node, sim: Simulation, say: Say) -> list[str]:
     return restarted
 
 
+def invocations(loaded, node) -> dict[str, str] | None:
+    """systemd's InvocationID of NODE's MooseFS units that hold or count chunks (new at every
+    start of a unit); None when the node does not say (then count them as restarted)."""
+    units = [ROLE_UNITS[r] for r in node.roles if ROLE_UNITS.get(r) in CHUNK_UNITS]
+    if not units:
+        return {}
+    done = remote.run(loaded, node.ip, "systemctl show -p InvocationID --value " + " ".join(units), timeout=30)
+    ids = done.stdout.splitlines()
+    return dict(zip(units, ids)) if done.returncode == 0 and len(ids) == len(units) else None
+
+
+def restarted_chunk_units(before: dict[str, str] | None, after: dict[str, str] | None) -> bool:
+    """Did a MooseFS master or chunkserver start again between the two looks? (Its package, a
+    library through needrestart or a postinst: whatever the cause, a new InvocationID.)"""
+    return before is None or after is None or before != after or any(not v for v in after.values())
+
+
 def _wait_units(loaded, node, timeout: float) -> None:
     units = [ROLE_UNITS[r] for r in node.roles if r in ROLE_UNITS]
     if not units:
@@ -235,6 +255,7 @@ def upgrade_node(loaded, plan, name: str, *, timeout: float = TIMEOUT, say: Say 
     sim = simulate(loaded, node)
     record: dict = {"node": name, "packages": [asdict(p) for p in sim.packages], "kept_back": sim.kept_back,
                     "moved_vms": [], "restarted": []}
+    before: dict[str, str] | None = {}  # the MooseFS units' invocations before apt, when it runs
     if sim.packages:
         say(ngettext("{node}: {count} package(s) to upgrade: {packages}",
                      "{node}: {count} package(s) to upgrade: {packages}", len(sim.packages)).format(
@@ -244,6 +265,7 @@ def upgrade_node(loaded, plan, name: str, *, timeout: float = TIMEOUT, say: Say 
             say(_("OpenNebula: host {name} {state}").format(
                 name=name, state=hosts.set_state(client, name, hosts.DISABLE).lower()))
             record["moved_vms"] = hosts.flush(client, name, timeout=timeout, say=say)
+        before = invocations(loaded, node)
         record["restarted"] = _apply(loaded, node, sim, say)
     else:
         kept = len(sim.kept_back)
@@ -252,8 +274,12 @@ def upgrade_node(loaded, plan, name: str, *, timeout: float = TIMEOUT, say: Say 
              else _("{node}: nothing to upgrade; checking it is healthy")).format(node=name, count=kept))
     _wait_units(loaded, node, timeout)
     master = plan.moosefs.master_ip
-    # a restarted chunkserver was away: only a chunk loop started after its return shows the copies
-    since = mfs.master_time(master) if sim.packages and name in plan.moosefs.chunkservers else None
+    # a restarted chunkserver (or master) was away: only a chunk loop started after its return shows
+    # the copies. One that kept running left the matrix true: no loop to wait for (300 s by default)
+    record["chunk_loop_awaited"] = bool(sim.packages) and restarted_chunk_units(before, invocations(loaded, node))
+    if not record["chunk_loop_awaited"] and before:
+        say(_("{node}: MooseFS kept running through the upgrade; no chunk loop to wait for").format(node=name))
+    since = mfs.master_time(master) if record["chunk_loop_awaited"] else None
     storage.wait_safe(master, timeout=timeout, say=say, since=since,
                       what=_("every chunk to have its copies after {node}'s upgrade").format(node=name))
     if kvm:

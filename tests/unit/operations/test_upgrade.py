@@ -1,5 +1,6 @@
 """The pure parts of `onehci upgrade`: the order of the nodes, apt's simulated upgrade read back,
-which status lines stop an upgrade, and the preflight's new monitoring round."""
+which status lines stop an upgrade, when a node's upgrade waits for a chunk loop, and the
+preflight's new monitoring round."""
 
 from __future__ import annotations
 
@@ -111,6 +112,36 @@ def test_restart_script_restarts_only_running_units_of_the_upgraded_packages():
     sed = script.split("| sed -n ")[1].split(" | sort")[0]
     found = subprocess.run(f"sed -n {sed}", shell=True, input=listing, capture_output=True, text=True)
     assert found.stdout.split() == ["opennebula.service", "moosefs-chunkserver.service"]
+
+
+def test_only_a_restarted_master_or_chunkserver_makes_the_upgrade_wait_for_a_chunk_loop():
+    kept = {"moosefs-master": "9f1c", "moosefs-chunkserver": "77ab"}
+    assert not upgrade.restarted_chunk_units(kept, dict(kept))  # an OpenNebula upgrade: MooseFS untouched
+    assert upgrade.restarted_chunk_units(kept, {**kept, "moosefs-chunkserver": "e012"})
+    assert upgrade.restarted_chunk_units(kept, {**kept, "moosefs-master": ""})  # stopped: no invocation
+    assert upgrade.restarted_chunk_units(None, kept) and upgrade.restarted_chunk_units(kept, None)  # unknown
+    assert not upgrade.restarted_chunk_units({}, {})  # a node with neither
+
+
+def test_invocations_ask_the_node_for_its_master_and_chunkserver_only(monkeypatch):
+    asked = []
+
+    def run(_loaded, ip, script, *, timeout):
+        asked.append((ip, script))
+        return subprocess.CompletedProcess([], answer[0], answer[1], "")
+
+    monkeypatch.setattr(upgrade.remote, "run", run)
+    node = SimpleNamespace(ip="10.0.0.5", roles=["mfs_master", "mfs_metalogger", "mfs_chunkserver", "kvm"])
+    answer = (0, "9f1c\n77ab\n")
+    assert upgrade.invocations(None, node) == {"moosefs-master": "9f1c", "moosefs-chunkserver": "77ab"}
+    assert asked == [("10.0.0.5", "systemctl show -p InvocationID --value moosefs-master moosefs-chunkserver")]
+    answer = (255, "")  # no answer over SSH: counted as restarted by the caller
+    assert upgrade.invocations(None, node) is None
+    answer = (0, "9f1c\n")  # one line short: not trusted either
+    assert upgrade.invocations(None, node) is None
+    asked.clear()
+    assert upgrade.invocations(None, SimpleNamespace(ip="10.0.0.6", roles=["frontend", "mfs_metalogger"])) == {}
+    assert asked == []
 
 
 def test_cli_help_and_a_missing_site(tmp_path):
