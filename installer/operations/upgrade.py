@@ -164,9 +164,11 @@ def invocations(loaded, node) -> dict[str, str] | None:
     units = [ROLE_UNITS[r] for r in node.roles if ROLE_UNITS.get(r) in CHUNK_UNITS]
     if not units:
         return {}
-    done = remote.run(loaded, node.ip, "systemctl show -p InvocationID --value " + " ".join(units), timeout=30)
-    ids = done.stdout.splitlines()
-    return dict(zip(units, ids)) if done.returncode == 0 and len(ids) == len(units) else None
+    # one "UNIT ID" line per unit (`systemctl show` of several units puts blank lines between them)
+    done = remote.run(loaded, node.ip, f"for u in {' '.join(units)}; do "
+                      'echo "$u $(systemctl show -p InvocationID --value "$u")"; done', timeout=30)
+    found = {unit: ident for unit, _, ident in (line.partition(" ") for line in done.stdout.splitlines())}
+    return found if done.returncode == 0 and sorted(found) == sorted(units) else None
 
 
 def restarted_chunk_units(before: dict[str, str] | None, after: dict[str, str] | None) -> bool:
@@ -276,9 +278,17 @@ def upgrade_node(loaded, plan, name: str, *, timeout: float = TIMEOUT, say: Say 
     master = plan.moosefs.master_ip
     # a restarted chunkserver (or master) was away: only a chunk loop started after its return shows
     # the copies. One that kept running left the matrix true: no loop to wait for (300 s by default)
-    record["chunk_loop_awaited"] = bool(sim.packages) and restarted_chunk_units(before, invocations(loaded, node))
-    if not record["chunk_loop_awaited"] and before:
-        say(_("{node}: MooseFS kept running through the upgrade; no chunk loop to wait for").format(node=name))
+    after = invocations(loaded, node) if sim.packages else {}
+    record["chunk_loop_awaited"] = bool(sim.packages) and restarted_chunk_units(before, after)
+    if sim.packages and before != {}:  # the node runs a MooseFS master or chunkserver
+        if before is None or after is None:
+            say(_("{node}: systemd did not say whether MooseFS started again; waiting for a chunk loop to be sure")
+                .format(node=name))
+        elif record["chunk_loop_awaited"]:
+            say(_("{node}: MooseFS started again during the upgrade; its chunks count from the next chunk loop")
+                .format(node=name))
+        else:
+            say(_("{node}: MooseFS kept running through the upgrade; no chunk loop to wait for").format(node=name))
     since = mfs.master_time(master) if record["chunk_loop_awaited"] else None
     storage.wait_safe(master, timeout=timeout, say=say, since=since,
                       what=_("every chunk to have its copies after {node}'s upgrade").format(node=name))

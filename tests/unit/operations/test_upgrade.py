@@ -132,12 +132,17 @@ def test_invocations_ask_the_node_for_its_master_and_chunkserver_only(monkeypatc
 
     monkeypatch.setattr(upgrade.remote, "run", run)
     node = SimpleNamespace(ip="10.0.0.5", roles=["mfs_master", "mfs_metalogger", "mfs_chunkserver", "kvm"])
-    answer = (0, "9f1c\n77ab\n")
-    assert upgrade.invocations(None, node) == {"moosefs-master": "9f1c", "moosefs-chunkserver": "77ab"}
-    assert asked == [("10.0.0.5", "systemctl show -p InvocationID --value moosefs-master moosefs-chunkserver")]
+    answer = (0, "")
+    upgrade.invocations(None, node)
+    assert asked[0][0] == "10.0.0.5" and "for u in moosefs-master moosefs-chunkserver;" in asked[0][1]
+    # the script's own output, run here with a stand-in systemctl: one line per unit, a stopped one empty
+    fake = f"systemctl() {{ [ \"$5\" = moosefs-master ] && echo 9f1c; [ \"$5\" = moosefs-chunkserver ] || return 0; }}; "
+    answer = (0, subprocess.run(["sh", "-c", fake + asked[0][1]], capture_output=True, text=True).stdout)
+    assert answer[1] == "moosefs-master 9f1c\nmoosefs-chunkserver \n"
+    assert upgrade.invocations(None, node) == {"moosefs-master": "9f1c", "moosefs-chunkserver": ""}
     answer = (255, "")  # no answer over SSH: counted as restarted by the caller
     assert upgrade.invocations(None, node) is None
-    answer = (0, "9f1c\n")  # one line short: not trusted either
+    answer = (0, "moosefs-master 9f1c\n")  # one unit short: not trusted either
     assert upgrade.invocations(None, node) is None
     asked.clear()
     assert upgrade.invocations(None, SimpleNamespace(ip="10.0.0.6", roles=["frontend", "mfs_metalogger"])) == {}
