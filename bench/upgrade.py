@@ -1,8 +1,9 @@
 """Rolling upgrade time per node on the 2-node upgrade lab (tests/lab/upgrade-site.yml) with the
 OpenNebula built from its source: a newer build of its packages is published in the lab's repository, then
 `onehci upgrade --json` runs and each node's time (simulate, disable and flush, apt-get upgrade,
-restarts, MooseFS copies, host monitored, status green) is read from its journal step.
-Also times `onehci upgrade --check` and a second `onehci upgrade` with nothing left to upgrade.
+restarts, MooseFS copies, host monitored, status green) is read from its journal step, with whether
+it waited for a MooseFS chunk loop (only when the node's master or chunkserver started again). 24 MiB
+are written through the MooseFS mount first, so that the master has chunks to count. Also times `onehci upgrade --check` and a second `onehci upgrade` with nothing left to upgrade.
 
 Run as root: .venv/bin/python bench/upgrade.py (about 6 minutes: lab up, deploy, then the
 upgrades; its own lab, so it can run beside the "lab" profile but not beside
@@ -21,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from installer import lab, sitefile  # noqa: E402
-from tests.lab.helpers import repack  # noqa: E402
+from tests.lab.helpers import repack, write_data  # noqa: E402
 
 SOURCE = Path(__file__).resolve().parent.parent / "tests" / "lab" / "upgrade-site.yml"
 
@@ -43,6 +44,7 @@ def main() -> None:
         try:
             timed(site, "lab", "up")
             timed(site, "deploy")
+            write_data(loaded, "upg2", "/var/lib/one/datastores/bench-upgrade", files=6, mib=4)
             lab.publish_opennebula(loaded, repack(lab.opennebula_build().paths(), "1~onehci2", Path(work) / "newer"))
             check, _ = timed(site, "upgrade", "--check")
             total, out = timed(site, "upgrade", "--json")
@@ -50,7 +52,8 @@ def main() -> None:
         finally:
             lab.down(loaded)
     nodes = json.loads(out)["nodes"]
-    per_node = "; ".join(f"{n['node']} {n['seconds']:.0f} s ({len(n['packages'])} package(s))" for n in nodes)
+    per_node = "; ".join(f"{n['node']} {n['seconds']:.0f} s ({len(n['packages'])} package(s), chunk loop "
+                         f"{'awaited' if n['chunk_loop_awaited'] else 'not awaited'})" for n in nodes)
     idle = "; ".join(f"{n['node']} {n['seconds']:.0f} s" for n in json.loads(out2)["nodes"])
     print(f"upgrade --check: {check:.1f} s; upgrade: {total:.0f} s in all, per node: {per_node}; "
           f"second upgrade, nothing to upgrade: {again:.0f} s ({idle})")
