@@ -5,7 +5,7 @@ restarts, MooseFS copies, host monitored, status green) is read from its journal
 it waited for a MooseFS chunk loop (only when the node's master or chunkserver started again). 24 MiB
 are written through the MooseFS mount first, so that the master has chunks to count. Also times `onehci upgrade --check` and a second `onehci upgrade` with nothing left to upgrade.
 
-Run as root: .venv/bin/python bench/upgrade.py (about 6 minutes: lab up, deploy, then the
+Run as root: .venv/bin/python bench/upgrade.py (about 4 minutes: lab up, deploy, then the
 upgrades; its own lab, so it can run beside the "lab" profile but not beside
 tests/lab/test_upgrade.py, which uses the same site)."""
 

@@ -158,10 +158,15 @@ def _apply(loaded, node, sim: Simulation, say: Say) -> list[str]:
     return restarted
 
 
+def chunk_units(node) -> list[str]:
+    """NODE's MooseFS units that hold or count chunks (a metalogger holds none)."""
+    return [ROLE_UNITS[r] for r in node.roles if ROLE_UNITS.get(r) in CHUNK_UNITS]
+
+
 def invocations(loaded, node) -> dict[str, str] | None:
-    """systemd's InvocationID of NODE's MooseFS units that hold or count chunks (new at every
-    start of a unit); None when the node does not say (then count them as restarted)."""
-    units = [ROLE_UNITS[r] for r in node.roles if ROLE_UNITS.get(r) in CHUNK_UNITS]
+    """systemd's InvocationID of NODE's chunk_units (new at every start of a unit, empty for a
+    stopped one); None when the node does not say."""
+    units = chunk_units(node)
     if not units:
         return {}
     # one "UNIT ID" line per unit (`systemctl show` of several units puts blank lines between them)
@@ -171,10 +176,22 @@ def invocations(loaded, node) -> dict[str, str] | None:
     return found if done.returncode == 0 and sorted(found) == sorted(units) else None
 
 
-def restarted_chunk_units(before: dict[str, str] | None, after: dict[str, str] | None) -> bool:
-    """Did a MooseFS master or chunkserver start again between the two looks? (Its package, a
-    library through needrestart or a postinst: whatever the cause, a new InvocationID.)"""
-    return before is None or after is None or before != after or any(not v for v in after.values())
+def chunk_loop_reason(node, *, upgraded: bool, resumed: bool, before: dict[str, str] | None,
+                      after: dict[str, str] | None) -> str | None:
+    """Why NODE's upgrade must wait for a chunk loop started after it, in words; None when the
+    master's chunk matrix is still true. BEFORE and AFTER: invocations() around this attempt's
+    apt-get upgrade and restarts (its package, needrestart, a postinst: any start is a new ID)."""
+    if not chunk_units(node):
+        return None
+    if resumed:  # what an interrupted attempt restarted is not known: its IDs were not kept
+        return _("an earlier attempt at this node may have restarted MooseFS")
+    if not upgraded:
+        return None
+    if before is None or after is None:
+        return _("systemd did not say whether MooseFS started again")
+    if before != after or not all(after.values()):
+        return _("MooseFS started again during the upgrade")
+    return None
 
 
 def _wait_units(loaded, node, timeout: float) -> None:
@@ -248,16 +265,18 @@ def _wait_status(loaded, plan, timeout: float, say: Say) -> status.Status:
                                   seconds=f"{timeout:.0f}", checks=text))
 
 
-def upgrade_node(loaded, plan, name: str, *, timeout: float = TIMEOUT, say: Say = print) -> dict:
+def upgrade_node(loaded, plan, name: str, *, timeout: float = TIMEOUT, resumed: bool = False,
+                 say: Say = print) -> dict:
     """One node: disable and empty its host, upgrade, restart, and wait for it to be healthy
-    again (raises OnehciError naming what is not). The journal records the returned dict."""
+    again (raises OnehciError naming what is not). RESUMED: an earlier attempt at this node did
+    not finish. The journal records the returned dict."""
     started = time.monotonic()
     node = plan.node(name)
     kvm = name in plan.opennebula.hosts
     sim = simulate(loaded, node)
     record: dict = {"node": name, "packages": [asdict(p) for p in sim.packages], "kept_back": sim.kept_back,
                     "moved_vms": [], "restarted": []}
-    before: dict[str, str] | None = {}  # the MooseFS units' invocations before apt, when it runs
+    before: dict[str, str] | None = {}  # invocations() before apt, when it runs
     if sim.packages:
         say(ngettext("{node}: {count} package(s) to upgrade: {packages}",
                      "{node}: {count} package(s) to upgrade: {packages}", len(sim.packages)).format(
@@ -278,18 +297,14 @@ def upgrade_node(loaded, plan, name: str, *, timeout: float = TIMEOUT, say: Say 
     master = plan.moosefs.master_ip
     # a restarted chunkserver (or master) was away: only a chunk loop started after its return shows
     # the copies. One that kept running left the matrix true: no loop to wait for (300 s by default)
-    after = invocations(loaded, node) if sim.packages else {}
-    record["chunk_loop_awaited"] = bool(sim.packages) and restarted_chunk_units(before, after)
-    if sim.packages and before != {}:  # the node runs a MooseFS master or chunkserver
-        if before is None or after is None:
-            say(_("{node}: systemd did not say whether MooseFS started again; waiting for a chunk loop to be sure")
-                .format(node=name))
-        elif record["chunk_loop_awaited"]:
-            say(_("{node}: MooseFS started again during the upgrade; its chunks count from the next chunk loop")
-                .format(node=name))
-        else:
-            say(_("{node}: MooseFS kept running through the upgrade; no chunk loop to wait for").format(node=name))
-    since = mfs.master_time(master) if record["chunk_loop_awaited"] else None
+    reason = chunk_loop_reason(node, upgraded=bool(sim.packages), resumed=resumed, before=before,
+                               after=invocations(loaded, node) if sim.packages else {})
+    record["chunk_loop_awaited"] = reason is not None
+    if reason:
+        say(_("{node}: {reason}: waiting for a chunk loop that starts now").format(node=name, reason=reason))
+    elif sim.packages and chunk_units(node):
+        say(_("{node}: MooseFS kept running through the upgrade; no chunk loop to wait for").format(node=name))
+    since = mfs.master_time(master) if reason else None
     storage.wait_safe(master, timeout=timeout, say=say, since=since,
                       what=_("every chunk to have its copies after {node}'s upgrade").format(node=name))
     if kvm:
@@ -404,7 +419,7 @@ def run(loaded, plan, *, site_arg: str, timeout: float = TIMEOUT, say: Say = pri
         for index, name in enumerate(names):
             try:
                 results.append(jr.run(step_name(name), lambda n=name: upgrade_node(
-                    loaded, plan, n, timeout=timeout, say=say)))
+                    loaded, plan, n, timeout=timeout, resumed=n == resumed, say=say)))
             except OnehciError as exc:
                 untouched = names[index + 1:]
                 report = {"ok": False, "order": names, "stopped_at": name, "error": str(exc),

@@ -121,8 +121,10 @@ def test_upgrade_takes_one_node_at_a_time_master_and_frontend_last(cloud):
                       ("upgrade upg1", "started"), ("upgrade upg1", "done")], events
     for entry in report["nodes"]:
         assert entry["status"] == "healthy", entry  # status green after each node
-        # OpenNebula's packages leave MooseFS running: no chunk loop (a minute or more) waited for
-        assert entry["chunk_loop_awaited"] is False, entry
+        # OpenNebula's packages and Debian's others leave MooseFS running: no chunk loop (a minute or
+        # more) waited for (a MooseFS update from Debian may restart it, which then rightly waits)
+        if not any(p["package"].startswith(("moosefs", "libmfsio")) for p in entry["packages"]):
+            assert entry["chunk_loop_awaited"] is False, entry
         assert {p["package"]: p["candidate"] for p in entry["packages"]}.get(PKG) == NEW, entry
     assert [cloud.version(n) for n in NODES] == [NEW, NEW]
     assert [h["state"] for h in cloud.history()] == ["finished"]
@@ -158,6 +160,8 @@ def test_a_node_that_does_not_come_back_stops_the_upgrade_and_the_rerun_continue
     report = json.loads(again.stdout)
     upg2, upg1 = report["nodes"]
     assert upg2["packages"] == [] and upg2["status"] == "healthy"  # not upgraded twice
+    # what the failed attempt restarted is not known: a chunk loop after it is waited for all the same
+    assert upg2["chunk_loop_awaited"] is True and "may have restarted MooseFS" in again.stderr
     assert {p["package"]: p["candidate"] for p in upg1["packages"]}.get(PKG) == NEWER
     assert started_order(report["journal"]) == ["upgrade upg2", "upgrade upg2", "upgrade upg1"]
     assert [s["attempts"] for s in report["journal"]["steps"]] == [2, 1]

@@ -114,13 +114,57 @@ def test_restart_script_restarts_only_running_units_of_the_upgraded_packages():
     assert found.stdout.split() == ["opennebula.service", "moosefs-chunkserver.service"]
 
 
+MASTER_NODE = SimpleNamespace(hostname="upg1", ip="10.0.0.5", roles=["frontend", "mfs_master", "mfs_chunkserver"])
+
+
 def test_only_a_restarted_master_or_chunkserver_makes_the_upgrade_wait_for_a_chunk_loop():
     kept = {"moosefs-master": "9f1c", "moosefs-chunkserver": "77ab"}
-    assert not upgrade.restarted_chunk_units(kept, dict(kept))  # an OpenNebula upgrade: MooseFS untouched
-    assert upgrade.restarted_chunk_units(kept, {**kept, "moosefs-chunkserver": "e012"})
-    assert upgrade.restarted_chunk_units(kept, {**kept, "moosefs-master": ""})  # stopped: no invocation
-    assert upgrade.restarted_chunk_units(None, kept) and upgrade.restarted_chunk_units(kept, None)  # unknown
-    assert not upgrade.restarted_chunk_units({}, {})  # a node with neither
+
+    def reason(before, after, node=MASTER_NODE, upgraded=True, resumed=False):
+        return upgrade.chunk_loop_reason(node, upgraded=upgraded, resumed=resumed, before=before, after=after)
+
+    assert reason(kept, dict(kept)) is None  # an OpenNebula upgrade: MooseFS untouched
+    assert "started again" in reason(kept, {**kept, "moosefs-chunkserver": "e012"})
+    assert "started again" in reason(kept, {**kept, "moosefs-master": ""})  # stopped: no invocation
+    assert "did not say" in reason(None, kept) and "did not say" in reason(kept, None)  # no answer over SSH
+    assert reason({}, {}, upgraded=False) is None  # nothing to upgrade: only its health is checked
+    # an interrupted attempt may have restarted MooseFS after its last look: always a loop
+    assert "earlier attempt" in reason({}, {}, upgraded=False, resumed=True)
+    assert "earlier attempt" in reason(kept, dict(kept), resumed=True)
+    # a node with neither (a metalogger holds no chunk) never waits
+    plain = SimpleNamespace(hostname="n", ip="10.0.0.6", roles=["kvm", "mfs_metalogger"])
+    assert reason(None, None, node=plain) is None and reason({}, {}, node=plain, resumed=True) is None
+
+
+def test_the_node_upgrade_reads_the_units_around_apt_and_waits_for_a_loop_only_after_a_restart(monkeypatch):
+    """upgrade_node's wiring, on a MooseFS master that is no OpenNebula host: the IDs read before
+    apt-get upgrade and after the restarts, and the chunk wait given a start time only when they differ."""
+    events = []
+    plan = SimpleNamespace(node=lambda _name: MASTER_NODE, opennebula=SimpleNamespace(hosts=[]),
+                           moosefs=SimpleNamespace(master_ip="10.0.0.5", chunkservers=["upg1"]))
+    sim = upgrade.Simulation([upgrade.Pending("moosefs-master", "3.0.117-1", "3.0.118-1")])
+    monkeypatch.setattr(upgrade, "simulate", lambda _l, _n: sim)
+    monkeypatch.setattr(upgrade, "_apply", lambda *_a: events.append("apt") or [])
+    monkeypatch.setattr(upgrade, "_wait_units", lambda *_a: None)
+    monkeypatch.setattr(upgrade, "_wait_status", lambda *_a: status.Status([]))
+    monkeypatch.setattr(upgrade.mfs, "master_time", lambda _m: 1234.5)
+    monkeypatch.setattr(upgrade.storage, "wait_safe", lambda _m, *, since, **_k: events.append(("chunks", since)))
+
+    def upgraded(ids_seen, **kw):
+        events.clear()
+        seen = iter(ids_seen)
+        monkeypatch.setattr(upgrade, "invocations", lambda _l, _n: events.append("ids") or next(seen))
+        record = upgrade.upgrade_node(None, plan, "upg1", say=lambda _t: None, **kw)
+        return record["chunk_loop_awaited"], events
+
+    kept = {"moosefs-master": "9f1c", "moosefs-chunkserver": "77ab"}
+    assert upgraded([kept, dict(kept)]) == (False, ["ids", "apt", "ids", ("chunks", None)])
+    restarted = {**kept, "moosefs-master": "0d2e"}
+    assert upgraded([kept, restarted]) == (True, ["ids", "apt", "ids", ("chunks", 1234.5)])
+    assert upgraded([kept, dict(kept)], resumed=True) == (True, ["ids", "apt", "ids", ("chunks", 1234.5)])
+    sim = upgrade.Simulation([])  # nothing left to upgrade: no apt, no look at the units
+    assert upgraded([]) == (False, [("chunks", None)])
+    assert upgraded([], resumed=True) == (True, [("chunks", 1234.5)])
 
 
 def test_invocations_ask_the_node_for_its_master_and_chunkserver_only(monkeypatch):
