@@ -8,7 +8,8 @@ keys and password hash. A chunk disk beside the OS disk keeps every byte. Then a
 `pxe arm`, and beside it one whose callback the boot server refuses (the node armed again meanwhile): it
 stops instead of rebooting, and stays armed. Nodes whose OS disk is wrong (another serial, a
 chunk disk, too small) stop with one line and touch nothing; a node that cannot get the image stops with
-one line and its chunk disk untouched. Needs root, qemu, ovmf, dnsmasq, debootstrap: scripts/setup.sh
+one line and its chunk disk untouched, and so does one whose network to the boot server goes while its
+image streams. Needs root, qemu, ovmf, dnsmasq, debootstrap: scripts/setup.sh
 installs them.
 """
 
@@ -52,6 +53,9 @@ BAD = {
     "bi-small": ("52:54:00:85:01:23", "10.85.1.23", "has 1024 MiB, the system needs"),
     "bi-noimage": ("52:54:00:85:01:24", "10.85.1.24", "could not download or unpack the image"),
 }
+# a node whose network to the boot server's HTTP port is cut while its image streams
+CUT = ("bi-cut", "52:54:00:85:01:25", "10.85.1.25")
+STALL_SECONDS = 60  # installenv/scripts/onehci: nothing written for this long stops the install
 PASSWORD_HASH = sha512_crypt("image-install-test")
 TIMINGS: dict[str, float] = {}
 ARTIFACTS = Path(os.environ.get("ONEHCI_TEST_ARTIFACTS", REPO / "tests" / "artifacts")) / "image-install"
@@ -66,6 +70,7 @@ def _site_text(public_key: str) -> str:
     nodes = ["nodes:"]
     entries = [(h, mac, ip, boot) for h, (mac, ip, boot, _) in NODES.items()]
     entries += [(h, mac, ip, "bios") for h, (mac, ip, _) in BAD.items()]
+    entries.append((*CUT, "bios"))
     for number, (host, mac, ip, boot) in enumerate(entries):
         roles = "[frontend, mfs_master, kvm, mfs_chunkserver, mfs_metalogger]" if number == 0 else \
             "[kvm, mfs_chunkserver, mfs_metalogger]"
@@ -83,7 +88,7 @@ def _onehci(site: Path, *args: str, timeout: float = 1800) -> subprocess.Complet
 
 @pytest.fixture(scope="module")
 def image_site():
-    for tool in ("qemu-system-x86_64", "dnsmasq", "debootstrap", "ssh"):
+    for tool in ("qemu-system-x86_64", "dnsmasq", "debootstrap", "ssh", "iptables"):
         assert shutil.which(tool) or Path("/usr/sbin", tool).exists(), f"{tool} is missing: run scripts/setup.sh"
     assert os.geteuid() == 0, "the image install tests need root"
     workdir = Path(tempfile.mkdtemp(prefix="onehci-imageinstall-", dir="/var/tmp"))
@@ -304,3 +309,31 @@ def test_a_wrong_os_disk_stops_the_install_and_touches_nothing(image_site, serve
     assert server.wait_event("bi-noimage", "http-missing", "/image/root.tar.zst", timeout=1, after=mark)
     states = json.loads(_onehci(site, "pxe", "state", "--json", str(site)).stdout)
     assert {r["hostname"]: r["state"] for r in states if r["hostname"] in BAD} == dict.fromkeys(BAD, "install")
+
+
+def test_a_network_cut_while_the_image_streams_stops_the_install(image_site, server):
+    """The boot server's HTTP port unreachable from the node (packets dropped both ways, as when a
+    link or a switch goes) once its image started: busybox's wget would wait for ever, so the
+    installer stops once nothing more has come for STALL_SECONDS, says why, and the node stays armed."""
+    site = image_site[0]
+    host, mac, ip = CUT
+    cut = [("INPUT", "-s", ip, "-p", "tcp", "--dport", "8080", "-j", "DROP"),
+           ("OUTPUT", "-d", ip, "-p", "tcp", "--sport", "8080", "-j", "DROP")]
+    mark = len(server.events)
+    with _vm(image_site, host, mac, "bios") as vm, contextlib.ExitStack() as rules:
+        server.wait_event(host, "image", "sending", timeout=900, after=mark)
+        for rule in cut:
+            subprocess.run(["iptables", "-w", "-I", *rule], check=True)
+            rules.callback(subprocess.run, ["iptables", "-w", "-D", *rule], check=True)
+        cut_at = time.monotonic()
+        reason = f"the image download stalled: nothing came from http://{ADDRESS}:8080/image/root.tar.zst"
+        stopped = server.wait_event(host, "install-stopped", reason, timeout=STALL_SECONDS + 120, after=mark)
+        waited = time.monotonic() - cut_at
+        TIMINGS["network cut to the install stopped"] = waited
+        # the watcher looks every 10 s: its last sample with progress may come just before the cut
+        assert STALL_SECONDS - 10 <= waited <= STALL_SECONDS + 60, waited
+        assert f"for {STALL_SECONDS} s" in stopped["detail"], stopped
+        vm.wait_for(r"onehci: install stopped: the image download stalled", timeout=60)
+        assert not [e for e in server.events[mark:] if e["node"] == host and e["kind"] in ("installed", "local-boot")]
+    states = json.loads(_onehci(site, "pxe", "state", "--json", str(site)).stdout)
+    assert {r["hostname"]: r["state"] for r in states if r["hostname"] == host} == {host: "install"}
