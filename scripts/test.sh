@@ -8,4 +8,5 @@
 # (docs/performance.md, "The test suite").
 set -uo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/python -m pytest --durations=25 "$@"
+# every test's time, setup and teardown included, is kept in tests/artifacts/junit.xml
+exec .venv/bin/python -m pytest --durations=25 --junitxml=tests/artifacts/junit.xml "$@"
