@@ -317,16 +317,20 @@ def test_a_network_cut_while_the_image_streams_stops_the_install(image_site, ser
     installer stops once nothing more has come for STALL_SECONDS, says why, and the node stays armed."""
     site = image_site[0]
     host, mac, ip = CUT
-    cut = [("INPUT", "-s", ip, "-p", "tcp", "--dport", "8080", "-j", "DROP"),
-           ("OUTPUT", "-d", ip, "-p", "tcp", "--sport", "8080", "-j", "DROP")]
+    tag = ("-m", "comment", "--comment", "onehci-test-cut")
+    cut = [("INPUT", "-s", ip, "-p", "tcp", "--dport", "8080", *tag, "-j", "DROP"),
+           ("OUTPUT", "-d", ip, "-p", "tcp", "--sport", "8080", *tag, "-j", "DROP")]
+    for rule in cut:  # left by a run that was killed: it would cut this node from the start
+        while subprocess.run(["iptables", "-w", "-D", *rule], capture_output=True).returncode == 0:
+            pass
     mark = len(server.events)
     with _vm(image_site, host, mac, "bios") as vm, contextlib.ExitStack() as rules:
         server.wait_event(host, "image", "sending", timeout=900, after=mark)
         for rule in cut:
             subprocess.run(["iptables", "-w", "-I", *rule], check=True)
-            rules.callback(subprocess.run, ["iptables", "-w", "-D", *rule], check=True)
+            rules.callback(subprocess.run, ["iptables", "-w", "-D", *rule], capture_output=True)
         cut_at = time.monotonic()
-        reason = f"the image download stalled: nothing came from http://{ADDRESS}:8080/image/root.tar.zst"
+        reason = f"the image download stalled: nothing written from http://{ADDRESS}:8080/image/root.tar.zst"
         stopped = server.wait_event(host, "install-stopped", reason, timeout=STALL_SECONDS + 120, after=mark)
         waited = time.monotonic() - cut_at
         TIMINGS["network cut to the install stopped"] = waited
