@@ -203,6 +203,13 @@ def test_a_blank_node_installs_and_boots_its_own_disk(image_site, server, instal
     assert f"root:{PASSWORD_HASH}:" in ssh(key, ip, "cat /etc/shadow")
     assert ssh(key, ip, "cat /etc/timezone").strip() == "Europe/Paris"
     assert "LANG=fr_FR.UTF-8" in ssh(key, ip, "cat /etc/default/locale")
+    assert 'XKBLAYOUT="fr"' in ssh(key, ip, "cat /etc/default/keyboard")
+    # fstab names the filesystems by UUID, and the UUIDs are those of the disk the system booted from
+    fstab = {f[1]: f[0] for f in (line.split() for line in ssh(key, ip, "cat /etc/fstab").splitlines())
+             if f and not f[0].startswith("#")}
+    assert set(fstab) == ({"/", "/boot/efi"} if boot == "uefi" else {"/"}), fstab
+    for mountpoint, source in fstab.items():
+        assert source == "UUID=" + ssh(key, ip, f"findmnt -n -o UUID {mountpoint}").strip(), (mountpoint, fstab)
     assert ssh(key, ip, "systemctl is-system-running --wait || true").strip() in ("running", "degraded")
     if boot == "uefi":
         # Secure Boot was on for the whole chain: firmware -> shim -> GRUB -> the kernel on the disk
