@@ -4,7 +4,7 @@
 them on a private bridge with no mirror at all (apt_proxy: false, no route out), and qemu VMs (TCG)
 with blank disks install themselves: a BIOS node and a UEFI node with Secure Boot on (Microsoft's
 keys enrolled), each then booting its own disk to an SSH login with the site's hostname, address,
-keys and password hash. A chunk disk beside the OS disk keeps every byte. Then a second install after
+keys, password hash, locale, keyboard and time zone, its filesystems in fstab by UUID. A chunk disk beside the OS disk keeps every byte. Then a second install after
 `pxe arm`, and beside it one whose callback the boot server refuses (the node armed again meanwhile): it
 stops instead of rebooting, and stays armed. Nodes whose OS disk is wrong (another serial, a
 chunk disk, too small) stop with one line and touch nothing; a node that cannot get the image stops with
