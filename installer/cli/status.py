@@ -39,7 +39,12 @@ def render(result):
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON (one object a round with --watch).")
 @click.option("--watch", is_flag=True, help="Check again every few seconds until Ctrl-C.")
 @click.option("--every", default=5.0, show_default=True, metavar="SECONDS", help="Pause between rounds of --watch.")
-def status(site_path: str | None, profile: str | None, as_json: bool, watch: bool, every: float) -> None:
+# the default is installer.status.TIMEOUT (not imported here: `--help` stays quick; a unit test compares)
+@click.option("--timeout", default=4.0, show_default=True, metavar="SECONDS", type=click.FloatRange(1, 300),
+              help="Time each check may take (the SSH check of a node one second more): raise it for nodes that "
+                   "answer slowly, e.g. emulated ones.")
+def status(site_path: str | None, profile: str | None, as_json: bool, watch: bool, every: float,
+           timeout: float) -> None:
     """The cloud's health, one line per component: green, amber or red, and why.
 
     Exit 0 healthy, 1 degraded, 2 down (docs/opennebula.md gives the rule)."""
@@ -58,7 +63,7 @@ def status(site_path: str | None, profile: str | None, as_json: bool, watch: boo
         else:
             console.print(render(result))
 
-    result = status_mod.gather(loaded, plan)
+    result = status_mod.gather(loaded, plan, timeout=timeout)
     if not watch:
         show(result)
         sys.exit(result.exit_code)
@@ -67,7 +72,7 @@ def status(site_path: str | None, profile: str | None, as_json: bool, watch: boo
             while True:
                 show(result)
                 time.sleep(every)
-                result = status_mod.gather(loaded, plan)
+                result = status_mod.gather(loaded, plan, timeout=timeout)
         except KeyboardInterrupt:
             sys.exit(result.exit_code)
     from rich.live import Live
@@ -76,7 +81,7 @@ def status(site_path: str | None, profile: str | None, as_json: bool, watch: boo
         try:
             while True:
                 time.sleep(every)
-                result = status_mod.gather(loaded, plan)
+                result = status_mod.gather(loaded, plan, timeout=timeout)
                 live.update(render(result), refresh=True)
         except KeyboardInterrupt:
             pass

@@ -312,3 +312,17 @@ def test_status_watch_redraws_until_ctrl_c_and_exits_with_the_last_verdict(canne
     canned[1].clear()
     result = CliRunner().invoke(cli, ["status", "--watch", "--every", "0", str(write_site())], catch_exceptions=False)
     assert result.exit_code == 1 and "degraded (exit 1)" in result.stdout
+
+
+def test_status_timeout_reaches_every_check_and_is_bounded(canned, plan, write_site, monkeypatch):
+    health, view, mounts = healthy(plan)
+    seen: list = []
+    original = status.gather
+    monkeypatch.setattr(status, "gather", lambda loaded, _plan, **kw: seen.append(kw) or original(loaded, _plan, **kw))
+    canned[0].extend([status.judge(plan, health, view, mounts)] * 2)
+    site = str(write_site())
+    assert CliRunner().invoke(cli, ["status", site], catch_exceptions=False).exit_code == 0
+    assert CliRunner().invoke(cli, ["status", "--timeout", "30", site], catch_exceptions=False).exit_code == 0
+    assert seen == [{"timeout": status.TIMEOUT}, {"timeout": 30.0}]  # the CLI's default is the module's
+    refused = CliRunner().invoke(cli, ["status", "--timeout", "0", site])
+    assert refused.exit_code == 2 and "--timeout" in refused.output and len(seen) == 2
