@@ -37,6 +37,8 @@ NAME = "onehci-smoke"
 LOG_DIR = "/var/log/libvirt/qemu"  # virtlogd's, on each host
 IMAGE_READY, IMAGE_ERROR = 1, 5
 VM_DONE = 6
+# one.vm.recover's "delete": a VM in a transient state (PROLOG after a step timed out) refuses terminate
+RECOVER_DELETE = 3
 DISK_MB = 8  # the guest's data disk; the guest finds it by this size (smoke/init)
 # seconds per API call: oned answers an image allocation only after its datastore driver has looked at
 # the file: 58 s on the three emulated nodes of the Vagrant rehearsal, against onehci's usual 10 s
@@ -315,6 +317,12 @@ class Smoke:
         if found:
             self.made["image"] = found[0]
 
+    def _remove_vm(self, vm: int) -> None:
+        try:
+            self.client.vm.action("terminate-hard", vm)
+        except pyone.OneActionException:  # "wrong state PROLOG": this run's VM all the same
+            self.client.vm.recover(vm, RECOVER_DELETE)
+
     def cleanup(self) -> str:
         if self.keep:
             return _("kept (--keep): {vms}").format(vms=", ".join(f"VM {g.vm}" for g in self.result.guests))
@@ -322,7 +330,7 @@ class Smoke:
         with one.api_errors():
             for g in self.result.guests:
                 if self.client.vm.info(g.vm).STATE != VM_DONE:
-                    self.client.vm.action("terminate-hard", g.vm)
+                    self._remove_vm(g.vm)
             wait_until(lambda: all(self.client.vm.info(g.vm).STATE == VM_DONE for g in self.result.guests)
                        or Pending("VMs terminating"), timeout=self.timeout, every=2,
                        timed_out=lambda _left: _("the smoke VMs did not terminate: `onevm list` on the frontend"))

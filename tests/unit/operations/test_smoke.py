@@ -89,3 +89,29 @@ def test_an_image_whose_allocation_answer_was_lost_is_removed_by_the_cleanup(bas
         work.image()
     assert work.made == {"image": 7}
     assert "image 7 removed" in work.cleanup() and deleted == [7] and images == {}
+
+
+def test_a_vm_stuck_in_prolog_is_deleted_by_the_cleanup(base_loaded, monkeypatch):
+    """OpenNebula refuses terminate-hard in PROLOG (seen when the `running` step timed out on emulated
+    nodes): the cleanup recovers the VM with "delete" instead. Checked against OpenNebula 7.0.2 by hand
+    on three VMs stuck in PROLOG (docs/performance.md); this stand-in makes the refusal happen here."""
+    states = {0: 3, 1: 3}  # ACTIVE (in PROLOG)
+    calls: list[tuple] = []
+
+    def action(name, vm):
+        calls.append((name, vm))
+        if vm == 0:
+            raise pyone.OneActionException(f'Could not terminate VM {vm}, wrong state PROLOG.')
+        states[vm] = smoke.VM_DONE
+
+    def recover(vm, operation):
+        calls.append(("recover", vm, operation))
+        states[vm] = smoke.VM_DONE
+
+    client = SimpleNamespace(vm=SimpleNamespace(info=lambda vm: SimpleNamespace(STATE=states[vm]), action=action,
+                                                recover=recover))
+    monkeypatch.setattr(smoke.one, "client_for", lambda *a, **k: client)
+    work = smoke.Smoke(base_loaded, say=lambda line: None, count=None, keep=False, timeout=5)
+    work.result.guests = [smoke.Guest(vm=0, name="a", host="n1"), smoke.Guest(vm=1, name="b", host="n2")]
+    assert work.cleanup() == "2 VM(s) terminated"
+    assert calls == [("terminate-hard", 0), ("recover", 0, 3), ("terminate-hard", 1)]
