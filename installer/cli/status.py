@@ -41,8 +41,8 @@ def render(result):
 @click.option("--every", default=5.0, show_default=True, metavar="SECONDS", help="Pause between rounds of --watch.")
 # the default is installer.status.TIMEOUT (not imported here: `--help` stays quick; a unit test compares)
 @click.option("--timeout", default=4.0, show_default=True, metavar="SECONDS", type=click.FloatRange(1, 300),
-              help="Time each check may take (the SSH check of a node one second more): raise it for nodes that "
-                   "answer slowly, e.g. emulated ones.")
+              help="Time each call of a check may take (SSH to a node one second more): raise it for nodes "
+                   "that answer slowly, e.g. emulated ones.")
 def status(site_path: str | None, profile: str | None, as_json: bool, watch: bool, every: float,
            timeout: float) -> None:
     """The cloud's health, one line per component: green, amber or red, and why.

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import pyone
+import requests
 
 from installer import one, remote, testimage
 from installer.errors import OnehciError
@@ -149,14 +150,14 @@ class Smoke:
             if self.names["images"] not in stores:
                 raise OnehciError(_("no datastore {name}: deploy the site first (onehci deploy)")
                                   .format(name=self.names["images"]))
-        try:
-            with one.api_errors():
+        with one.api_errors():
+            try:
                 self.image_id = self.client.image.allocate(one.template({
                     "NAME": NAME, "PATH": target, "TYPE": "OS", "FORMAT": "raw",
                     "DESCRIPTION": "onehci smoke test guest (busybox)"}), stores[self.names["images"]])
-        except OnehciError:
-            self._adopt_image()  # the call may have failed after oned made the image
-            raise
+            except requests.exceptions.Timeout:
+                self._adopt_image()  # only the answer timed out: oned may make the image all the same
+                raise
         self.made["image"] = self.image_id
 
         def ready():
@@ -307,15 +308,18 @@ class Smoke:
             vm=guest.vm, source=self.result.migrated["from"], target=target, seconds=seconds)
 
     def _adopt_image(self) -> None:
-        """An image of ours that appeared although its allocation failed (the answer timed out):
-        made by this run, as there was none before it, so the cleanup removes it."""
-        try:
+        """The image whose allocation timed out, if oned makes it (it adds the image to its pool only once
+        its driver answered, so it is looked for a while): this run's, as there was none before, so the
+        cleanup removes it. Only after a timeout: any other refusal may be about another run's image."""
+        def appeared():
             with one.api_errors():
                 found = [i.ID for i in self.client.imagepool.info(-2, -1, -1).IMAGE if i.NAME == NAME]
+            return found or Pending("no image yet")
+
+        try:
+            self.made["image"] = wait_until(appeared, timeout=API_TIMEOUT, every=2, timed_out=str)[0]
         except OnehciError:
-            return  # the frontend does not answer: the next run names the image if it is there
-        if found:
-            self.made["image"] = found[0]
+            pass  # not made, or the frontend does not answer: the next run names the image if it is there
 
     def _remove_vm(self, vm: int) -> None:
         try:

@@ -90,6 +90,17 @@ def test_an_image_whose_allocation_answer_was_lost_is_removed_by_the_cleanup(bas
     assert work.made == {"image": 7}
     assert "image 7 removed" in work.cleanup() and deleted == [7] and images == {}
 
+    def refused(template, datastore):  # e.g. another smoke run's image took the name meanwhile
+        images[8] = smoke.NAME
+        raise pyone.OneException("[one.image.allocate] NAME is already taken by IMAGE 8.")
+
+    client.image.allocate = refused
+    again = smoke.Smoke(base_loaded, say=lambda line: None, count=None, keep=False, timeout=5)
+    again.names = {**again.names, "images": "lab-images"}
+    with pytest.raises(OnehciError, match="already taken"):
+        again.image()
+    assert again.made == {} and "image" not in again.cleanup() and images == {8: smoke.NAME}
+
 
 def test_a_vm_stuck_in_prolog_is_deleted_by_the_cleanup(base_loaded, monkeypatch):
     """OpenNebula refuses terminate-hard in PROLOG (seen when the `running` step timed out on emulated
