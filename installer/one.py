@@ -130,8 +130,10 @@ def _api(url: str) -> str:
     return _("OpenNebula's API at {url}").format(url=url) if url else _("OpenNebula's API")
 
 
-def client_for(loaded, plan, *, timeout: float = TIMEOUT):
-    """A pyone client for the site's frontend as oneadmin, checked: it answered and took the password."""
+def client_for(loaded, plan, *, timeout: float = TIMEOUT, calls_timeout: float | None = None):
+    """A pyone client for the site's frontend as oneadmin, checked within TIMEOUT: it answered and took
+    the password. Its later calls may take CALLS_TIMEOUT when given (oned slow under load), while a
+    frontend that does not answer at all is still said after TIMEOUT."""
     url = api_url(plan)
     password_file = state.oneadmin_password_file(loaded.path)
     if not password_file.exists():  # never make one here: only the deploy that installs oned may
@@ -140,6 +142,8 @@ def client_for(loaded, plan, *, timeout: float = TIMEOUT):
     client = connect(url, state.oneadmin_password(loaded.path), timeout=timeout)
     with api_errors(url, str(password_file)):
         client.user.info(-1)
+    if calls_timeout is not None:
+        client._ServerProxy__transport.timeout = calls_timeout
     return client
 
 

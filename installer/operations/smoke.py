@@ -41,8 +41,9 @@ VM_DONE = 6
 # one.vm.recover's "delete": a VM in a transient state (PROLOG after a step timed out) refuses terminate
 RECOVER_DELETE = 3
 DISK_MB = 8  # the guest's data disk; the guest finds it by this size (smoke/init)
-# seconds per API call: oned answers an image allocation only after its datastore driver has looked at
-# the file: 58 s on the three emulated nodes of the Vagrant rehearsal, against onehci's usual 10 s
+# seconds per API call once the frontend answered (within onehci's usual 10 s): oned answers an image
+# allocation only after its datastore driver has looked at the file, 58 s on the three emulated nodes of
+# the Vagrant rehearsal
 API_TIMEOUT = 120.0
 
 
@@ -111,7 +112,7 @@ class Smoke:
         if not self.hosts:
             raise OnehciError(_("the site has no KVM host (no node with the kvm role): there is nowhere to run a VM"))
         self.count = count or len(self.hosts)
-        self.client = one.client_for(loaded, self.plan, timeout=API_TIMEOUT)
+        self.client = one.client_for(loaded, self.plan, calls_timeout=API_TIMEOUT)
         self.names = one.object_names(self.plan.cluster)
         self.made: dict[str, int] = {}  # what this run created: image, template
         self.result = Result(kept=keep)
@@ -328,29 +329,55 @@ class Smoke:
             self.client.vm.recover(vm, RECOVER_DELETE)
 
     def cleanup(self) -> str:
+        """Each piece on its own, so that one OpenNebula refuses does not leave the others behind; what is
+        left is named in one error at the end."""
         if self.keep:
             return _("kept (--keep): {vms}").format(vms=", ".join(f"VM {g.vm}" for g in self.result.guests))
-        done = []
-        with one.api_errors():
-            for g in self.result.guests:
-                if self.client.vm.info(g.vm).STATE != VM_DONE:
-                    self._remove_vm(g.vm)
-            wait_until(lambda: all(self.client.vm.info(g.vm).STATE == VM_DONE for g in self.result.guests)
-                       or Pending("VMs terminating"), timeout=self.timeout, every=2,
-                       timed_out=lambda _left: _("the smoke VMs did not terminate: `onevm list` on the frontend"))
-            count = len(self.result.guests)
-            done.append(ngettext("{count} VM(s) terminated", "{count} VM(s) terminated", count).format(count=count))
-            if "template" in self.made:
-                self.client.template.delete(self.made["template"], False)
-                done.append(_("template {id} removed").format(id=self.made["template"]))
-            if "image" in self.made:
-                self.client.image.delete(self.made["image"])
-                image = self.made["image"]
+        done: list[str] = []
+        left: list[str] = []
+        asked = []
+        for g in self.result.guests:
+            if _try(left, _("VM {vm}").format(vm=g.vm), lambda vm=g.vm: self._remove_vm_unless_done(vm)):
+                asked.append(g.vm)
+        if asked and _try(left, _("VMs {vms}").format(vms=", ".join(map(str, asked))), lambda: wait_until(
+                lambda: all(self.client.vm.info(vm).STATE == VM_DONE for vm in asked) or Pending("VMs terminating"),
+                timeout=self.timeout, every=2,
+                timed_out=lambda _left: _("did not terminate: `onevm list` on the frontend"))):
+            done.append(ngettext("{count} VM(s) terminated", "{count} VM(s) terminated", len(asked))
+                        .format(count=len(asked)))
+        if "template" in self.made:
+            template = self.made["template"]
+            if _try(left, _("template {id}").format(id=template), lambda: self.client.template.delete(template, False)):
+                done.append(_("template {id} removed").format(id=template))
+        if "image" in self.made:
+            image = self.made["image"]
+
+            def remove_image():
+                self.client.image.delete(image)
                 wait_until(lambda: image not in {i.ID for i in self.client.imagepool.info(-2, -1, -1).IMAGE}
                            or Pending("image deleting"), timeout=self.timeout, every=1,
-                           timed_out=lambda _left: _("image {id} is still there: `oneimage show {id}`").format(id=image))
+                           timed_out=lambda _left: _("still there: `oneimage show {id}`").format(id=image))
+            if _try(left, _("image {id}").format(id=image), remove_image):
                 done.append(_("image {id} removed").format(id=image))
+        if left:
+            raise OnehciError(_("left behind: {left} (done: {done})").format(
+                left="; ".join(left), done=", ".join(done) or _("nothing")))
         return ", ".join(done)
+
+    def _remove_vm_unless_done(self, vm: int) -> None:
+        if self.client.vm.info(vm).STATE != VM_DONE:
+            self._remove_vm(vm)
+
+
+def _try(left: list[str], what: str, action: Callable[[], object]) -> bool:
+    """ACTION through OpenNebula's API; False, and WHAT with the error added to LEFT, if it failed."""
+    try:
+        with one.api_errors():
+            action()
+    except OnehciError as exc:
+        left.append(f"{what}: {exc}")
+        return False
+    return True
 
 
 def smoke(loaded, *, count: int | None = None, keep: bool = False, timeout: float = 300,

@@ -126,3 +126,40 @@ def test_a_vm_stuck_in_prolog_is_deleted_by_the_cleanup(base_loaded, monkeypatch
     work.result.guests = [smoke.Guest(vm=0, name="a", host="n1"), smoke.Guest(vm=1, name="b", host="n2")]
     assert work.cleanup() == "2 VM(s) terminated"
     assert calls == [("terminate-hard", 0), ("recover", 0, 3), ("terminate-hard", 1)]
+
+
+def test_a_vm_opennebula_will_not_remove_does_not_keep_the_cleanup_from_the_rest(base_loaded, monkeypatch):
+    """One VM refused twice (terminate-hard and recover-delete) and its image still in use: the other VM,
+    the template and the image are still tried, and the one error names what is left and why."""
+    states = {0: 3, 1: 3}
+    calls: list[tuple] = []
+
+    def action(name, vm):
+        calls.append((name, vm))
+        if vm == 0:
+            raise pyone.OneActionException("Could not terminate VM 0, wrong state PROLOG.")
+        states[vm] = smoke.VM_DONE
+
+    def recover(vm, operation):
+        calls.append(("recover", vm, operation))
+        raise pyone.OneActionException("Could not recover VM 0, wrong state.")
+
+    def delete_image(image):
+        calls.append(("image delete", image))
+        raise pyone.OneActionException("Cannot delete image 7: it is used by 1 VM")
+
+    client = SimpleNamespace(
+        vm=SimpleNamespace(info=lambda vm: SimpleNamespace(STATE=states[vm]), action=action, recover=recover),
+        template=SimpleNamespace(delete=lambda template, recursive: calls.append(("template delete", template))),
+        image=SimpleNamespace(delete=delete_image))
+    monkeypatch.setattr(smoke.one, "client_for", lambda *a, **k: client)
+    work = smoke.Smoke(base_loaded, say=lambda line: None, count=None, keep=False, timeout=5)
+    work.result.guests = [smoke.Guest(vm=0, name="a", host="n1"), smoke.Guest(vm=1, name="b", host="n2")]
+    work.made = {"template": 4, "image": 7}
+    with pytest.raises(OnehciError) as exc:
+        work.cleanup()
+    assert calls == [("terminate-hard", 0), ("recover", 0, 3), ("terminate-hard", 1), ("template delete", 4),
+                     ("image delete", 7)]
+    message = str(exc.value)
+    assert "VM 0: " in message and "wrong state" in message and "image 7: " in message and "used by 1 VM" in message
+    assert "(done: 1 VM(s) terminated, template 4 removed)" in message and "\n" not in message
