@@ -42,6 +42,11 @@ STATUS_PATIENCE, STATUS_EVERY = 600, 30  # seconds `onehci status` is run again 
 # monitoring probes ran on them (status's own 4 s suits servers; docs/opennebula.md)
 STATUS_TIMEOUT = 30
 PROBE_TIMEOUT = 600  # seconds a host's monitoring probes may run (docs/rehearsal.md)
+# six emulated vCPUs on two cores: OpenNebula's probes (Ruby, at nice 0, the VMs' state every 5 s) kept
+# the nodes busy while the drivers' disk copies, at OpenNebula's nice 19, never got the CPU (smoke's
+# VMs stuck in PROLOG, 2026-12-08); the probes spaced out and the drivers at 0 (docs/rehearsal.md)
+PROBE_PERIODS = {"STATE_VM": 60, "MONITOR_VM": 300, "MONITOR_HOST": 300}
+DRIVER_NICE = 0
 MEMORY_MB = 3072  # every node alike (the Vagrantfile has one size): the frontend and a smoke VM fit
 # 2 vCPUs each although the machine has 2 cores: the frontend gets both while the others wait (oned's
 # drivers must start in time: docs/performance.md)
@@ -122,7 +127,9 @@ def main() -> None:
         proc = onehci(site, *argv)
         assert proc.returncode == 0, proc.stdout
     # emulated nodes: OpenNebula's first monitoring round ran over its 90 s probe limit on all three
-    repo = publish_opennebula(site, key, ADDRESS, {"opennebula_frontend__monitor_timeout": PROBE_TIMEOUT})
+    repo = publish_opennebula(site, key, ADDRESS, {"opennebula_frontend__monitor_timeout": PROBE_TIMEOUT,
+                                                   "opennebula_frontend__probe_periods": PROBE_PERIODS,
+                                                   "opennebula_frontend__driver_nice": DRIVER_NICE})
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(libvirtd_running())

@@ -106,3 +106,67 @@ def test_a_probe_limit_that_is_not_a_number_of_seconds_stops_the_role_and_change
         assert proc.returncode != 0
         assert "give the seconds a host's monitoring probes may run, 10 to 3600" in proc.stdout, proc.stdout
         assert conf.read_text() == before
+
+
+PERIOD_TASKS = ["Check the monitoring probes' periods", "Space the hosts' monitoring probes as the environment asks"]
+NICE_TASKS = ["Check the drivers' nice level", "Run OpenNebula's drivers at their nice level"]
+
+
+def periods(text: str) -> dict[str, int]:
+    block = re.search(r"(?m)^PROBES_PERIOD\s*=\s*\[(.*?)\]", text, re.S).group(1)
+    return {key: int(value) for key, value in re.findall(r"(\w+)\s*=\s*(\d+)", block)}
+
+
+def test_the_probes_keep_opennebulas_periods_unless_the_environment_spaces_them(tmp_path):
+    conf = monitord_conf(tmp_path)
+    before = conf.read_text()
+    assert periods(before) == {"BEACON_HOST": 30, "SYSTEM_HOST": 600, "MONITOR_HOST": 120, "STATE_VM": 5,
+                               "MONITOR_VM": 30, "SYNC_STATE_VM": 180}
+    kept = run_task(tmp_path, conf, names=PERIOD_TASKS)
+    assert kept.returncode == 0 and "changed=0" in kept.stdout, kept.stdout + kept.stderr
+    assert conf.read_text() == before
+    spaced = run_task(tmp_path, conf, {"opennebula_frontend__probe_periods": {"STATE_VM": 60, "MONITOR_VM": 300}},
+                      names=PERIOD_TASKS)
+    assert spaced.returncode == 0 and "changed=1" in spaced.stdout, spaced.stdout + spaced.stderr
+    after = conf.read_text()
+    # STATE_VM's line only, not SYNC_STATE_VM's; every other line as it was
+    assert periods(after) == {**periods(before), "STATE_VM": 60, "MONITOR_VM": 300}
+    assert [a for a, b in zip(after.splitlines(), before.splitlines()) if a != b] == [
+        "    STATE_VM       = 60,", "    MONITOR_VM     = 300,"]
+
+
+def test_a_probe_period_that_is_not_a_kind_and_seconds_stops_the_role_and_changes_nothing(tmp_path):
+    conf = monitord_conf(tmp_path)
+    before = conf.read_text()
+    for bad in ({"STATE_VM": "5; rm -rf /"}, {"STATE_VM": 1}, {"STATE_VM": 86400}, {"NOT_A_KIND": 60},
+                {"SYSTEM_HOST|STATE_VM": 60}, "STATE_VM=60"):
+        proc = run_task(tmp_path, conf, {"opennebula_frontend__probe_periods": bad}, names=PERIOD_TASKS)
+        assert proc.returncode != 0, bad
+        assert "give seconds between probes, 5 to 3600, for some of BEACON_HOST," in proc.stdout, proc.stdout
+        assert conf.read_text() == before
+
+
+def defaultrc(tmp_path):
+    with tarfile.open(onebuild.default_source()) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("share/etc/defaultrc"))
+        path = tmp_path / "defaultrc"
+        path.write_bytes(tar.extractfile(member).read())
+    return path
+
+
+def test_the_drivers_keep_opennebulas_nice_level_unless_the_environment_lowers_it(tmp_path):
+    rc = defaultrc(tmp_path)
+    before = rc.read_text()
+    assert re.findall(r"(?m)^PRIORITY=.*", before) == ["PRIORITY=19"]
+    extra = {"opennebula_frontend__defaultrc": str(rc)}
+    kept = run_task(tmp_path, rc, extra, names=NICE_TASKS)
+    assert kept.returncode == 0 and "changed=0" in kept.stdout, kept.stdout + kept.stderr
+    assert rc.read_text() == before
+    lowered = run_task(tmp_path, rc, {**extra, "opennebula_frontend__driver_nice": 0}, names=NICE_TASKS)
+    assert lowered.returncode == 0 and "changed=1" in lowered.stdout, lowered.stdout + lowered.stderr
+    assert rc.read_text() == before.replace("PRIORITY=19", "PRIORITY=0")
+    for bad in ("0; rm -rf /", -5, 20):
+        proc = run_task(tmp_path, rc, {**extra, "opennebula_frontend__driver_nice": bad}, names=NICE_TASKS)
+        assert proc.returncode != 0
+        assert "give the nice level of OpenNebula's drivers, 0 to 19" in proc.stdout, proc.stdout
+    assert rc.read_text() == before.replace("PRIORITY=19", "PRIORITY=0")
