@@ -47,6 +47,7 @@ PROBE_TIMEOUT = 600  # seconds a host's monitoring probes may run (docs/rehearsa
 # VMs stuck in PROLOG, 2026-12-08); the probes spaced out and the drivers at 0 (docs/rehearsal.md)
 PROBE_PERIODS = {"STATE_VM": 60, "MONITOR_VM": 300, "MONITOR_HOST": 300}
 DRIVER_NICE = 0
+SMOKE_TIMEOUT = 600  # seconds per smoke step: each guest is emulated inside an emulated node
 MEMORY_MB = 3072  # every node alike (the Vagrantfile has one size): the frontend and a smoke VM fit
 # 2 vCPUs each although the machine has 2 cores: the frontend gets both while the others wait (oned's
 # drivers must start in time: docs/performance.md)
@@ -166,7 +167,7 @@ def main() -> None:
                 print(failed, f"\nthe frontend's logs: {workdir}/frontend-diagnostics.txt; deploy again", flush=True)
                 run("deploy again", "deploy")
             status_until_green()
-            run("smoke", "smoke")
+            run("smoke", "smoke", "--timeout", str(SMOKE_TIMEOUT))
         finally:
             (workdir / "timings.json").write_text(json.dumps(timings, indent=1))
             print(json.dumps({k: round(v) for k, v in timings.items()}), f"kept in {workdir}", flush=True)
