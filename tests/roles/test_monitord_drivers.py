@@ -21,14 +21,19 @@ TASK = "Start only the monitor drivers of the hypervisors onehci registers"
 TIMEOUT_TASKS = ["Check the monitoring probes' time limit", "Allow the hosts' monitoring probes their time"]
 
 
-def monitord_conf(tmp_path):
+def from_release(tmp_path, suffix: str):
+    """The file of OpenNebula's release tarball whose path ends with SUFFIX, copied into TMP_PATH."""
     source = onebuild.default_source()
     assert source.exists(), f"OpenNebula's release tarball is missing: {source}"
     with tarfile.open(source) as tar:
-        member = next(m for m in tar.getmembers() if m.name.endswith("src/monitor/etc/monitord.conf"))
-        path = tmp_path / "monitord.conf"
+        member = next(m for m in tar.getmembers() if m.name.endswith(suffix))
+        path = tmp_path / suffix.rsplit("/", 1)[-1]
         path.write_bytes(tar.extractfile(member).read())
     return path
+
+
+def monitord_conf(tmp_path):
+    return from_release(tmp_path, "src/monitor/etc/monitord.conf")
 
 
 def drivers(text: str) -> list[str]:
@@ -146,16 +151,8 @@ def test_a_probe_period_that_is_not_a_kind_and_seconds_stops_the_role_and_change
         assert conf.read_text() == before
 
 
-def defaultrc(tmp_path):
-    with tarfile.open(onebuild.default_source()) as tar:
-        member = next(m for m in tar.getmembers() if m.name.endswith("share/etc/defaultrc"))
-        path = tmp_path / "defaultrc"
-        path.write_bytes(tar.extractfile(member).read())
-    return path
-
-
 def test_the_drivers_keep_opennebulas_nice_level_unless_the_environment_lowers_it(tmp_path):
-    rc = defaultrc(tmp_path)
+    rc = from_release(tmp_path, "share/etc/defaultrc")
     before = rc.read_text()
     assert re.findall(r"(?m)^PRIORITY=.*", before) == ["PRIORITY=19"]
     extra = {"opennebula_frontend__defaultrc": str(rc)}
